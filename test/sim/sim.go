@@ -135,6 +135,9 @@ func (s *Server) Client(ctx context.Context) (*govmomi.Client, *rest.Client, err
 	return c, rc, nil
 }
 
+// CertificateFile writes the server certificate to a PEM file (removed at Close).
+func (s *Server) CertificateFile() (string, error) { return s.srv.CertificateFile() }
+
 // GovcURL is the line `vspherefs sim` prints.
 func (s *Server) GovcURL() string { return "GOVC_URL=" + s.URL.String() }
 
