@@ -37,8 +37,9 @@ type Server struct {
 	mux   *http.ServeMux
 	vapi  http.Handler // vcsim's vAPI handler, reached past our more specific patterns
 
-	Library *LibraryData // library file data endpoint (Range switch, counters)
-	Prepare *PrepareSteps
+	Library  *LibraryData // library file data endpoint (Range switch, counters)
+	Prepare  *PrepareSteps
+	Sessions *Sessions
 
 	adminC    adminClient
 	closeOnce sync.Once
@@ -74,6 +75,8 @@ func Start(opts Options) (*Server, error) {
 	s.Prepare = newPrepareSteps(s)
 	mux.Handle(rest.Path+"/com/vmware/cis/data/", s.Library)
 	mux.Handle(rest.Path+"/com/vmware/content/library/item/downloadsession/file/", s.Prepare)
+	s.Sessions = newSessions(s)
+	mux.Handle(rest.Path+"/com/vmware/cis/session", s.Sessions)
 
 	s.srv = model.Service.NewServer()
 	s.URL = s.srv.URL
