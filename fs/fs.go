@@ -126,7 +126,7 @@ func ino(kind, id string) uint64 {
 	h.Write([]byte(kind))
 	h.Write([]byte{0})
 	h.Write([]byte(id))
-	return h.Sum64() | 1<<63>>1 // keep clear of go-fuse's automatic numbers
+	return max(h.Sum64()>>1, 2) // below go-fuse's automatic numbers (from 2^63); never the root's 1
 }
 
 func (f *FS) dirAttr(a *fuse.Attr, mtime time.Time) {
