@@ -20,9 +20,17 @@ import (
 type Guests struct {
 	c      *Conn
 	logins *GuestLogins
+	ttl    time.Duration // lifetime of cached VM and directory lists
 
-	mu  sync.Mutex
-	fms map[types.ManagedObjectReference]fmEntry
+	mu    sync.Mutex
+	fms   map[types.ManagedObjectReference]fmEntry
+	vms   timed[[]VM]
+	lists map[listKey]timed[[]GuestStat]
+}
+
+type listKey struct {
+	vm  types.ManagedObjectReference
+	dir string
 }
 
 type fmEntry struct {
@@ -30,9 +38,73 @@ type fmEntry struct {
 	fm  *guest.FileManager
 }
 
-// NewGuests makes the guest operations of a connection.
-func NewGuests(c *Conn, logins *GuestLogins) *Guests {
-	return &Guests{c: c, logins: logins, fms: map[types.ManagedObjectReference]fmEntry{}}
+// NewGuests makes the guest operations of a connection; VM and directory
+// lists are cached for ttl.
+func NewGuests(c *Conn, logins *GuestLogins, ttl time.Duration) *Guests {
+	return &Guests{c: c, logins: logins, ttl: ttl, fms: map[types.ManagedObjectReference]fmEntry{},
+		lists: map[listKey]timed[[]GuestStat]{}}
+}
+
+// VMs lists the VMs, cached for the TTL.
+func (g *Guests) VMs(ctx context.Context) ([]VM, error) {
+	g.mu.Lock()
+	if g.vms.fresh(g.ttl) {
+		defer g.mu.Unlock()
+		return g.vms.v, nil
+	}
+	g.mu.Unlock()
+	vms, err := ListVMs(ctx, g.c)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	g.vms = timed[[]VM]{v: vms, at: time.Now()}
+	g.mu.Unlock()
+	return vms, nil
+}
+
+// Dir is List cached for the TTL: one paged call sequence per directory and
+// TTL, whatever the number of entries stat'ed.
+func (v *GuestVM) Dir(ctx context.Context, dir string) ([]GuestStat, error) {
+	k := listKey{v.ref, path.Clean(dir)}
+	v.g.mu.Lock()
+	if t, ok := v.g.lists[k]; ok && t.fresh(v.g.ttl) {
+		v.g.mu.Unlock()
+		return t.v, nil
+	}
+	v.g.mu.Unlock()
+	list, err := v.List(ctx, k.dir)
+	if err != nil {
+		return nil, err
+	}
+	v.g.mu.Lock()
+	v.g.lists[k] = timed[[]GuestStat]{v: list, at: time.Now()}
+	v.g.mu.Unlock()
+	return list, nil
+}
+
+// Lookup finds a name in a directory's cached list.
+func (v *GuestVM) Lookup(ctx context.Context, dir, name string) (GuestStat, error) {
+	list, err := v.Dir(ctx, dir)
+	if err != nil {
+		return GuestStat{}, err
+	}
+	for _, s := range list {
+		if s.Name == name {
+			return s, nil
+		}
+	}
+	return GuestStat{}, Errorf("ListFilesInGuest", v.name+":"+path.Join(dir, name), ErrNotFound, "no such file")
+}
+
+// forget drops the cached lists a change to p makes stale: its own and its
+// parent's.
+func (v *GuestVM) forget(p string) {
+	p = path.Clean(p)
+	v.g.mu.Lock()
+	delete(v.g.lists, listKey{v.ref, p})
+	delete(v.g.lists, listKey{v.ref, path.Dir(p)})
+	v.g.mu.Unlock()
 }
 
 // GuestVM is one VM's guest filesystem.
@@ -193,6 +265,7 @@ func (v *GuestVM) Stat(ctx context.Context, p string) (GuestStat, error) {
 
 // Mkdir makes a directory; mode, if not 0, is applied after.
 func (v *GuestVM) Mkdir(ctx context.Context, p string, mode uint32) error {
+	defer v.forget(p)
 	err := v.do(ctx, "MakeDirectoryInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		return fm.MakeDirectory(ctx, auth, p, false)
 	})
@@ -204,6 +277,7 @@ func (v *GuestVM) Mkdir(ctx context.Context, p string, mode uint32) error {
 
 // Rmdir removes an empty directory.
 func (v *GuestVM) Rmdir(ctx context.Context, p string) error {
+	defer v.forget(p)
 	return v.do(ctx, "DeleteDirectoryInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		return fm.DeleteDirectory(ctx, auth, p, false)
 	})
@@ -211,6 +285,7 @@ func (v *GuestVM) Rmdir(ctx context.Context, p string) error {
 
 // Remove removes a file or symlink.
 func (v *GuestVM) Remove(ctx context.Context, p string) error {
+	defer v.forget(p)
 	return v.do(ctx, "DeleteFileInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		return fm.DeleteFile(ctx, auth, p)
 	})
@@ -218,6 +293,8 @@ func (v *GuestVM) Remove(ctx context.Context, p string) error {
 
 // MoveFile renames a file (or symlink), replacing dst if overwrite.
 func (v *GuestVM) MoveFile(ctx context.Context, src, dst string, overwrite bool) error {
+	defer v.forget(src)
+	defer v.forget(dst)
 	return v.do(ctx, "MoveFileInGuest", src, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		return fm.MoveFile(ctx, auth, src, dst, overwrite)
 	})
@@ -226,6 +303,8 @@ func (v *GuestVM) MoveFile(ctx context.Context, src, dst string, overwrite bool)
 // MoveDir renames a directory; an existing dst is ErrExists (the API has no
 // overwrite for directories).
 func (v *GuestVM) MoveDir(ctx context.Context, src, dst string) error {
+	defer v.forget(src)
+	defer v.forget(dst)
 	return v.do(ctx, "MoveDirectoryInGuest", src, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		return fm.MoveDirectory(ctx, auth, src, dst)
 	})
@@ -257,6 +336,7 @@ func (v *GuestVM) Chattr(ctx context.Context, p string, a GuestAttr) error {
 	if a.empty() {
 		return nil
 	}
+	defer v.forget(p)
 	return v.do(ctx, "ChangeFileAttributesInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		return fm.ChangeFileAttributes(ctx, auth, p, a.posix())
 	})

@@ -47,7 +47,7 @@ func newGuestEnv(t *testing.T, login string) *guestEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &guestEnv{s: s, c: c, g: NewGuests(c, logins)}
+	e := &guestEnv{s: s, c: c, g: NewGuests(c, logins, time.Second)}
 	for _, v := range vms {
 		if v.Name == "DC0_H0_VM0" {
 			e.vm = e.g.VM(v.Ref, v.Name)
@@ -242,14 +242,14 @@ func TestGuestFaults(t *testing.T) {
 	logins, _ := NewGuestLogins("root:vmware", "")
 	for _, v := range vms {
 		if v.Name == sim.DemoOffVM {
-			_, err := NewGuests(e.c, logins).VM(v.Ref, v.Name).List(ctx, "/")
+			_, err := NewGuests(e.c, logins, time.Second).VM(v.Ref, v.Name).List(ctx, "/")
 			if !errors.Is(err, ErrHostDown) {
 				t.Fatalf("powered-off VM: %v", err)
 			}
 		}
 	}
 	none, _ := NewGuestLogins("", "")
-	if _, err := NewGuests(e.c, none).VM(e.vm.ref, e.vm.name).List(ctx, "/"); !errors.Is(err, ErrPermission) {
+	if _, err := NewGuests(e.c, none, time.Second).VM(e.vm.ref, e.vm.name).List(ctx, "/"); !errors.Is(err, ErrPermission) {
 		t.Fatalf("no login: %v", err)
 	}
 }
@@ -276,4 +276,29 @@ func TestGuestConcurrentSources(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+func TestGuestDirCached(t *testing.T) {
+	e := newGuestEnv(t, "root:vmware")
+	ctx := context.Background()
+	calls := func() int { return e.s.Guest.Stats().Calls["ListFilesInGuest"] }
+	before := calls()
+	for range 3 {
+		if _, err := e.vm.Lookup(ctx, "/etc", "hostname"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := calls() - before; n != 1 {
+		t.Fatalf("%d list calls for 3 lookups", n)
+	}
+	if err := e.vm.Mkdir(ctx, "/etc/new", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.vm.Lookup(ctx, "/etc", "new"); err != nil {
+		t.Fatalf("list not refreshed after mkdir: %v", err)
+	}
+	vms, err := e.g.VMs(ctx)
+	if err != nil || len(vms) != 5 {
+		t.Fatalf("%v %v", vms, err)
+	}
 }
