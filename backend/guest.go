@@ -352,3 +352,6 @@ func randomSuffix() string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// ID names the VM (its managed object id), stable across renames.
+func (v *GuestVM) ID() string { return v.ref.Value }

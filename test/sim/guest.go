@@ -255,3 +255,10 @@ func (g *Guest) close() {
 		v.fs.root.Close()
 	}
 }
+
+// GuestLoginString is DefaultGuestLogin as USER:PASS (url.Userinfo.String
+// would percent-escape it).
+func GuestLoginString() string {
+	p, _ := DefaultGuestLogin.Password()
+	return DefaultGuestLogin.Username() + ":" + p
+}
