@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/session"
 	"github.com/vmware/govmomi/vapi/library"
 	"github.com/vmware/govmomi/vapi/rest"
@@ -207,20 +208,7 @@ func errText(err error) string {
 }
 
 func isNotAuthenticated(err error) bool {
-	if rest.IsStatusError(err, http.StatusUnauthorized) {
-		return true
-	}
-	if soap.IsSoapFault(err) || soap.IsVimFault(err) {
-		var f types.BaseMethodFault
-		if soap.IsSoapFault(err) {
-			f, _ = soap.ToSoapFault(err).VimFault().(types.BaseMethodFault)
-		} else {
-			f = soap.ToVimFault(err)
-		}
-		_, ok := f.(*types.NotAuthenticated)
-		return ok
-	}
-	return false
+	return rest.IsStatusError(err, http.StatusUnauthorized) || fault.Is(err, &types.NotAuthenticated{})
 }
 
 // classify turns an API error into an *Error of the right kind.
@@ -240,40 +228,19 @@ func (c *Conn) classify(call, on string, err error) error {
 	case rest.IsStatusError(err, http.StatusUnauthorized), rest.IsStatusError(err, http.StatusForbidden):
 		kind = ErrPermission
 	case soap.IsSoapFault(err) || soap.IsVimFault(err):
-		var f any
-		if soap.IsSoapFault(err) {
-			f = soap.ToSoapFault(err).VimFault()
-		} else {
-			f = soap.ToVimFault(err)
-		}
-		kind = faultKind(f)
+		kind = faultKind(err)
 	default:
 		kind = vapiKind(err.Error())
 	}
 	return newError(call, on, kind, err)
 }
 
-// faultKind maps a SOAP fault to an error kind.
-func faultKind(f any) error {
-	switch f.(type) {
-	case *types.InvalidLogin, *types.NotAuthenticated, *types.NoPermission, *types.InvalidGuestLogin, *types.GuestPermissionDenied:
-		return ErrPermission
-	case *types.ManagedObjectNotFound, *types.FileNotFound, *types.NotFound:
-		return ErrNotFound
-	case *types.InvalidPowerState, *types.GuestOperationsUnavailable, *types.HostNotConnected:
-		return ErrHostDown
-	case *types.FileAlreadyExists, *types.DuplicateName, *types.AlreadyExists:
-		return ErrExists
-	case *types.DirectoryNotEmpty:
-		return ErrNotEmpty
-	case *types.TaskInProgress, *types.ResourceInUse, *types.InvalidState:
-		return ErrBusy
-	case *types.NotSupported, *types.OperationNotSupportedByGuest, *types.OperationDisabledByGuest:
-		return ErrUnsupported
-	case *types.InvalidArgument:
-		return ErrInvalid
-	case *types.NoDiskSpace, *types.OutOfBounds:
-		return ErrNoSpace
+// faultKind maps a SOAP fault to an error kind, through the one table.
+func faultKind(err error) error {
+	for _, m := range faultTable {
+		if fault.Is(err, m.fault) {
+			return m.kind
+		}
 	}
 	return ErrIO
 }

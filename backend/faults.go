@@ -3,7 +3,7 @@ package backend
 import (
 	"errors"
 
-	"github.com/vmware/govmomi/fault"
+	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
@@ -13,10 +13,10 @@ var (
 	ErrNotDir = errors.New("not a directory") // ENOTDIR
 )
 
-// guestFaults maps the faults of GuestFileManager calls to kinds. It is
-// matched with fault.Is, which sees faults as they come off the wire (values
-// such as types.FileNotFound, not pointers).
-var guestFaults = []struct {
+// faultTable maps SOAP faults to kinds, for every call. It is matched with
+// fault.Is, which sees faults as they come off the wire (values such as
+// types.FileNotFound, not pointers).
+var faultTable = []struct {
 	fault types.BaseMethodFault
 	kind  error
 }{
@@ -38,19 +38,24 @@ var guestFaults = []struct {
 	{&types.OperationDisabledByGuest{}, ErrUnsupported},
 	{&types.GuestComponentsOutOfDate{}, ErrUnsupported},
 	{&types.TaskInProgress{}, ErrBusy},
+	{&types.InvalidLogin{}, ErrPermission},
+	{&types.NoPermission{}, ErrPermission},
+	{&types.NotAuthenticated{}, ErrPermission},
+	{&types.HostNotConnected{}, ErrHostDown},
+	{&types.NotFound{}, ErrNotFound},
+	{&types.DuplicateName{}, ErrExists},
+	{&types.AlreadyExists{}, ErrExists},
+	{&types.ResourceInUse{}, ErrBusy},
+	{&types.InvalidState{}, ErrBusy},
+	{&types.NotSupported{}, ErrUnsupported},
+	{&types.OutOfBounds{}, ErrNoSpace},
 }
 
-// guestFault classifies the faults of guest calls, and leaves every other
-// error (NotAuthenticated above all, which Conn.Do answers by logging in
-// again) for Conn to classify.
+// guestFault classifies the faults of guest calls, and leaves NotAuthenticated
+// for Conn.Do, which answers it by logging in again.
 func guestFault(call, on string, err error) error {
-	if err == nil {
-		return nil
+	if err == nil || isNotAuthenticated(err) || !(soap.IsSoapFault(err) || soap.IsVimFault(err)) {
+		return err
 	}
-	for _, m := range guestFaults {
-		if fault.Is(err, m.fault) {
-			return newError(call, on, m.kind, err)
-		}
-	}
-	return err
+	return newError(call, on, faultKind(err), err)
 }
