@@ -95,10 +95,26 @@ func (v *GuestVM) Lookup(ctx context.Context, dir, name string) (GuestStat, erro
 	}
 	for _, s := range list {
 		if s.Name == name {
+			if s.stale {
+				return v.restat(ctx, path.Join(dir, name))
+			}
 			return s, nil
 		}
 	}
 	return GuestStat{}, Errorf("ListFilesInGuest", v.name+":"+path.Join(dir, name), ErrNotFound, "no such file")
+}
+
+// restat reads p's attributes again, for an entry known to be stale.
+func (v *GuestVM) restat(ctx context.Context, p string) (GuestStat, error) {
+	s, err := v.Stat(ctx, p)
+	if err != nil {
+		if isKind(err, ErrNotFound) {
+			v.forget(p)
+		}
+		return GuestStat{}, err
+	}
+	v.change(func() { v.set(p, s) })
+	return s, nil
 }
 
 // forget drops the cached lists a failed change to p may have made stale:
@@ -196,6 +212,8 @@ type GuestStat struct {
 	Mtime  time.Time
 	Atime  time.Time
 	Target string // symlink target
+
+	stale bool // a directory whose contents we changed: its mtime must be read again
 }
 
 func statOf(f types.GuestFileInfo) GuestStat {

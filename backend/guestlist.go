@@ -26,6 +26,12 @@ func (v *GuestVM) edit(dir string, fn func([]GuestStat) []GuestStat) {
 
 // noted records s as the entry of p in its parent's list. Called with g.mu held.
 func (v *GuestVM) noted(p string, s GuestStat) {
+	v.touched(path.Dir(p))
+	v.set(p, s)
+}
+
+// set records s as the entry of p, and nothing else. Called with g.mu held.
+func (v *GuestVM) set(p string, s GuestStat) {
 	s.Name = path.Base(p)
 	v.edit(path.Dir(p), func(l []GuestStat) []GuestStat {
 		i := sort.Search(len(l), func(i int) bool { return l[i].Name >= s.Name })
@@ -37,9 +43,29 @@ func (v *GuestVM) noted(p string, s GuestStat) {
 	})
 }
 
+// touched marks directory dir as changed by us: the guest gave it a new
+// mtime we do not know, so its entry is read again when next looked up
+// (rsync compares directory times after filling them). Called with g.mu held.
+func (v *GuestVM) touched(dir string) {
+	dir = path.Clean(dir)
+	if dir == "/" {
+		return
+	}
+	name := path.Base(dir)
+	v.edit(path.Dir(dir), func(l []GuestStat) []GuestStat {
+		for i := range l {
+			if l[i].Name == name {
+				l[i].stale = true
+			}
+		}
+		return l
+	})
+}
+
 // gone removes p from its parent's list, and drops the lists of p and of
 // everything below it. Called with g.mu held.
 func (v *GuestVM) gone(p string) {
+	v.touched(path.Dir(p))
 	name := path.Base(p)
 	v.edit(path.Dir(p), func(l []GuestStat) []GuestStat {
 		for i := range l {
@@ -131,7 +157,10 @@ func (v *GuestVM) attrsSet(p string, a GuestAttr) {
 		if a.Atime != nil {
 			s.Atime = *a.Atime
 		}
-		v.noted(p, s)
+		if a.Mtime != nil {
+			s.stale = false // the mtime is what we just set
+		}
+		v.set(p, s)
 	})
 }
 
