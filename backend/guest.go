@@ -341,10 +341,14 @@ func (v *GuestVM) Remove(ctx context.Context, p string) error {
 
 // MoveFile renames a file (or symlink), replacing dst if overwrite.
 func (v *GuestVM) MoveFile(ctx context.Context, src, dst string, overwrite bool) error {
-	err := v.do(ctx, "MoveFileInGuest", src, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+	err := v.moveFile(ctx, src, dst, overwrite)
+	return v.after(err, func() { v.renamed(src, dst) }, src, dst)
+}
+
+func (v *GuestVM) moveFile(ctx context.Context, src, dst string, overwrite bool) error {
+	return v.do(ctx, "MoveFileInGuest", src, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		return fm.MoveFile(ctx, auth, src, dst, overwrite)
 	})
-	return v.after(err, func() { v.renamed(src, dst) }, src, dst)
 }
 
 // MoveDir renames a directory; an existing dst is ErrExists (the API has no

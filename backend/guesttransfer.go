@@ -121,7 +121,9 @@ func (v *GuestVM) Upload(ctx context.Context, p string, r io.ReadSeeker, size in
 		dir, name := path.Split(p)
 		tmp := dir + "." + name + ".vspherefs-" + randomSuffix()
 		if err = v.upload(ctx, p, tmp, r, size, a, false); err == nil {
-			if err = v.MoveFile(ctx, tmp, p, true); err != nil {
+			// (not MoveFile: the read-back below records p in the lists)
+			if err = v.moveFile(ctx, tmp, p, true); err != nil {
+				v.forget(p)
 				_ = v.Remove(context.WithoutCancel(ctx), tmp)
 			}
 		}

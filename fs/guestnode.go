@@ -1,8 +1,10 @@
 package fs
 
 import (
+	"context"
 	"strconv"
 	"sync"
+	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
@@ -107,3 +109,14 @@ func (t *guestInos) moved(vm *backend.GuestVM, src, dst string, node *gofs.Inode
 }
 
 func (f *FS) guestIno(vm *backend.GuestVM, p string) uint64 { return f.inos.ino(vm, p) }
+
+// Setxattr and Removexattr: the guest API has no extended attributes.
+// ENOTSUP (not go-fuse's default ENODATA) is what cp -p and tar take for
+// "this filesystem has none" and pass over silently.
+func (n *guestNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return syscall.ENOTSUP
+}
+
+func (n *guestNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return syscall.ENOTSUP
+}
