@@ -184,7 +184,9 @@ func TestVMsRsync(t *testing.T) {
 	after := s.Guest.Stats()
 	calls := func(name string) int { return after.Calls[name] - before.Calls[name] }
 	t.Logf("rsync -a in: %v; calls %v", took.Round(time.Millisecond), diffCalls(before.Calls, after.Calls))
-	if n := calls("ListFilesInGuest"); n > 600 {
+	// One read-back per file written (and per directory made or filled),
+	// never a re-list of the directory per change (that would be 3 or more a file).
+	if n := calls("ListFilesInGuest"); n > 501*5/4 {
 		t.Errorf("%d ListFilesInGuest calls to write 501 files: a list per change?", n)
 	}
 	if after.Refused != 0 {
@@ -509,5 +511,88 @@ func TestVMsFailedCommit(t *testing.T) {
 	}
 	if len(lines) != 1 || !strings.Contains(lines[0], "etc/os-release") || !strings.Contains(lines[0], "PUT") || !strings.Contains(lines[0], kept[0]) {
 		t.Errorf("log lines: %q", lines)
+	}
+}
+
+// putGuestFile writes a file straight into the guest, behind the API.
+func putGuestFile(t testing.TB, s *sim.Server, p string, size int64) []byte {
+	t.Helper()
+	b, _ := io.ReadAll(sim.DemoBytes("guest"+p, size))
+	if err := os.WriteFile(filepath.Join(guestHostDir(t, s, guestVM), p), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestVMsURLExpiresDuringRead: a transfer URL that dies during a slow read
+// (past its 10 minutes) is replaced by a new transfer, never reused, and
+// the reader gets every byte.
+func TestVMsURLExpiresDuringRead(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s, "--guest-login", sim.GuestLoginString())
+	want := putGuestFile(t, s, "/tmp/slow.bin", 3<<20)
+	s.Guest.SetRate(2 << 20)
+	go func() {
+		time.Sleep(600 * time.Millisecond)
+		s.Guest.Advance(11 * time.Minute)
+		s.Guest.SetRate(0)
+	}()
+	got, err := os.ReadFile(m.Path("vms", guestVM, "tmp", "slow.bin"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read: %d bytes, %v", len(got), err)
+	}
+	st := s.Guest.Stats()
+	if st.FromGuest["/tmp/slow.bin"] != 2 || st.Refused != 0 {
+		t.Errorf("%d transfers (want 2: the expired one and its replacement), %d refused", st.FromGuest["/tmp/slow.bin"], st.Refused)
+	}
+}
+
+// TestVMsConcurrentBigReaders: eight readers of one 48 MiB file make one
+// transfer between them.
+func TestVMsConcurrentBigReaders(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s, "--guest-login", sim.GuestLoginString(), "--cache-size", "16MiB")
+	want := putGuestFile(t, s, "/tmp/big.bin", 48<<20+3)
+	sum := func(b []byte) string { return fmt.Sprintf("%x", b[:16]) + fmt.Sprint(len(b)) }
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			b, err := os.ReadFile(m.Path("vms", guestVM, "tmp", "big.bin"))
+			if err == nil && !bytes.Equal(b, want) {
+				err = fmt.Errorf("wrong bytes %s", sum(b))
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if n := s.Guest.Stats().FromGuest["/tmp/big.bin"]; n != 1 {
+		t.Errorf("%d transfers for 8 concurrent readers", n)
+	}
+}
+
+// TestVMsSessionLost: after the vCenter ends the mount's session, guest
+// reads and writes log in again and work.
+func TestVMsSessionLost(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s, "--guest-login", sim.GuestLoginString())
+	if _, err := os.ReadDir(m.Path("vms", guestVM, "etc")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sessions.Expire(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // past the TTL: the next read asks the server
+	if b, err := os.ReadFile(m.Path("vms", guestVM, "etc", "hostname")); err != nil || string(b) != guestVM+"\n" {
+		t.Fatalf("read after the session was lost: %q %v", b, err)
+	}
+	if err := os.WriteFile(m.Path("vms", guestVM, "tmp", "after"), []byte("ok"), 0o644); err != nil {
+		t.Fatalf("write after the session was lost: %v", err)
+	}
+	if !strings.Contains(m.Log(), "session lost") {
+		t.Errorf("no re-login logged:\n%s", m.Log())
 	}
 }
