@@ -211,7 +211,7 @@ func (d *Downloads) endpoint(ctx context.Context, s *dlSession, it Item, name st
 	if err != nil {
 		return nil, err
 	}
-	wait := 20 * time.Millisecond
+	wait := 5 * time.Millisecond // small files are prepared at once: poll fast first, then back off
 	for info.Status != "PREPARED" {
 		switch info.Status {
 		case "ERROR":
