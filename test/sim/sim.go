@@ -87,6 +87,7 @@ func Start(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.Updates.register(mux)
+	(&LibraryChecks{s: s, vc: s.Updates.vc}).register(mux)
 	cert := s.srv.Certificate()
 	sum := sha1.Sum(cert.Raw)
 	s.Thumbprint = thumbprint(sum[:])
