@@ -37,9 +37,10 @@ type Server struct {
 	mux   *http.ServeMux
 	vapi  http.Handler // vcsim's vAPI handler, reached past our more specific patterns
 
-	Library *LibraryData // library file data endpoint (Range switch, counters)
-	Prepare *PrepareSteps
-	Updates *UpdateSessions // update sessions as vCenter runs them (fault injection)
+	Library  *LibraryData // library file data endpoint (Range switch, counters)
+	Prepare  *PrepareSteps
+	Sessions *Sessions
+	Updates  *UpdateSessions // update sessions as vCenter runs them (fault injection)
 
 	adminC    adminClient
 	closeOnce sync.Once
@@ -75,6 +76,8 @@ func Start(opts Options) (*Server, error) {
 	s.Prepare = newPrepareSteps(s)
 	mux.Handle(rest.Path+"/com/vmware/cis/data/", s.Library)
 	mux.Handle(rest.Path+"/com/vmware/content/library/item/downloadsession/file/", s.Prepare)
+	s.Sessions = newSessions(s)
+	mux.Handle(rest.Path+"/com/vmware/cis/session", s.Sessions)
 
 	s.srv = model.Service.NewServer()
 	s.URL = s.srv.URL
@@ -144,6 +147,9 @@ func (s *Server) Client(ctx context.Context) (*govmomi.Client, *rest.Client, err
 	}
 	return c, rc, nil
 }
+
+// CertificateFile writes the server certificate to a PEM file (removed at Close).
+func (s *Server) CertificateFile() (string, error) { return s.srv.CertificateFile() }
 
 // GovcURL is the line `vspherefs sim` prints.
 func (s *Server) GovcURL() string { return "GOVC_URL=" + s.URL.String() }
