@@ -14,8 +14,8 @@ import (
 	"github.com/vmware/govmomi/vapi/rest"
 )
 
-// checksums vCenter accepts in a file's checksum_info.
-var checksumAlgorithms = map[string]bool{"MD5": true, "SHA1": true, "SHA256": true, "SHA512": true}
+// checksums vCenter (6.8 and later) accepts in a file's checksum_info.
+var checksumAlgorithms = []string{"MD5", "SHA1", "SHA256", "SHA512"}
 
 // serveFiles: the file list of a session (GET), and probe (passed to vcsim).
 func (u *UpdateSessions) serveFiles(w http.ResponseWriter, r *http.Request) {
@@ -162,7 +162,7 @@ func (u *UpdateSessions) add(w http.ResponseWriter, s *updateSession, spec libra
 		if c.Algorithm == "" {
 			c.Algorithm = "SHA1" // the API's default
 		}
-		if !checksumAlgorithms[c.Algorithm] {
+		if !u.algorithms[c.Algorithm] {
 			vapiError(w, errInvalidArgument, "unsupported checksum algorithm %q", c.Algorithm)
 			return
 		}

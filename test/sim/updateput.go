@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"github.com/vmware/govmomi/vapi/library"
 	"github.com/vmware/govmomi/vapi/rest"
@@ -75,7 +76,7 @@ func (u *UpdateSessions) put(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := newHash(f.Checksum)
-	var dst io.Writer = &progressWriter{w: tmp, f: f}
+	var dst io.Writer = &progressWriter{w: tmp, f: f, total: &u.receivedAll}
 	if h != nil {
 		dst = io.MultiWriter(dst, h)
 	}
@@ -144,13 +145,15 @@ func (u *UpdateSessions) received(f *updateFile, staged string, err error) bool 
 
 // progressWriter counts bytes_transferred as they arrive.
 type progressWriter struct {
-	w io.Writer
-	f *updateFile
+	w     io.Writer
+	f     *updateFile
+	total *atomic.Int64
 }
 
 func (p *progressWriter) Write(b []byte) (int, error) {
 	n, err := p.w.Write(b)
 	p.f.received.Add(int64(n))
+	p.total.Add(int64(n))
 	return n, err
 }
 
@@ -172,7 +175,7 @@ func (u *UpdateSessions) pull(f *updateFile) {
 			return err
 		}
 		h := newHash(f.Checksum)
-		var dst io.Writer = &progressWriter{w: tmp, f: f}
+		var dst io.Writer = &progressWriter{w: tmp, f: f, total: &u.receivedAll}
 		if h != nil {
 			dst = io.MultiWriter(dst, h)
 		}

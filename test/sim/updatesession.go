@@ -32,13 +32,15 @@ type UpdateSessions struct {
 	s  *Server
 	vc *vcsimLibrary
 
-	mu        sync.Mutex // before vc's lock, never after it
-	sessions  map[string]*updateSession
-	uploads   map[string]*updateFile // upload endpoint id -> file
-	faults    map[string]int         // step -> calls still to fail
-	resetAt   int64                  // a failing PUT reads this many bytes first; <0: half
-	donePolls int                    // gets answered ACTIVE after a complete
-	completed atomic.Int64
+	mu          sync.Mutex // before vc's lock, never after it
+	sessions    map[string]*updateSession
+	uploads     map[string]*updateFile // upload endpoint id -> file
+	faults      map[string]int         // step -> calls still to fail
+	resetAt     int64                  // a failing PUT reads this many bytes first; <0: half
+	donePolls   int                    // gets answered ACTIVE after a complete
+	algorithms  map[string]bool        // checksum algorithms accepted
+	completed   atomic.Int64
+	receivedAll atomic.Int64
 }
 
 type updateSession struct {
@@ -64,13 +66,15 @@ func newUpdateSessions(s *Server) (*UpdateSessions, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &UpdateSessions{
+	u := &UpdateSessions{
 		s: s, vc: vc,
 		sessions: map[string]*updateSession{},
 		uploads:  map[string]*updateFile{},
 		faults:   map[string]int{},
 		resetAt:  -1,
-	}, nil
+	}
+	u.SetChecksumAlgorithms(checksumAlgorithms...)
+	return u, nil
 }
 
 // Fault steps for FailNext.
@@ -106,6 +110,21 @@ func (u *UpdateSessions) SetDonePolls(n int) {
 	defer u.mu.Unlock()
 	u.donePolls = n
 }
+
+// SetChecksumAlgorithms sets the checksum algorithms a file add accepts
+// (vCenter before 6.8 took only SHA1 and MD5).
+func (u *UpdateSessions) SetChecksumAlgorithms(algs ...string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.algorithms = map[string]bool{}
+	for _, a := range algs {
+		u.algorithms[a] = true
+	}
+}
+
+// Received counts the bytes received by uploads (PUT and PULL), for tests
+// that act mid-transfer and for benchmarks.
+func (u *UpdateSessions) Received() int64 { return u.receivedAll.Load() }
 
 // Completed counts sessions that completed and were applied.
 func (u *UpdateSessions) Completed() int64 { return u.completed.Load() }
