@@ -6,6 +6,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -25,6 +26,11 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	race := []string{"-race"}
+	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
+		race = nil // benchmarks measure the binary users run
+	}
 	dir, err := os.MkdirTemp("", "vspherefs-test-")
 	if err != nil {
 		panic(err)
@@ -32,7 +38,7 @@ func TestMain(m *testing.M) {
 	binary = filepath.Join(dir, "vspherefs")
 	govc = filepath.Join(dir, "govc")
 	for _, b := range [][]string{
-		{"build", "-race", "-o", binary, "../cmd/vspherefs"},
+		append(append([]string{"build"}, race...), "-o", binary, "../cmd/vspherefs"),
 		{"build", "-o", govc, "./govc"},
 	} {
 		cmd := exec.Command("go", b...)
