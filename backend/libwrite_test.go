@@ -366,8 +366,8 @@ func TestLibraryAndItemAdmin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.w.CreateLibrary(f.ctx, "made", ds); !errors.Is(err, ErrExists) {
-		t.Fatalf("duplicate library: %v", err)
+	if _, err := f.w.CreateLibrary(f.ctx, "bad", "datastore-nosuch"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("unknown datastore: %v", err)
 	}
 	a, err := f.w.CreateItem(f.ctx, lib, "a", "")
 	if err != nil {

@@ -13,14 +13,16 @@ import (
 )
 
 // LibraryChecks adds the checks vCenter makes on library and item names and
-// storage that vcsim skips, then hands the call to vcsim: a library needs a
-// name no other library has and an existing datastore (vcsim panics on an
-// unknown one); renaming an item or library to a name already taken fails
-// with already_exists (vcsim allows duplicates).
+// storage that vcsim skips, then hands the call to vcsim: a local library
+// needs a name and an existing datastore (vcsim panics on an unknown one);
+// renaming an item to a name its library already holds fails with
+// already_exists, as creating it would (vcsim renames regardless). Library
+// names are left alone: two libraries may share a name (vspherefs shows the
+// younger as name~id).
 type LibraryChecks struct {
 	s  *Server
 	vc *vcsimLibrary
-	mu sync.Mutex // serialises checked creates and renames, so check-then-act holds
+	mu sync.Mutex // serialises checked renames, so check-then-act holds
 }
 
 const (
@@ -32,8 +34,6 @@ const (
 func (c *LibraryChecks) register(mux *http.ServeMux) {
 	mux.HandleFunc(libraryPath, c.serveCreate)
 	mux.HandleFunc(localLibraryPath, c.serveCreate)
-	mux.HandleFunc(libraryPath+"/", c.serveLibrary)
-	mux.HandleFunc(localLibraryPath+"/", c.serveLibrary)
 	mux.HandleFunc(libraryItemPath, c.serveItem)
 	// Roots of subtrees registered on our mux must be registered too, or the
 	// mux answers them with a redirect to the root plus "/".
@@ -78,40 +78,6 @@ func (c *LibraryChecks) serveCreate(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-	}
-	if c.libraryNamed(l.Name, "") {
-		vapiError(w, errAlreadyExists, "a library named %q already exists", l.Name)
-		return
-	}
-	c.s.vapi.ServeHTTP(w, r)
-}
-
-// libraryNamed reports whether a library other than except has this name.
-func (c *LibraryChecks) libraryNamed(name, except string) bool {
-	c.vc.Lock()
-	defer c.vc.Unlock()
-	for _, l := range c.vc.all() {
-		if l.ID != except && strings.EqualFold(l.Name, name) {
-			return true
-		}
-	}
-	return false
-}
-
-func (c *LibraryChecks) serveLibrary(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPatch {
-		c.s.vapi.ServeHTTP(w, r)
-		return
-	}
-	var spec struct {
-		Library library.Library `json:"update_spec"`
-	}
-	_ = json.Unmarshal(body(r), &spec)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if n := spec.Library.Name; n != "" && c.libraryNamed(n, sessionID(r)) {
-		vapiError(w, errAlreadyExists, "a library named %q already exists", n)
-		return
 	}
 	c.s.vapi.ServeHTTP(w, r)
 }
