@@ -93,11 +93,13 @@ func (u *UpdateSessions) serveFile(w http.ResponseWriter, r *http.Request) {
 	id := sessionID(r)
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.expire()
 	s, ok := u.sessions[id]
 	if !ok {
 		vapiError(w, errNotFound, "update session %q not found", id)
 		return
 	}
+	u.touch(s)
 	action := r.URL.Query().Get("~action")
 	if action != "get" && s.State != "ACTIVE" {
 		vapiError(w, errNotAllowed, "update session %s is %s", s.ID, s.State)
@@ -203,6 +205,7 @@ func (u *UpdateSessions) add(w http.ResponseWriter, s *updateSession, spec libra
 		f.SourceEndpoint = spec.SourceEndpoint
 		f.Status = "TRANSFERRING"
 		s.pulls.Add(1)
+		s.busy++
 		go u.pull(f)
 	}
 	info := f.UpdateFile

@@ -67,7 +67,9 @@ func (u *UpdateSessions) put(w http.ResponseWriter, r *http.Request) {
 	f.Status, f.ErrorMessage = "TRANSFERRING", nil
 	f.received.Store(0)
 	dir, declared := f.sess.dir, f.Size
+	f.sess.busy++
 	u.mu.Unlock()
+	defer u.idle(f.sess)
 
 	tmp, err := os.CreateTemp(dir, "put-*")
 	if err != nil {
@@ -118,6 +120,14 @@ func (u *UpdateSessions) put(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
+// idle marks the end of a transfer: the session's idle time starts again.
+func (u *UpdateSessions) idle(s *updateSession) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	s.busy--
+	u.touch(s)
+}
+
 // received records the outcome of a transfer; it returns false (and changes
 // nothing) if the file was redefined or its session ended meanwhile.
 func (u *UpdateSessions) received(f *updateFile, staged string, err error) bool {
@@ -160,6 +170,7 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 // pull fetches a PULL source (http or https only) into the staging directory.
 func (u *UpdateSessions) pull(f *updateFile) {
 	defer f.sess.pulls.Done()
+	defer u.idle(f.sess)
 	err := func() error {
 		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 		res, err := c.Get(f.SourceEndpoint.URI)

@@ -39,6 +39,7 @@ type UpdateSessions struct {
 	resetAt     int64                  // a failing PUT reads this many bytes first; <0: half
 	donePolls   int                    // gets answered ACTIVE after a complete
 	algorithms  map[string]bool        // checksum algorithms accepted
+	expiry      time.Duration          // idle time after which a session expires
 	completed   atomic.Int64
 	receivedAll atomic.Int64
 }
@@ -50,6 +51,7 @@ type updateSession struct {
 	files   map[string]*updateFile  // files added in this session, by name
 	removed map[string]bool         // base files removed in this session
 	pulls   sync.WaitGroup          // PULL transfers in flight
+	busy    int                     // transfers in flight (a session does not expire under one)
 	polls   int                     // gets still to answer ACTIVE after complete
 }
 
@@ -72,6 +74,7 @@ func newUpdateSessions(s *Server) (*UpdateSessions, error) {
 		uploads:  map[string]*updateFile{},
 		faults:   map[string]int{},
 		resetAt:  -1,
+		expiry:   5 * time.Minute,
 	}
 	u.SetChecksumAlgorithms(checksumAlgorithms...)
 	return u, nil
@@ -239,6 +242,7 @@ func (u *UpdateSessions) serveSessions(w http.ResponseWriter, r *http.Request) {
 func (u *UpdateSessions) create(w http.ResponseWriter, itemID string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.expire()
 	if u.fault(FailCreate) {
 		vapiError(w, errInternal, "injected fault: update session create")
 		return
@@ -282,7 +286,7 @@ func (u *UpdateSessions) create(w http.ResponseWriter, itemID string) {
 		vapiError(w, errInternal, "%v", err)
 		return
 	}
-	exp := time.Now().Add(time.Hour)
+	exp := time.Now().Add(u.expiry)
 	u.sessions[id] = &updateSession{
 		Session: library.Session{
 			ID:                        id,
@@ -306,7 +310,11 @@ func (u *UpdateSessions) serveSession(w http.ResponseWriter, r *http.Request) {
 	}
 	id := sessionID(r)
 	u.mu.Lock()
+	u.expire()
 	s, ok := u.sessions[id]
+	if ok {
+		u.touch(s)
+	}
 	u.mu.Unlock()
 	if !ok {
 		vapiError(w, errNotFound, "update session %q not found", id)
@@ -348,11 +356,7 @@ func (u *UpdateSessions) serveSession(w http.ResponseWriter, r *http.Request) {
 		case "complete":
 			u.complete(w, s)
 		case "keep-alive":
-			u.mu.Lock()
-			exp := time.Now().Add(time.Hour)
-			s.ExpirationTime = &exp
-			u.mu.Unlock()
-			vapiOK(w, nil)
+			vapiOK(w, nil) // touched below, like every call
 		default:
 			vapiError(w, errInvalidArgument, "unknown action %q", a)
 		}
@@ -373,9 +377,41 @@ func (u *UpdateSessions) finish(w http.ResponseWriter, s *updateSession, state s
 	vapiOK(w, nil)
 }
 
+// SetExpiry sets how long a session may sit idle (no call, no transfer)
+// before it expires; vCenter's are minutes, tests use less.
+func (u *UpdateSessions) SetExpiry(d time.Duration) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.expiry = d
+}
+
+// touch pushes a session's expiration back; call with u.mu held.
+func (u *UpdateSessions) touch(s *updateSession) {
+	exp := time.Now().Add(u.expiry)
+	s.ExpirationTime = &exp
+}
+
+// expire ends idle active sessions (freeing their items for new sessions, as
+// vCenter does for a client that went away) and forgets ended sessions once
+// they have been idle as long; call with u.mu held.
+func (u *UpdateSessions) expire() {
+	now := time.Now()
+	for id, s := range u.sessions {
+		if s.busy > 0 || s.ExpirationTime.After(now) {
+			continue
+		}
+		if s.State == "ACTIVE" {
+			u.end(s, "ERROR", &rest.LocalizableMessage{ID: "com.vmware.vdcs.cls-main.session_expired", DefaultMessage: "update session expired"})
+			continue
+		}
+		delete(u.sessions, id)
+	}
+}
+
 // end sets a session's final state and drops its staged bytes and upload
 // endpoints; call with u.mu held.
 func (u *UpdateSessions) end(s *updateSession, state string, msg *rest.LocalizableMessage) {
+	u.touch(s) // an ended session stays visible for a while
 	s.State, s.ErrorMessage = state, msg
 	for _, f := range s.files {
 		delete(u.uploads, f.id)

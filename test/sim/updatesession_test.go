@@ -9,6 +9,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmware/govmomi/vapi/library"
 	"github.com/vmware/govmomi/vapi/rest"
@@ -435,4 +436,26 @@ func TestUpdateDonePollsAndOldReaders(t *testing.T) {
 	if now := f.state("demo-library", "hello").bytes["hello.txt"]; string(now) != "fresh" {
 		t.Fatalf("new session read %q", now)
 	}
+}
+
+// A session left active by a client that went away expires, freeing the item.
+func TestUpdateSessionExpires(t *testing.T) {
+	f := newUpdateFixture(t)
+	f.s.Updates.SetExpiry(200 * time.Millisecond)
+	id := f.itemID("demo-library", "hello")
+	before := f.state("demo-library", "hello")
+	sid := f.create(id)
+	if err := f.push(sid, "hello.txt", []byte("abandoned")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.lm.CreateLibraryItemUpdateSession(f.ctx, library.Session{LibraryItemID: id}); err == nil {
+		t.Fatal("second session while the first is fresh")
+	}
+	time.Sleep(300 * time.Millisecond)
+	f.create(id)
+	s, err := f.lm.GetLibraryItemUpdateSession(f.ctx, sid)
+	if err != nil || s.State != "ERROR" {
+		t.Fatalf("expired session: %+v %v", s, err)
+	}
+	sameState(t, "expired", f.state("demo-library", "hello"), before)
 }
