@@ -71,10 +71,10 @@ func measure(f Staged) (staged, error) {
 	if err != nil {
 		return staged{}, err
 	}
-	return staged{Staged: f, size: n, sha1: hex(h1), sha256: hex(h256)}, nil
+	return staged{Staged: f, size: n, sha1: hexSum(h1), sha256: hexSum(h256)}, nil
 }
 
-func hex(h hash.Hash) string { return fmt.Sprintf("%x", h.Sum(nil)) }
+func hexSum(h hash.Hash) string { return fmt.Sprintf("%x", h.Sum(nil)) }
 
 // Commit applies files (added or replaced) and removals to an item in one
 // update session, so that they land together or not at all (an OVF template

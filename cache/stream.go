@@ -76,35 +76,41 @@ func (st *stream) fill(body io.ReadCloser) {
 		if _, err := io.CopyN(io.Discard, body, skip); err != nil {
 			return err
 		}
-		buf := make([]byte, 256<<10)
-		for {
-			n, rerr := body.Read(buf)
-			if n > 0 {
-				st.mu.Lock()
-				at := st.filled
-				st.mu.Unlock()
-				if at+int64(n) > o.size {
+		// Whole blocks at a time: one write to the spool per block, and the
+		// block goes straight into the LRU, so a reader close behind the
+		// stream never touches the disk.
+		bs := o.c.opts.BlockSize
+		for at := skip; ; {
+			size := bs
+			if rest := o.size - at; rest < size {
+				size = rest
+			}
+			buf := make([]byte, size)
+			n, rerr := io.ReadFull(body, buf)
+			if rerr == nil && at+size == o.size {
+				// The last block: a stream longer than the size stat'ed has changed.
+				if m, _ := body.Read(make([]byte, 1)); m > 0 {
 					return fmt.Errorf("%w: more than %d bytes", ErrChanged, o.size)
 				}
-				if _, err := st.f.WriteAt(buf[:n], at); err != nil {
-					return err
-				}
-				st.mu.Lock()
-				st.filled = at + int64(n)
-				st.signal()
-				st.mu.Unlock()
+				rerr = io.EOF
 			}
-			if rerr == io.EOF {
-				st.mu.Lock()
-				short := st.filled < o.size
-				st.mu.Unlock()
-				if short {
+			if int64(n) < size { // a partial block is not kept: blocks stay aligned
+				if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
 					return ErrShort
 				}
-				return nil
-			}
-			if rerr != nil {
 				return rerr
+			}
+			if _, err := st.f.WriteAt(buf, at); err != nil {
+				return err
+			}
+			o.c.blocks.Add(o.key(at/bs), buf)
+			at += size
+			st.mu.Lock()
+			st.filled = at
+			st.signal()
+			st.mu.Unlock()
+			if at >= o.size {
+				return nil
 			}
 		}
 	}()

@@ -25,6 +25,8 @@ type Options struct {
 	Listen string        // host:port; "" or ":0" picks a free loopback port
 	Login  *url.Userinfo // vCenter credentials accepted; nil means user:pass
 	Demo   bool          // create the demo content
+
+	GuestLogin *url.Userinfo // what the simulated guests accept; nil means root/vmware
 }
 
 // Server is a running simulator.
@@ -41,6 +43,7 @@ type Server struct {
 	Prepare  *PrepareSteps
 	Sessions *Sessions
 	Updates  *UpdateSessions // update sessions as vCenter runs them (fault injection)
+	Guest    *Guest          // directory-backed guests of the VMs (clock, failures, counters)
 
 	adminC    adminClient
 	closeOnce sync.Once
@@ -94,11 +97,19 @@ func Start(opts Options) (*Server, error) {
 	cert := s.srv.Certificate()
 	sum := sha1.Sum(cert.Raw)
 	s.Thumbprint = thumbprint(sum[:])
+	if err := s.startGuest(opts); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("guests: %w", err)
+	}
 
 	if opts.Demo {
 		if err := s.CreateDemo(context.Background()); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("demo content: %w", err)
+		}
+		if err := s.createGuestDemo(context.Background()); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("guest demo: %w", err)
 		}
 	}
 	return s, nil
@@ -131,6 +142,9 @@ func StartT(t TB, opts ...Options) *Server {
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		s.srv.Close()
+		if s.Guest != nil {
+			s.Guest.close()
+		}
 		s.model.Remove()
 	})
 }
