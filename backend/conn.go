@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -245,8 +246,15 @@ func faultKind(err error) error {
 	return ErrIO
 }
 
+var vapiType = regexp.MustCompile(`com\.vmware\.vapi\.std\.errors\.([a-z_]+)`)
+
 // vapiKind maps a vAPI error (its text names the standard error type) to a kind.
 func vapiKind(msg string) error {
+	// The /rest error body names its type: match that alone when present,
+	// as the message text may hold any words ("unsupported checksum …").
+	if m := vapiType.FindStringSubmatch(msg); m != nil {
+		msg = m[1]
+	}
 	switch {
 	case strings.Contains(msg, "not_found"), strings.Contains(msg, "404 Not Found"):
 		return ErrNotFound

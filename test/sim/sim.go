@@ -42,7 +42,8 @@ type Server struct {
 	Library  *LibraryData // library file data endpoint (Range switch, counters)
 	Prepare  *PrepareSteps
 	Sessions *Sessions
-	Guest    *Guest // directory-backed guests of the VMs (clock, failures, counters)
+	Updates  *UpdateSessions // update sessions as vCenter runs them (fault injection)
+	Guest    *Guest          // directory-backed guests of the VMs (clock, failures, counters)
 
 	adminC    adminClient
 	closeOnce sync.Once
@@ -84,6 +85,15 @@ func Start(opts Options) (*Server, error) {
 	s.srv = model.Service.NewServer()
 	s.URL = s.srv.URL
 	s.vapi, _ = mux.Handler(&http.Request{Method: http.MethodGet, URL: &url.URL{Path: rest.Path + "/"}})
+	// Extensions that need vcsim's vAPI handler register once it exists
+	// (before anything can connect: Start has not returned).
+	var err error
+	if s.Updates, err = newUpdateSessions(s); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.Updates.register(mux)
+	(&LibraryChecks{s: s, vc: s.Updates.vc}).register(mux)
 	cert := s.srv.Certificate()
 	sum := sha1.Sum(cert.Raw)
 	s.Thumbprint = thumbprint(sum[:])
