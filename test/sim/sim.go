@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/simulator"
@@ -25,6 +26,8 @@ type Options struct {
 	Listen string        // host:port; "" or ":0" picks a free loopback port
 	Login  *url.Userinfo // vCenter credentials accepted; nil means user:pass
 	Demo   bool          // create the demo content
+
+	LeaseTimeout time.Duration // export lease timeout; 0 means vCenter's 300s
 }
 
 // Server is a running simulator.
@@ -39,6 +42,8 @@ type Server struct {
 
 	Library *LibraryData // library file data endpoint (Range switch, counters)
 	Prepare *PrepareSteps
+	Disks   *Disks   // every VM disk's raw content and served VMDK
+	Exports *Exports // export leases (counters, timeout)
 
 	adminC    adminClient
 	closeOnce sync.Once
@@ -74,6 +79,10 @@ func Start(opts Options) (*Server, error) {
 	s.Prepare = newPrepareSteps(s)
 	mux.Handle(rest.Path+"/com/vmware/cis/data/", s.Library)
 	mux.Handle(rest.Path+"/com/vmware/content/library/item/downloadsession/file/", s.Prepare)
+	if err := s.startExports(opts); err != nil {
+		model.Remove()
+		return nil, err
+	}
 
 	s.srv = model.Service.NewServer()
 	s.URL = s.srv.URL
@@ -118,6 +127,7 @@ func StartT(t TB, opts ...Options) *Server {
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		s.srv.Close()
+		s.stopExports()
 		s.model.Remove()
 	})
 }
