@@ -117,15 +117,21 @@ func ovfDescriptor(ctx *simulator.Context, name, vmID string, cfg *types.Virtual
 `, esc(name), esc(cfg.Version))
 
 	id := 0
+	// item writes an Item, its rasd elements in the schema's (alphabetical) order.
 	item := func(fields ...string) int {
 		id++
-		p("      <Item>\n")
+		kv := [][2]string{{"InstanceID", fmt.Sprint(id)}}
 		for i := 0; i+1 < len(fields); i += 2 {
 			if fields[i+1] != "" {
-				p("        <rasd:%s>%s</rasd:%s>\n", fields[i], esc(fields[i+1]), fields[i])
+				kv = append(kv, [2]string{fields[i], fields[i+1]})
 			}
 		}
-		p("        <rasd:InstanceID>%d</rasd:InstanceID>\n      </Item>\n", id)
+		slices.SortFunc(kv, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
+		p("      <Item>\n")
+		for _, f := range kv {
+			p("        <rasd:%s>%s</rasd:%s>\n", f[0], esc(f[1]), f[0])
+		}
+		p("      </Item>\n")
 		return id
 	}
 	itoa := func(n int64) string { return fmt.Sprint(n) }
@@ -170,7 +176,8 @@ func ovfDescriptor(ctx *simulator.Context, name, vmID string, cfg *types.Virtual
 			item("AddressOnParent", unit(vd), "ElementName", fmt.Sprintf("Hard disk %d", ndisk),
 				"HostResource", fmt.Sprintf("ovf:/disk/vmdisk%d", ndisk), "Parent", itoa(int64(parent)), "ResourceType", "17")
 		case *types.VirtualCdrom:
-			if !ok {
+			// Only on IDE: vcsim's CreateImportSpec panics on any other parent.
+			if _, ide := devices.FindByKey(vd.ControllerKey).(*types.VirtualIDEController); !ok || !ide {
 				continue
 			}
 			ncd++
