@@ -33,7 +33,17 @@ type Exports struct {
 	created  atomic.Int64
 	timedOut atomic.Int64
 	served   atomic.Int64
+	rate     atomic.Int64 // bytes/s per transfer; 0: no limit
+	corrupt  atomic.Bool
 }
+
+// Throttle limits each disk transfer to rate bytes per second (0: no limit),
+// so that tests can make an export outlast the lease timeout.
+func (x *Exports) Throttle(rate int64) { x.rate.Store(rate) }
+
+// Corrupt makes transfers serve one wrong byte (past the first MiB), as a
+// damaged transfer would: the disk then disagrees with GetManifest.
+func (x *Exports) Corrupt(on bool) { x.corrupt.Store(on) }
 
 func newExports(s *Server, timeout time.Duration) *Exports {
 	if timeout <= 0 {

@@ -46,25 +46,46 @@ func (x *Exports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer f.Close()
 	w.Header().Set("Content-Type", "application/octet-stream")
-	http.ServeContent(&countingWriter{ResponseWriter: w, n: &x.served}, r, file.name, time.Time{}, &leaseReader{f, ctx})
+	http.ServeContent(&countingWriter{ResponseWriter: w, n: &x.served}, r, file.name, time.Time{}, &leaseReader{f: f, ctx: ctx, x: x})
 	if ctx.Err() != nil {
 		panic(http.ErrAbortHandler) // the client sees a broken transfer, not a short file
 	}
 }
 
-// leaseReader fails once the lease has ended.
+// leaseReader fails once the lease has ended, and applies Throttle and Corrupt.
 type leaseReader struct {
 	f   *os.File
 	ctx context.Context
+	x   *Exports
+	off int64
 }
 
 func (r *leaseReader) Read(p []byte) (int, error) {
 	if err := r.ctx.Err(); err != nil {
 		return 0, err
 	}
-	return r.f.Read(p)
+	rate := r.x.rate.Load()
+	if rate > 0 {
+		p = p[:min(len(p), int(rate/20)+1)]
+		select {
+		case <-time.After(time.Duration(int64(len(p)) * int64(time.Second) / rate)):
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+	n, err := r.f.Read(p)
+	const at = 1 << 20
+	if r.x.corrupt.Load() && r.off <= at && at < r.off+int64(n) {
+		p[at-r.off] ^= 0xff
+	}
+	r.off += int64(n)
+	return n, err
 }
 
-func (r *leaseReader) Seek(off int64, whence int) (int64, error) { return r.f.Seek(off, whence) }
+func (r *leaseReader) Seek(off int64, whence int) (int64, error) {
+	n, err := r.f.Seek(off, whence)
+	r.off = n
+	return n, err
+}
 
 var _ io.ReadSeeker = (*leaseReader)(nil)
