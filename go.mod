@@ -2,7 +2,11 @@ module github.com/vspherefs/vspherefs
 
 go 1.26.8
 
-require github.com/vmware/govmomi v0.56.0
+require (
+	github.com/hanwen/go-fuse/v2 v2.12.1
+	github.com/hashicorp/golang-lru/v2 v2.0.7
+	github.com/vmware/govmomi v0.56.0
+)
 
 require (
 	github.com/a8m/tree v0.0.0-20240104212747-2c8764a5f17e // indirect
@@ -10,6 +14,7 @@ require (
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/kr/text v0.2.0 // indirect
 	github.com/rogpeppe/go-internal v1.16.0 // indirect
+	golang.org/x/sys v0.28.0 // indirect
 	golang.org/x/text v0.41.0 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )

@@ -63,3 +63,5 @@ func newError(call, on string, kind error, err error) *Error {
 func Errorf(call, on string, kind error, format string, args ...any) *Error {
 	return &Error{Call: call, On: on, Kind: kind, Fault: fmt.Sprintf(format, args...)}
 }
+
+func isKind(err, kind error) bool { return errors.Is(err, kind) }

@@ -183,11 +183,12 @@ func requestLease(ctx context.Context, c *vim25.Client, vm types.ManagedObjectRe
 	if snapshot == "" {
 		lease, err := v.Export(ctx)
 		if err != nil {
-			e := vimError("ExportVm", on, err)
-			if e.Kind == ErrBusy {
-				e.Fault += " (power the VM off, or export a snapshot of it: <vm>@<snapshot>)"
+			if _, on2 := vimFault(err).(*types.InvalidPowerState); on2 {
+				// Busy, not down: the VM is there and running; say what to do.
+				return nil, &Error{Call: "ExportVm", On: on, Kind: ErrBusy, Err: err,
+					Fault: err.Error() + " (power the VM off, or export a snapshot of it: <vm>@<snapshot>)"}
 			}
-			return nil, e
+			return nil, vimError("ExportVm", on, err)
 		}
 		return lease, nil
 	}

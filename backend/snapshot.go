@@ -106,8 +106,3 @@ func RemoveSnapshot(ctx context.Context, c *vim25.Client, vm types.ManagedObject
 	}
 	return nil
 }
-
-func isKind(err, kind error) bool {
-	be, ok := err.(*Error)
-	return ok && be.Kind == kind
-}

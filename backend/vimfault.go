@@ -4,48 +4,36 @@ import (
 	"context"
 	"errors"
 
-	"github.com/vmware/govmomi/fault"
+	"github.com/vmware/govmomi/task"
+	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
-// faultKinds maps vSphere faults to the kinds fs turns into errno, most
-// specific first (fault.Is matches by type, through task errors too).
-var faultKinds = []struct {
-	fault types.BaseMethodFault
-	kind  error
-}{
-	{&types.InvalidPowerState{}, ErrBusy},
-	{&types.TaskInProgress{}, ErrBusy},
-	{&types.FileLocked{}, ErrBusy},
-	{&types.ResourceInUse{}, ErrBusy},
-	{&types.InvalidState{}, ErrBusy},
-	{&types.ManagedObjectNotFound{}, ErrNotFound},
-	{&types.NotFound{}, ErrNotFound},
-	{&types.FileNotFound{}, ErrNotFound},
-	{&types.NoPermission{}, ErrPermission},
-	{&types.DuplicateName{}, ErrExists},
-	{&types.AlreadyExists{}, ErrExists},
-	{&types.InvalidName{}, ErrInvalid},
-	{&types.InvalidArgument{}, ErrInvalid},
-	{&types.NotSupported{}, ErrUnsupported},
-	{&types.NoDiskSpace{}, ErrNoSpace},
+// vimError wraps a failed vSphere call made without Conn.Do (SOAP fault,
+// task error, transport error) into an *Error, its kind from faultKind, the
+// one table. A cancelled context is returned as is, as classify does.
+func vimError(call, on string, err error) error {
+	var be *Error
+	if errors.As(err, &be) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	return newError(call, on, faultKind(vimFault(err)), err)
 }
 
-// vimError wraps a failed vSphere call (SOAP fault, task error, transport
-// error) into an *Error whose kind comes from the fault.
-func vimError(call, on string, err error) *Error {
-	var be *Error
-	if errors.As(err, &be) {
-		return be
+// vimFault digs the vSphere fault out of an error, or nil.
+func vimFault(err error) types.BaseMethodFault {
+	var te task.Error  // from task.Wait
+	var tp *task.Error // from nfc.Lease.Wait
+	switch {
+	case soap.IsSoapFault(err):
+		f, _ := soap.ToSoapFault(err).VimFault().(types.BaseMethodFault)
+		return f
+	case soap.IsVimFault(err):
+		return soap.ToVimFault(err)
+	case errors.As(err, &te) && te.LocalizedMethodFault != nil:
+		return te.Fault()
+	case errors.As(err, &tp) && tp != nil && tp.LocalizedMethodFault != nil:
+		return tp.Fault()
 	}
-	kind := ErrIO
-	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-		for _, f := range faultKinds {
-			if fault.Is(err, f.fault) {
-				kind = f.kind
-				break
-			}
-		}
-	}
-	return newError(call, on, kind, err)
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/vapi/library"
 	"github.com/vmware/govmomi/vapi/rest"
+	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/soap"
 )
 
@@ -69,6 +70,7 @@ func (s *Server) CreateDemo(ctx context.Context) error {
 
 type adminClient struct {
 	once sync.Once
+	vim  *vim25.Client
 	rc   *rest.Client
 	lm   *library.Manager
 	dsID string
@@ -97,7 +99,7 @@ func (s *Server) admin(ctx context.Context) (*library.Manager, *rest.Client, str
 				return
 			}
 		}
-		a.rc, a.lm, a.dsID = rc, library.NewManager(rc), ds.Reference().Value
+		a.vim, a.rc, a.lm, a.dsID = c.Client, rc, library.NewManager(rc), ds.Reference().Value
 	})
 	return a.lm, a.rc, a.dsID, a.err
 }

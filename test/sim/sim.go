@@ -40,10 +40,11 @@ type Server struct {
 	mux   *http.ServeMux
 	vapi  http.Handler // vcsim's vAPI handler, reached past our more specific patterns
 
-	Library *LibraryData // library file data endpoint (Range switch, counters)
-	Prepare *PrepareSteps
-	Disks   *Disks   // every VM disk's raw content and served VMDK
-	Exports *Exports // export leases (counters, timeout)
+	Library  *LibraryData // library file data endpoint (Range switch, counters)
+	Prepare  *PrepareSteps
+	Sessions *Sessions
+	Disks    *Disks   // every VM disk's raw content and served VMDK
+	Exports  *Exports // export leases (counters, timeout)
 
 	adminC    adminClient
 	closeOnce sync.Once
@@ -79,6 +80,8 @@ func Start(opts Options) (*Server, error) {
 	s.Prepare = newPrepareSteps(s)
 	mux.Handle(rest.Path+"/com/vmware/cis/data/", s.Library)
 	mux.Handle(rest.Path+"/com/vmware/content/library/item/downloadsession/file/", s.Prepare)
+	s.Sessions = newSessions(s)
+	mux.Handle(rest.Path+"/com/vmware/cis/session", s.Sessions)
 	if err := s.startExports(opts); err != nil {
 		model.Remove()
 		return nil, err
@@ -144,6 +147,9 @@ func (s *Server) Client(ctx context.Context) (*govmomi.Client, *rest.Client, err
 	}
 	return c, rc, nil
 }
+
+// CertificateFile writes the server certificate to a PEM file (removed at Close).
+func (s *Server) CertificateFile() (string, error) { return s.srv.CertificateFile() }
 
 // GovcURL is the line `vspherefs sim` prints.
 func (s *Server) GovcURL() string { return "GOVC_URL=" + s.URL.String() }

@@ -1,0 +1,25 @@
+GO ?= go
+MNT ?= /tmp/vspherefs-demo
+
+.PHONY: build test demo bench vet clean
+
+build:
+	$(GO) build -o bin/vspherefs ./cmd/vspherefs
+
+# The suite: unit tests and real FUSE mounts against the embedded simulator, with -race.
+test:
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Build, start the embedded simulator, mount it at $(MNT) and say what to try.
+demo: build
+	bash scripts/demo.sh $(MNT)
+
+# Benchmarks against curl/govc in the same run (figures go to BENCHMARKS.md).
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/ | tee bench.out
+
+vet:
+	gofmt -l . && $(GO) vet ./...
+
+clean:
+	rm -rf bin tmp bench.out

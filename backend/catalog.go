@@ -1,0 +1,290 @@
+package backend
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/vmware/govmomi/vapi/library"
+)
+
+// Library is a content library as the filesystem shows it.
+type Library struct {
+	ID, Name, Type    string
+	Created, Modified time.Time
+	Subscribed        bool
+	DatastoreID       string
+}
+
+// Item is a library item.
+type Item struct {
+	ID, LibraryID, Name string
+	ContentVersion      string
+	Created, Modified   time.Time
+	Size                int64
+}
+
+// File is a file of an item.
+type File struct {
+	Name    string
+	Size    int64
+	Version string
+}
+
+// Catalog lists libraries, items and files. The old /rest API has no bulk
+// get, so a listing is 1 + N calls: details are cached by id (with the item's
+// content version) and only the id lists are refreshed when the TTL passes.
+type Catalog struct {
+	c   *Conn
+	ttl time.Duration
+
+	mu      sync.Mutex
+	libIDs  timed[[]string]
+	libs    map[string]Library
+	itemIDs map[string]timed[[]string] // by library
+	items   map[string]timed[Item]
+	files   map[string]timed[[]File] // by item
+}
+
+type timed[T any] struct {
+	v  T
+	at time.Time
+}
+
+func (t timed[T]) fresh(ttl time.Duration) bool { return !t.at.IsZero() && time.Since(t.at) < ttl }
+
+// NewCatalog makes a catalog whose lists live for ttl.
+func NewCatalog(c *Conn, ttl time.Duration) *Catalog {
+	return &Catalog{c: c, ttl: ttl, libs: map[string]Library{}, itemIDs: map[string]timed[[]string]{},
+		items: map[string]timed[Item]{}, files: map[string]timed[[]File]{}}
+}
+
+// Libraries lists the libraries, oldest first.
+func (k *Catalog) Libraries(ctx context.Context) ([]Library, error) {
+	k.mu.Lock()
+	ids := k.libIDs
+	k.mu.Unlock()
+	if !ids.fresh(k.ttl) {
+		var list []string
+		err := k.c.Do(ctx, "library:list", "", func(ctx context.Context) (err error) {
+			list, err = k.c.Library().ListLibraries(ctx)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		ids = timed[[]string]{list, time.Now()}
+		k.mu.Lock()
+		k.libIDs = ids
+		k.mu.Unlock()
+	}
+	var missing []string
+	k.mu.Lock()
+	for _, id := range ids.v {
+		if _, ok := k.libs[id]; !ok {
+			missing = append(missing, id)
+		}
+	}
+	k.mu.Unlock()
+	got, err := parallel(ctx, missing, func(ctx context.Context, id string) (Library, error) {
+		var l *library.Library
+		err := k.c.Do(ctx, "library:get", id, func(ctx context.Context) (err error) {
+			l, err = k.c.Library().GetLibraryByID(ctx, id)
+			return err
+		})
+		if err != nil {
+			return Library{}, err
+		}
+		return toLibrary(l), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, l := range got {
+		k.libs[l.ID] = l
+	}
+	out := make([]Library, 0, len(ids.v))
+	for _, id := range ids.v {
+		if l, ok := k.libs[id]; ok {
+			out = append(out, l)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, nil
+}
+
+func toLibrary(l *library.Library) Library {
+	out := Library{ID: l.ID, Name: l.Name, Type: l.Type, Subscribed: l.Type == "SUBSCRIBED" || l.Subscription != nil}
+	if l.CreationTime != nil {
+		out.Created = *l.CreationTime
+	}
+	out.Modified = out.Created
+	if l.LastModifiedTime != nil {
+		out.Modified = *l.LastModifiedTime
+	}
+	if len(l.Storage) > 0 {
+		out.DatastoreID = l.Storage[0].DatastoreID
+	}
+	return out
+}
+
+// Items lists a library's items, oldest first.
+func (k *Catalog) Items(ctx context.Context, libID string) ([]Item, error) {
+	k.mu.Lock()
+	ids := k.itemIDs[libID]
+	k.mu.Unlock()
+	if !ids.fresh(k.ttl) {
+		var list []string
+		err := k.c.Do(ctx, "library/item:list", libID, func(ctx context.Context) (err error) {
+			list, err = k.c.Library().ListLibraryItems(ctx, libID)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		ids = timed[[]string]{list, time.Now()}
+		k.mu.Lock()
+		k.itemIDs[libID] = ids
+		k.mu.Unlock()
+	}
+	var missing []string
+	k.mu.Lock()
+	for _, id := range ids.v {
+		if _, ok := k.items[id]; !ok {
+			missing = append(missing, id)
+		}
+	}
+	k.mu.Unlock()
+	if _, err := parallel(ctx, missing, func(ctx context.Context, id string) (Item, error) {
+		return k.Item(ctx, id, true)
+	}); err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make([]Item, 0, len(ids.v))
+	for _, id := range ids.v {
+		if it, ok := k.items[id]; ok {
+			out = append(out, it.v)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, nil
+}
+
+// Item returns an item's details, from the cache unless refresh is set and
+// they are older than the TTL.
+func (k *Catalog) Item(ctx context.Context, id string, refresh bool) (Item, error) {
+	k.mu.Lock()
+	it, ok := k.items[id]
+	k.mu.Unlock()
+	if ok && (!refresh || it.fresh(k.ttl)) {
+		return it.v, nil
+	}
+	var li *library.Item
+	err := k.c.Do(ctx, "library/item:get", id, func(ctx context.Context) (err error) {
+		li, err = k.c.Library().GetLibraryItem(ctx, id)
+		return err
+	})
+	if err != nil {
+		return Item{}, err
+	}
+	v := Item{ID: li.ID, LibraryID: li.LibraryID, Name: li.Name, ContentVersion: li.ContentVersion, Size: li.Size}
+	if li.CreationTime != nil {
+		v.Created = *li.CreationTime
+	}
+	v.Modified = v.Created
+	if li.LastModifiedTime != nil {
+		v.Modified = *li.LastModifiedTime
+	}
+	k.mu.Lock()
+	k.items[id] = timed[Item]{v, time.Now()}
+	k.mu.Unlock()
+	return v, nil
+}
+
+// Files lists an item's files, refreshing the item's details with them.
+func (k *Catalog) Files(ctx context.Context, itemID string) (Item, []File, error) {
+	k.mu.Lock()
+	fs := k.files[itemID]
+	k.mu.Unlock()
+	it, err := k.Item(ctx, itemID, !fs.fresh(k.ttl))
+	if err != nil {
+		return Item{}, nil, err
+	}
+	if fs.fresh(k.ttl) {
+		return it, fs.v, nil
+	}
+	var list []library.File
+	err = k.c.Do(ctx, "library/item/file:list", itemID, func(ctx context.Context) (err error) {
+		list, err = k.c.Library().ListLibraryItemFiles(ctx, itemID)
+		return err
+	})
+	if err != nil {
+		return Item{}, nil, err
+	}
+	files := make([]File, 0, len(list))
+	for _, f := range list {
+		var size int64
+		if f.Size != nil {
+			size = *f.Size
+		}
+		files = append(files, File{Name: f.Name, Size: size, Version: f.Version})
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
+	k.mu.Lock()
+	k.files[itemID] = timed[[]File]{files, time.Now()}
+	k.mu.Unlock()
+	return it, files, nil
+}
+
+// Invalidate forgets cached lists and details for a library and/or item, after a change.
+func (k *Catalog) Invalidate(libID, itemID string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if libID == "" && itemID == "" {
+		k.libIDs = timed[[]string]{}
+	}
+	if libID != "" {
+		delete(k.itemIDs, libID)
+		delete(k.libs, libID)
+		k.libIDs = timed[[]string]{}
+	}
+	if itemID != "" {
+		delete(k.items, itemID)
+		delete(k.files, itemID)
+	}
+}
+
+// parallel runs fn over ids with a few calls in flight, as a listing of a
+// large library would otherwise take N round trips in a row.
+func parallel[T any](ctx context.Context, ids []string, fn func(context.Context, string) (T, error)) ([]T, error) {
+	out := make([]T, len(ids))
+	errs := make([]error, len(ids))
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out[i], errs[i] = fn(ctx, id)
+		}()
+	}
+	wg.Wait()
+	var kept []T
+	for i := range ids {
+		if errs[i] != nil {
+			if isKind(errs[i], ErrNotFound) {
+				continue // deleted between the list and the get
+			}
+			return nil, errs[i]
+		}
+		kept = append(kept, out[i])
+	}
+	return kept, nil
+}

@@ -1,0 +1,298 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vmware/govmomi/session"
+	"github.com/vmware/govmomi/vapi/library"
+	"github.com/vmware/govmomi/vapi/rest"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/soap"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// Config says where and how to connect.
+type Config struct {
+	URL        *url.URL      // vCenter URL, without credentials
+	User       *url.Userinfo // vCenter login
+	Insecure   bool          // skip TLS verification (explicit --insecure)
+	CACerts    string        // PEM file(s) of CAs to trust
+	Thumbprint string        // pin the server certificate by SHA-1 thumbprint
+	Timeout    time.Duration // deadline of each API call
+	KeepAlive  time.Duration // session keep-alive interval
+	Log        *slog.Logger
+	Debug      bool // log every API call (never secrets)
+}
+
+// Conn is a logged-in vCenter connection (SOAP and REST), kept alive, and
+// re-established once, transparently, when the server says NotAuthenticated.
+type Conn struct {
+	cfg  Config
+	soap *soap.Client
+
+	mu   sync.RWMutex
+	vim  *vim25.Client
+	rest *rest.Client
+	lib  *library.Manager
+	gen  int // login generation, so concurrent failures re-login once
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// Dial connects and logs in.
+func Dial(ctx context.Context, cfg Config) (*Conn, error) {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Minute
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = 5 * time.Minute
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	u := *cfg.URL
+	u.User = nil
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/sdk"
+	}
+	sc := soap.NewClient(&u, cfg.Insecure)
+	if cfg.CACerts != "" {
+		if err := sc.SetRootCAs(cfg.CACerts); err != nil {
+			return nil, fmt.Errorf("--ca-certs: %w", err)
+		}
+	}
+	if cfg.Thumbprint != "" {
+		sc.SetThumbprint(u.Host, cfg.Thumbprint)
+	}
+	c := &Conn{cfg: cfg, soap: sc, stop: make(chan struct{})}
+	if err := c.login(ctx); err != nil {
+		return nil, err
+	}
+	c.wg.Add(1)
+	go c.keepAlive()
+	return c, nil
+}
+
+func (c *Conn) login(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	vc, err := vim25.NewClient(ctx, c.soap)
+	if err != nil {
+		return c.classify("ServiceContent", c.cfg.URL.Host, err)
+	}
+	if err := session.NewManager(vc).Login(ctx, c.cfg.User); err != nil {
+		return c.classify("Login", c.cfg.URL.Host, err)
+	}
+	rc := rest.NewClient(vc)
+	if err := rc.Login(ctx, c.cfg.User); err != nil {
+		return c.classify("cis/session:create", c.cfg.URL.Host, err)
+	}
+	c.mu.Lock()
+	c.vim, c.rest, c.lib = vc, rc, library.NewManager(rc)
+	c.gen++
+	c.mu.Unlock()
+	return nil
+}
+
+// relogin logs in again unless another caller already did since gen.
+func (c *Conn) relogin(ctx context.Context, gen int) error {
+	c.mu.RLock()
+	cur := c.gen
+	c.mu.RUnlock()
+	if cur != gen {
+		return nil
+	}
+	c.cfg.Log.Warn("session lost, logging in again", "server", c.cfg.URL.Host)
+	return c.login(ctx)
+}
+
+func (c *Conn) keepAlive() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.cfg.KeepAlive)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			_ = c.Do(context.Background(), "SessionIsActive", "", func(ctx context.Context) error {
+				if _, err := c.REST().Session(ctx); err != nil {
+					return err
+				}
+				_, err := session.NewManager(c.Vim()).UserSession(ctx)
+				return err
+			})
+		}
+	}
+}
+
+// Close logs out and stops the keep-alive.
+func (c *Conn) Close(ctx context.Context) {
+	close(c.stop)
+	c.wg.Wait()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_ = c.REST().Logout(ctx)
+	_ = session.NewManager(c.Vim()).Logout(ctx)
+}
+
+// Vim is the SOAP client.
+func (c *Conn) Vim() *vim25.Client {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.vim
+}
+
+// REST is the vAPI client.
+func (c *Conn) REST() *rest.Client {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.rest
+}
+
+// Library is the content library manager.
+func (c *Conn) Library() *library.Manager {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.lib
+}
+
+// HTTP is the HTTP client for transfers, with the connection's TLS settings.
+func (c *Conn) HTTP() *http.Client { return &c.soap.Client }
+
+// Log is the connection's logger.
+func (c *Conn) Log() *slog.Logger { return c.cfg.Log }
+
+// Do runs one API call with a deadline, logs it when debugging, logs in again
+// once if the session was lost, and returns failures as *Error.
+func (c *Conn) Do(ctx context.Context, call, on string, fn func(ctx context.Context) error) error {
+	for attempt := 0; ; attempt++ {
+		c.mu.RLock()
+		gen := c.gen
+		c.mu.RUnlock()
+		cctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+		start := time.Now()
+		err := fn(cctx)
+		cancel()
+		if c.cfg.Debug {
+			c.cfg.Log.Debug("api", "call", call, "on", on, "took", time.Since(start).Round(time.Microsecond), "err", errText(err))
+		}
+		if err == nil {
+			return nil
+		}
+		if attempt == 0 && isNotAuthenticated(err) && ctx.Err() == nil {
+			if lerr := c.relogin(ctx, gen); lerr != nil {
+				return lerr
+			}
+			continue
+		}
+		return c.classify(call, on, err)
+	}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func isNotAuthenticated(err error) bool {
+	if rest.IsStatusError(err, http.StatusUnauthorized) {
+		return true
+	}
+	if soap.IsSoapFault(err) || soap.IsVimFault(err) {
+		var f types.BaseMethodFault
+		if soap.IsSoapFault(err) {
+			f, _ = soap.ToSoapFault(err).VimFault().(types.BaseMethodFault)
+		} else {
+			f = soap.ToVimFault(err)
+		}
+		_, ok := f.(*types.NotAuthenticated)
+		return ok
+	}
+	return false
+}
+
+// classify turns an API error into an *Error of the right kind.
+func (c *Conn) classify(call, on string, err error) error {
+	var be *Error
+	if errors.As(err, &be) {
+		return err
+	}
+	kind := ErrIO
+	switch {
+	case errors.Is(err, context.Canceled):
+		return err // the reader was interrupted: fs answers EINTR
+	case errors.Is(err, context.DeadlineExceeded):
+		kind = ErrIO
+	case rest.IsStatusError(err, http.StatusNotFound):
+		kind = ErrNotFound
+	case rest.IsStatusError(err, http.StatusUnauthorized), rest.IsStatusError(err, http.StatusForbidden):
+		kind = ErrPermission
+	case soap.IsSoapFault(err) || soap.IsVimFault(err):
+		var f any
+		if soap.IsSoapFault(err) {
+			f = soap.ToSoapFault(err).VimFault()
+		} else {
+			f = soap.ToVimFault(err)
+		}
+		kind = faultKind(f)
+	default:
+		kind = vapiKind(err.Error())
+	}
+	return newError(call, on, kind, err)
+}
+
+// faultKind maps a SOAP fault to an error kind.
+func faultKind(f any) error {
+	switch f.(type) {
+	case *types.InvalidLogin, *types.NotAuthenticated, *types.NoPermission, *types.InvalidGuestLogin, *types.GuestPermissionDenied:
+		return ErrPermission
+	case *types.ManagedObjectNotFound, *types.FileNotFound, *types.NotFound:
+		return ErrNotFound
+	case *types.InvalidPowerState, *types.GuestOperationsUnavailable, *types.HostNotConnected:
+		return ErrHostDown
+	case *types.FileAlreadyExists, *types.DuplicateName, *types.AlreadyExists:
+		return ErrExists
+	case *types.DirectoryNotEmpty:
+		return ErrNotEmpty
+	case *types.TaskInProgress, *types.ResourceInUse, *types.InvalidState:
+		return ErrBusy
+	case *types.NotSupported, *types.OperationNotSupportedByGuest, *types.OperationDisabledByGuest:
+		return ErrUnsupported
+	case *types.InvalidArgument:
+		return ErrInvalid
+	case *types.NoDiskSpace, *types.OutOfBounds:
+		return ErrNoSpace
+	}
+	return ErrIO
+}
+
+// vapiKind maps a vAPI error (its text names the standard error type) to a kind.
+func vapiKind(msg string) error {
+	switch {
+	case strings.Contains(msg, "not_found"), strings.Contains(msg, "404 Not Found"):
+		return ErrNotFound
+	case strings.Contains(msg, "already_exists"):
+		return ErrExists
+	case strings.Contains(msg, "unauthorized"), strings.Contains(msg, "unauthenticated"):
+		return ErrPermission
+	case strings.Contains(msg, "resource_busy"), strings.Contains(msg, "resource_in_use"), strings.Contains(msg, "not_allowed_in_current_state"), strings.Contains(msg, "concurrent_change"):
+		return ErrBusy
+	case strings.Contains(msg, "unsupported"):
+		return ErrUnsupported
+	case strings.Contains(msg, "invalid_argument"):
+		return ErrInvalid
+	}
+	return ErrIO
+}

@@ -1,0 +1,134 @@
+package cache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+)
+
+// Options size the cache.
+type Options struct {
+	Bytes     int64  // memory for blocks (--cache-size)
+	BlockSize int64  // bytes per block; 0 means 1 MiB
+	Dir       string // spool directory (under --cache-dir)
+	// ReadAhead is how far ahead of a sequential reader blocks are fetched;
+	// 0 means 8 blocks, and it is capped at a quarter of the cache.
+	ReadAhead int64
+}
+
+type blockKey struct {
+	id  string
+	idx int64
+}
+
+// Cache is shared by every open file of a mount.
+type Cache struct {
+	opts   Options
+	blocks *lru.Cache[blockKey, []byte]
+	ctx    context.Context // background fetches outlive the reader that started them
+	cancel context.CancelFunc
+
+	sem  chan struct{} // bounds parallel ranged fetches
+	mu   sync.Mutex
+	objs map[string]*object
+
+	// Fetches counts transfers started (ranged GETs and streams), for tests and benchmarks.
+	Fetches atomic.Int64
+}
+
+// New makes a cache; Close removes its spool files.
+func New(opts Options) (*Cache, error) {
+	if opts.BlockSize <= 0 {
+		opts.BlockSize = 1 << 20
+	}
+	n := int(opts.Bytes / opts.BlockSize)
+	if n < 4 {
+		n = 4
+	}
+	if opts.ReadAhead <= 0 {
+		opts.ReadAhead = 8 * opts.BlockSize
+	}
+	if max := int64(n) * opts.BlockSize / 4; opts.ReadAhead > max {
+		opts.ReadAhead = max
+	}
+	if opts.Dir == "" {
+		d, err := os.MkdirTemp("", "vspherefs-spool-")
+		if err != nil {
+			return nil, err
+		}
+		opts.Dir = d
+	} else if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	blocks, err := lru.New[blockKey, []byte](n)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Cache{opts: opts, blocks: blocks, ctx: ctx, cancel: cancel, sem: make(chan struct{}, 4), objs: map[string]*object{}}, nil
+}
+
+// Close stops background transfers and removes the spool files.
+func (c *Cache) Close() error {
+	c.cancel()
+	c.mu.Lock()
+	objs := c.objs
+	c.objs = map[string]*object{}
+	c.mu.Unlock()
+	for _, o := range objs {
+		o.drop()
+	}
+	return nil
+}
+
+// BlockSize is the cache's block size.
+func (c *Cache) BlockSize() int64 { return c.opts.BlockSize }
+
+// Forget drops what is cached for an object ID (its blocks age out of the LRU).
+func (c *Cache) Forget(id string) {
+	c.mu.Lock()
+	o := c.objs[id]
+	delete(c.objs, id)
+	c.mu.Unlock()
+	if o != nil {
+		o.drop()
+	}
+}
+
+// object is the cache's state for one Source ID.
+func (c *Cache) object(src Source) *object {
+	id := src.ID()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o, ok := c.objs[id]
+	if !ok {
+		sum := sha256.Sum256([]byte(id))
+		o = &object{
+			c:        c,
+			src:      src,
+			id:       id,
+			size:     src.Size(),
+			spool:    filepath.Join(c.opts.Dir, hex.EncodeToString(sum[:12])),
+			inflight: map[int64]*fetch{},
+		}
+		c.objs[id] = o
+	}
+	return o
+}
+
+// ReadAt reads from src through the cache. It returns io.EOF only when off is
+// at or past the end; a short read means the end of the object.
+func (c *Cache) ReadAt(ctx context.Context, src Source, p []byte, off int64) (int, error) {
+	return c.object(src).readAt(ctx, p, off)
+}
+
+func (c *Cache) String() string {
+	return fmt.Sprintf("cache(%d blocks of %d)", c.blocks.Len(), c.opts.BlockSize)
+}

@@ -1,0 +1,164 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// memSource serves data, honouring offsets only when ranged; it can fail the
+// first few streams part-way, as an expiring URL does.
+type memSource struct {
+	data     []byte
+	ranged   bool
+	opens    atomic.Int64
+	failOnce atomic.Int64 // streams to cut after this many bytes (0: none)
+}
+
+func (m *memSource) ID() string  { return "mem" }
+func (m *memSource) Size() int64 { return int64(len(m.data)) }
+func (m *memSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, bool, error) {
+	m.opens.Add(1)
+	if !m.ranged {
+		r := io.Reader(bytes.NewReader(m.data))
+		if cut := m.failOnce.Swap(0); cut > 0 {
+			r = io.MultiReader(io.LimitReader(r, cut), errReader{})
+		}
+		return io.NopCloser(r), false, nil
+	}
+	end := int64(len(m.data))
+	if n >= 0 && off+n < end {
+		end = off + n
+	}
+	return io.NopCloser(bytes.NewReader(m.data[off:end])), true, nil
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
+
+func randomData(n int) []byte {
+	b := make([]byte, n)
+	r := rand.NewChaCha8([32]byte{1})
+	_, _ = r.Read(b)
+	return b
+}
+
+func testReads(t *testing.T, ranged bool) {
+	src := &memSource{data: randomData(10<<20 + 777), ranged: ranged}
+	c, err := New(Options{Bytes: 4 << 20, BlockSize: 256 << 10, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	// Sequential read of the whole object, larger than the cache.
+	var got bytes.Buffer
+	buf := make([]byte, 128<<10)
+	for off := int64(0); ; {
+		n, err := c.ReadAt(ctx, src, buf, off)
+		got.Write(buf[:n])
+		off += int64(n)
+		if err == io.EOF || n == 0 {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got.Bytes(), src.data) {
+		t.Fatalf("sequential read differs (%d bytes)", got.Len())
+	}
+	// Concurrent random reads, including the last byte and past EOF.
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 2))
+			for i := 0; i < 50; i++ {
+				off := r.Int64N(int64(len(src.data)) + 10)
+				p := make([]byte, r.IntN(300<<10)+1)
+				n, err := c.ReadAt(ctx, src, p, off)
+				if off >= int64(len(src.data)) {
+					if err != io.EOF || n != 0 {
+						t.Errorf("past EOF: %d %v", n, err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !bytes.Equal(p[:n], src.data[off:off+int64(n)]) {
+					t.Errorf("random read at %d differs", off)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	if !ranged && src.opens.Load() != 1 {
+		t.Fatalf("stream source opened %d times, want 1 (the spool serves re-reads)", src.opens.Load())
+	}
+}
+
+func TestRanged(t *testing.T) { testReads(t, true) }
+func TestStream(t *testing.T) { testReads(t, false) }
+
+func TestStreamRestartsAfterCut(t *testing.T) {
+	src := &memSource{data: randomData(3 << 20)}
+	src.failOnce.Store(1<<20 + 5)
+	c, _ := New(Options{Bytes: 8 << 20, Dir: t.TempDir()})
+	defer c.Close()
+	p := make([]byte, len(src.data))
+	n, err := c.ReadAt(context.Background(), src, p, 0)
+	if err != nil || n != len(p) || !bytes.Equal(p, src.data) {
+		t.Fatalf("read after cut: %d %v", n, err)
+	}
+	if src.opens.Load() != 2 {
+		t.Fatalf("opens %d, want 2", src.opens.Load())
+	}
+}
+
+func TestRereadOnlyEvicted(t *testing.T) {
+	src := &memSource{data: randomData(2 << 20), ranged: true}
+	c, _ := New(Options{Bytes: 16 << 20, BlockSize: 256 << 10, Dir: t.TempDir()})
+	defer c.Close()
+	p := make([]byte, len(src.data))
+	if _, err := c.ReadAt(context.Background(), src, p, 0); err != nil {
+		t.Fatal(err)
+	}
+	before := src.opens.Load()
+	if _, err := c.ReadAt(context.Background(), src, p, 0); err != nil {
+		t.Fatal(err)
+	}
+	if src.opens.Load() != before {
+		t.Fatalf("warm re-read opened %d more transfers", src.opens.Load()-before)
+	}
+}
+
+func TestCancelledRead(t *testing.T) {
+	src := &blockingSource{}
+	c, _ := New(Options{Bytes: 8 << 20, Dir: t.TempDir()})
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.ReadAt(ctx, src, make([]byte, 10), 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+}
+
+type blockingSource struct{}
+
+func (blockingSource) ID() string  { return "block" }
+func (blockingSource) Size() int64 { return 100 }
+func (blockingSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, bool, error) {
+	<-ctx.Done()
+	return nil, false, ctx.Err()
+}

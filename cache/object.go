@@ -1,0 +1,262 @@
+package cache
+
+import (
+	"context"
+	"io"
+	"os"
+	"sync"
+)
+
+const (
+	modeUnknown = iota // no transfer yet: the first answer tells
+	modeRanged         // the endpoint honours Range: fetch only the blocks needed
+	modeStream         // it does not: one stream from byte 0 fills a spool file
+)
+
+// object is the cache's state for one Source ID.
+type object struct {
+	c     *Cache
+	src   Source
+	id    string
+	size  int64
+	spool string
+
+	mu       sync.Mutex
+	mode     int
+	inflight map[int64]*fetch // ranged fetches under way, by block
+	lastEnd  int64            // where the previous read ended: sequential detection
+	st       *stream
+}
+
+// fetch is one block on its way; waiters take data from it directly, so a
+// block evicted at once from a small cache is still delivered.
+type fetch struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+func (o *object) key(idx int64) blockKey { return blockKey{o.id, idx} }
+
+func (o *object) readAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off >= o.size {
+		return 0, io.EOF
+	}
+	if rest := o.size - off; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	bs := o.c.opts.BlockSize
+	first, last := off/bs, (off+int64(len(p))-1)/bs
+
+	o.mu.Lock()
+	sequential := off == o.lastEnd || (o.lastEnd > 0 && off/bs == (o.lastEnd-1)/bs && off >= o.lastEnd-bs)
+	o.lastEnd = off + int64(len(p))
+	if o.mode != modeStream {
+		o.schedule(first, last)
+		if sequential {
+			o.schedule(last+1, (off+int64(len(p))+o.c.opts.ReadAhead-1)/bs)
+		}
+	}
+	o.mu.Unlock()
+
+	n := 0
+	for n < len(p) {
+		pos := off + int64(n)
+		idx := pos / bs
+		blk, err := o.block(ctx, idx)
+		if err != nil {
+			return n, err
+		}
+		m := copy(p[n:], blk[pos-idx*bs:])
+		if m == 0 {
+			return n, io.ErrUnexpectedEOF
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// block returns block idx, waiting for its fetch or the spool.
+func (o *object) block(ctx context.Context, idx int64) ([]byte, error) {
+	if b, ok := o.c.blocks.Get(o.key(idx)); ok {
+		return b, nil
+	}
+	o.mu.Lock()
+	if o.mode == modeStream {
+		o.mu.Unlock()
+		return o.fromSpool(ctx, idx)
+	}
+	f := o.inflight[idx]
+	if f == nil {
+		o.schedule(idx, idx)
+		f = o.inflight[idx]
+	}
+	probe := o.probe()
+	o.mu.Unlock()
+	if f == nil {
+		if probe == nil { // cached meanwhile
+			return o.block(ctx, idx)
+		}
+		// Another block's first request decides the mode: wait for it.
+		select {
+		case <-probe.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return o.block(ctx, idx)
+	}
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if f.err == errSwitchedToStream {
+		return o.fromSpool(ctx, idx)
+	}
+	return f.data, f.err
+}
+
+// probe is the fetch under way while the mode is unknown. Called with o.mu held.
+func (o *object) probe() *fetch {
+	if o.mode != modeUnknown {
+		return nil
+	}
+	for _, f := range o.inflight {
+		return f
+	}
+	return nil
+}
+
+// schedule starts ranged fetches for the blocks first..last that are neither
+// cached nor on their way, in runs of up to fetchRun blocks per request.
+// Called with o.mu held.
+func (o *object) schedule(first, last int64) {
+	bs := o.c.opts.BlockSize
+	if max := (o.size - 1) / bs; last > max {
+		last = max
+	}
+	const fetchRun = 4
+	if o.mode == modeUnknown && len(o.inflight) > 0 {
+		return // the first answer decides between ranged and stream
+	}
+	for i := first; i <= last; {
+		if o.inflight[i] != nil || o.c.blocks.Contains(o.key(i)) {
+			i++
+			continue
+		}
+		j := i
+		var run []*fetch
+		for j <= last && len(run) < fetchRun && o.inflight[j] == nil && !o.c.blocks.Contains(o.key(j)) {
+			f := &fetch{done: make(chan struct{})}
+			o.inflight[j] = f
+			run = append(run, f)
+			j++
+		}
+		go o.fetchRange(i, run)
+		if o.mode == modeUnknown {
+			return // the first answer decides between ranged and stream
+		}
+		i = j
+	}
+}
+
+var errSwitchedToStream = &switchErr{}
+
+type switchErr struct{}
+
+func (*switchErr) Error() string { return "endpoint ignores Range: streaming" }
+
+// fetchRange fetches len(run) blocks from block first in one request.
+func (o *object) fetchRange(first int64, run []*fetch) {
+	c := o.c
+	c.sem <- struct{}{}
+	defer func() { <-c.sem }()
+	bs := c.opts.BlockSize
+	off := first * bs
+	n := int64(len(run)) * bs
+	if off+n > o.size {
+		n = o.size - off
+	}
+	c.Fetches.Add(1)
+	body, ranged, err := o.src.Open(c.ctx, off, n)
+	if err == nil && !ranged {
+		// The body starts at byte 0: it becomes the spool's stream.
+		o.mu.Lock()
+		o.mode = modeStream
+		o.startStream(body)
+		o.finish(first, run, nil, errSwitchedToStream)
+		o.mu.Unlock()
+		return
+	}
+	if err != nil {
+		o.mu.Lock()
+		o.finish(first, run, nil, err)
+		o.mu.Unlock()
+		return
+	}
+	defer body.Close()
+	o.mu.Lock()
+	if o.mode == modeUnknown {
+		o.mode = modeRanged
+	}
+	o.mu.Unlock()
+	for i, f := range run {
+		size := bs
+		if rest := o.size - (first+int64(i))*bs; rest < size {
+			size = rest
+		}
+		buf := make([]byte, size)
+		_, err := io.ReadFull(body, buf)
+		o.mu.Lock()
+		if err != nil {
+			o.finish(first+int64(i), run[i:], nil, err)
+			o.mu.Unlock()
+			return
+		}
+		c.blocks.Add(o.key(first+int64(i)), buf)
+		o.finish(first+int64(i), []*fetch{f}, buf, nil)
+		o.mu.Unlock()
+	}
+}
+
+// finish completes fetches from block first on. Called with o.mu held.
+func (o *object) finish(first int64, run []*fetch, data []byte, err error) {
+	for i, f := range run {
+		f.data, f.err = data, err
+		close(f.done)
+		if o.inflight[first+int64(i)] == f {
+			delete(o.inflight, first+int64(i))
+		}
+	}
+}
+
+// fromSpool waits until the spool holds block idx and reads it.
+func (o *object) fromSpool(ctx context.Context, idx int64) ([]byte, error) {
+	bs := o.c.opts.BlockSize
+	end := (idx + 1) * bs
+	if end > o.size {
+		end = o.size
+	}
+	o.mu.Lock()
+	st := o.startStream(nil)
+	o.mu.Unlock()
+	if err := st.waitFor(ctx, end, func() { o.mu.Lock(); o.startStream(nil); o.mu.Unlock() }); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, end-idx*bs)
+	if _, err := st.f.ReadAt(buf, idx*bs); err != nil {
+		return nil, err
+	}
+	o.c.blocks.Add(o.key(idx), buf)
+	return buf, nil
+}
+
+func (o *object) drop() {
+	o.mu.Lock()
+	st := o.st
+	o.mu.Unlock()
+	if st != nil {
+		st.close()
+	}
+	_ = os.Remove(o.spool)
+}

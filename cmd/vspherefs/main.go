@@ -1,0 +1,52 @@
+// Command vspherefs mounts a vCenter's transfer APIs as plain folders.
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime/pprof"
+)
+
+var version = "0.1.0-dev"
+
+const usage = `vspherefs mounts a vCenter's content libraries, guest files and VM exports as folders.
+
+Usage:
+  vspherefs mount [flags] MOUNTPOINT   mount (foreground; exits after SIGINT, SIGTERM or umount)
+  vspherefs sim [flags]                run the embedded vCenter simulator with demo content
+  vspherefs version
+
+Run "vspherefs mount -h" or "vspherefs sim -h" for flags.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	if p := os.Getenv("VSPHEREFS_CPUPROFILE"); p != "" { // for benchmarks
+		if f, err := os.Create(p); err == nil {
+			_ = pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
+	var err error
+	switch os.Args[1] {
+	case "mount":
+		err = runMount(os.Args[2:])
+	case "sim":
+		err = runSim(os.Args[2:])
+	case "version", "--version", "-v":
+		fmt.Println("vspherefs", version)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "vspherefs: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		pprof.StopCPUProfile()
+		fmt.Fprintln(os.Stderr, "vspherefs:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/cache"
+	"github.com/vspherefs/vspherefs/fs"
+	"github.com/vspherefs/vspherefs/test/sim"
+)
+
+type mountFlags struct {
+	url, username, password, passwordFile string
+	insecure                              bool
+	caCerts, thumbprint                   string
+	sim                                   bool
+	cacheSize, cacheDir                   string
+	ttl                                   time.Duration
+	readOnly, allowOther, debug           bool
+}
+
+func envBool(name string) bool {
+	b, _ := strconv.ParseBool(os.Getenv(name))
+	return b
+}
+
+func defaultCacheDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "vspherefs")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("vspherefs-%d", os.Getuid()))
+}
+
+func runMount(args []string) error {
+	var f mountFlags
+	fl := flag.NewFlagSet("mount", flag.ExitOnError)
+	fl.StringVar(&f.url, "url", os.Getenv("GOVC_URL"), "vCenter URL; user:password@ may be embedded, as in govc [$GOVC_URL]")
+	fl.StringVar(&f.username, "username", os.Getenv("GOVC_USERNAME"), "vCenter user [$GOVC_USERNAME]")
+	fl.StringVar(&f.password, "password", "", "vCenter password (visible to every user in argv: prefer --password-file or $GOVC_PASSWORD)")
+	fl.StringVar(&f.passwordFile, "password-file", "", "file holding the vCenter password")
+	fl.BoolVar(&f.insecure, "insecure", envBool("GOVC_INSECURE"), "skip TLS certificate verification [$GOVC_INSECURE]")
+	fl.StringVar(&f.caCerts, "ca-certs", os.Getenv("GOVC_TLS_CA_CERTS"), "PEM file of CA certificates to trust [$GOVC_TLS_CA_CERTS]")
+	fl.StringVar(&f.thumbprint, "thumbprint", "", "pin the server certificate by its SHA-1 thumbprint")
+	fl.BoolVar(&f.sim, "sim", false, "start the embedded simulator with demo content and mount it")
+	fl.StringVar(&f.cacheSize, "cache-size", "512MiB", "memory for the block cache")
+	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "disk for staging, spool and recovery")
+	fl.DurationVar(&f.ttl, "ttl", time.Second, "attribute and entry cache lifetime")
+	fl.BoolVar(&f.readOnly, "read-only", false, "refuse every write with EROFS")
+	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users see the mount")
+	fl.BoolVar(&f.debug, "debug", false, "log every API call (never secrets)")
+	fl.Usage = func() {
+		fmt.Fprintf(fl.Output(), "Usage: vspherefs mount [flags] MOUNTPOINT\n")
+		fl.PrintDefaults()
+	}
+	_ = fl.Parse(args)
+	if fl.NArg() != 1 {
+		fl.Usage()
+		os.Exit(2)
+	}
+	mountpoint := fl.Arg(0)
+
+	level := slog.LevelInfo
+	if f.debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	cfg := backend.Config{Insecure: f.insecure, CACerts: f.caCerts, Thumbprint: f.thumbprint, Log: log, Debug: f.debug}
+	if f.sim {
+		s, err := sim.Start(sim.Options{Demo: true})
+		if err != nil {
+			return fmt.Errorf("simulator: %w", err)
+		}
+		defer s.Close()
+		fmt.Println(s.GovcURL())
+		fmt.Printf("GOVC_INSECURE=1   # or pin: --thumbprint %s\n", s.Thumbprint)
+		f.url = s.URL.String()
+		if cfg.Thumbprint == "" && !cfg.Insecure && cfg.CACerts == "" {
+			// Verify the simulator's certificate as a CA-signed one would be.
+			if cfg.CACerts, err = s.CertificateFile(); err != nil {
+				return err
+			}
+		}
+	}
+	u, user, err := credentials(f)
+	if err != nil {
+		return err
+	}
+	cfg.URL, cfg.User = u, user
+
+	cacheBytes, err := parseSize(f.cacheSize)
+	if err != nil {
+		return fmt.Errorf("--cache-size: %w", err)
+	}
+	if err := os.MkdirAll(f.cacheDir, 0o700); err != nil {
+		return fmt.Errorf("--cache-dir: %w", err)
+	}
+	spool, err := os.MkdirTemp(f.cacheDir, "spool-")
+	if err != nil {
+		return fmt.Errorf("--cache-dir: %w", err)
+	}
+	defer os.RemoveAll(spool)
+
+	ctx := context.Background()
+	conn, err := backend.Dial(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	blocks, err := cache.New(cache.Options{Bytes: cacheBytes, Dir: spool})
+	if err != nil {
+		return err
+	}
+	defer blocks.Close()
+	downloads := backend.NewDownloads(conn, time.Minute)
+	defer downloads.Close()
+
+	server, err := fs.Mount(mountpoint, fs.Options{
+		Catalog:   backend.NewCatalog(conn, f.ttl),
+		Downloads: downloads,
+		Cache:     blocks,
+		TTL:       f.ttl,
+		ReadOnly:  f.readOnly,
+		Log:       log,
+	}, f.allowOther, false)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	log.Info("mounted", "mountpoint", mountpoint, "server", cfg.URL.Host)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { server.Wait(); close(done) }()
+	select {
+	case s := <-sig:
+		log.Info("unmounting", "signal", s.String())
+		if err := unmount(server, done); err != nil {
+			return err
+		}
+	case <-done: // umount MOUNTPOINT
+	}
+	log.Info("unmounted", "mountpoint", mountpoint)
+	return nil
+}
+
+// unmount retries while the mount is busy, as umount does not force it.
+func unmount(server interface{ Unmount() error }, done <-chan struct{}) error {
+	var err error
+	for i := 0; i < 50; i++ {
+		if err = server.Unmount(); err == nil {
+			<-done
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("unmount: %w", err)
+}
+
+// credentials resolves the URL and login from flags, the URL and the environment.
+func credentials(f mountFlags) (*url.URL, *url.Userinfo, error) {
+	if f.url == "" {
+		return nil, nil, errors.New("no vCenter: give --url, set $GOVC_URL, or use --sim")
+	}
+	raw := f.url
+	if !strings.Contains(raw, "://") {
+		raw = "https://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, nil, errors.New("--url: not a URL") // the text may hold a password: do not echo it
+	}
+	user, pass := "", ""
+	if u.User != nil {
+		user = u.User.Username()
+		pass, _ = u.User.Password()
+	}
+	if f.username != "" {
+		user = f.username
+	}
+	if env := os.Getenv("GOVC_PASSWORD"); env != "" {
+		pass = env
+	}
+	if f.passwordFile != "" {
+		b, err := os.ReadFile(f.passwordFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--password-file: %w", err)
+		}
+		pass = strings.TrimRight(string(b), "\r\n")
+	}
+	if f.password != "" {
+		pass = f.password
+	}
+	if user == "" {
+		return nil, nil, errors.New("no vCenter user: give --username, $GOVC_USERNAME or user@ in the URL")
+	}
+	u.User = nil
+	if u.Path == "" {
+		u.Path = "/sdk"
+	}
+	return u, url.UserPassword(user, pass), nil
+}

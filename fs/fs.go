@@ -1,0 +1,153 @@
+// Package fs is the go-fuse node tree: POSIX semantics over the backend's
+// objects, errno mapping, attribute and entry timeouts. It never sees an HTTP
+// status code; the backend never sees an inode.
+package fs
+
+import (
+	"context"
+	"hash/fnv"
+	"log/slog"
+	"os"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/cache"
+)
+
+// Options hold what the tree needs from the rest of the program.
+type Options struct {
+	Catalog   *backend.Catalog
+	Downloads *backend.Downloads
+	Cache     *cache.Cache
+	TTL       time.Duration // attribute and entry cache
+	ReadOnly  bool
+	Log       *slog.Logger
+	UID, GID  uint32
+}
+
+// FS is the state shared by every node of one mount.
+type FS struct {
+	Options
+	mounted time.Time
+}
+
+// root is the top directory: one folder per kind of content.
+type root struct {
+	gofs.Inode
+	readOnlyDir
+	fs *FS
+}
+
+var _ gofs.NodeLookuper = (*root)(nil)
+
+// Mount mounts the tree at dir and returns the running server.
+func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, error) {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.UID == 0 && opts.GID == 0 {
+		opts.UID, opts.GID = uint32(os.Getuid()), uint32(os.Getgid())
+	}
+	f := &FS{Options: opts, mounted: time.Now()}
+	ttl := opts.TTL
+	neg := ttl
+	mo := fuse.MountOptions{
+		FsName:       "vspherefs",
+		Name:         "vspherefs",
+		DirectMount:  true,
+		AllowOther:   allowOther,
+		MaxWrite:     1 << 20,
+		MaxReadAhead: 1 << 20,
+		Debug:        debug,
+	}
+	if allowOther {
+		mo.Options = append(mo.Options, "default_permissions")
+	}
+	return gofs.Mount(dir, &root{fs: f}, &gofs.Options{
+		MountOptions:    mo,
+		EntryTimeout:    &ttl,
+		AttrTimeout:     &ttl,
+		NegativeTimeout: &neg,
+		UID:             opts.UID,
+		GID:             opts.GID,
+	})
+}
+
+// tops are the root's folders, in listing order.
+var tops = []string{"libraries"}
+
+func (r *root) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	entries := make([]fuse.DirEntry, len(tops))
+	for i, name := range tops {
+		entries[i] = fuse.DirEntry{Name: name, Mode: fuse.S_IFDIR, Ino: ino("top", name)}
+	}
+	return gofs.NewListDirStream(entries), 0
+}
+
+func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	var node gofs.InodeEmbedder
+	switch name {
+	case "libraries":
+		node = &librariesDir{fs: r.fs}
+	default:
+		return nil, syscall.ENOENT
+	}
+	r.fs.dirAttr(&out.Attr, r.fs.mounted)
+	return r.NewInode(ctx, node, gofs.StableAttr{Mode: fuse.S_IFDIR, Ino: ino("top", name)}), 0
+}
+
+func (r *root) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	r.fs.dirAttr(&out.Attr, r.fs.mounted)
+	return 0
+}
+
+// Statfs answers df: a large, mostly free filesystem, as remote stores do.
+func (r *root) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	const bs = 4096
+	out.Bsize = bs
+	out.Frsize = bs
+	out.Blocks = 1 << 40 / bs
+	out.Bfree = out.Blocks
+	out.Bavail = out.Blocks
+	out.Files = 1 << 20
+	out.Ffree = 1 << 20
+	out.NameLen = 255
+	return 0
+}
+
+// ino is a stable inode number for an object, so the kernel sees one inode
+// per object however many times it is looked up.
+func ino(kind, id string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(kind))
+	h.Write([]byte{0})
+	h.Write([]byte(id))
+	return h.Sum64() | 1<<63>>1 // keep clear of go-fuse's automatic numbers
+}
+
+func (f *FS) dirAttr(a *fuse.Attr, mtime time.Time) {
+	a.Mode = fuse.S_IFDIR | 0o755
+	if f.ReadOnly {
+		a.Mode = fuse.S_IFDIR | 0o555
+	}
+	a.Nlink = 2
+	a.Owner = fuse.Owner{Uid: f.UID, Gid: f.GID}
+	a.SetTimes(nil, &mtime, &mtime)
+}
+
+func (f *FS) fileAttr(a *fuse.Attr, size int64, mtime time.Time, writable bool) {
+	a.Mode = fuse.S_IFREG | 0o444
+	if writable && !f.ReadOnly {
+		a.Mode = fuse.S_IFREG | 0o644
+	}
+	a.Nlink = 1
+	a.Size = uint64(size)
+	a.Blocks = uint64(size+511) / 512
+	a.Blksize = 1 << 20
+	a.Owner = fuse.Owner{Uid: f.UID, Gid: f.GID}
+	a.SetTimes(nil, &mtime, &mtime)
+}

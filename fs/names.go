@@ -1,0 +1,94 @@
+package fs
+
+import (
+	"fmt"
+	"strings"
+)
+
+// The one reversible rule for names that cannot be path components (the
+// README shows it): '%', '/' and NUL are percent-encoded; ".", ".." are
+// percent-encoded whole; the empty name shows as a lone "%" (which no encoded
+// name can be, since a real '%' is always "%25"). When siblings share a name,
+// the oldest keeps it and the others get "~<id>" appended.
+
+// EncodeName turns a server-side name into a path component.
+func EncodeName(name string) string {
+	switch name {
+	case "":
+		return "%"
+	case ".":
+		return "%2E"
+	case "..":
+		return "%2E%2E"
+	}
+	if !strings.ContainsAny(name, "%/\x00") {
+		return name
+	}
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; c {
+		case '%', '/', 0:
+			fmt.Fprintf(&b, "%%%02X", c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// DecodeName turns a path component back into a server-side name. A '%'
+// that starts no valid escape is taken literally.
+func DecodeName(comp string) string {
+	if comp == "%" {
+		return ""
+	}
+	if !strings.Contains(comp, "%") {
+		return comp
+	}
+	var b strings.Builder
+	for i := 0; i < len(comp); i++ {
+		if comp[i] == '%' && i+2 < len(comp)+0 && isHex(comp[i+1]) && isHex(comp[i+2]) {
+			b.WriteByte(unhex(comp[i+1])<<4 | unhex(comp[i+2]))
+			i += 2
+			continue
+		}
+		b.WriteByte(comp[i])
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}
+
+// Named is an entry with a server-side name and a stable id.
+type Named interface {
+	ServerName() string
+	ServerID() string
+}
+
+// DisplayNames gives each entry its path component. Entries must be ordered
+// oldest first: the oldest keeps a shared name, the others get "~<id>".
+func DisplayNames[T Named](entries []T) []string {
+	out := make([]string, len(entries))
+	taken := make(map[string]bool, len(entries))
+	for i, e := range entries {
+		n := EncodeName(e.ServerName())
+		if taken[n] {
+			n += "~" + EncodeName(e.ServerID())
+		}
+		taken[n] = true
+		out[i] = n
+	}
+	return out
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Mount the embedded simulator's demo content and keep it mounted until Ctrl-C.
+set -euo pipefail
+mnt=${1:-/tmp/vspherefs-demo}
+mkdir -p "$mnt"
+if grep -qs " $mnt " /proc/mounts; then umount "$mnt" || true; fi
+cat <<MSG
+Mounting the embedded simulator at $mnt (Ctrl-C unmounts). In another terminal, try:
+
+  ls -l $mnt/libraries/ $mnt/libraries/demo-library/*
+  cat $mnt/libraries/demo-library/hello/hello.txt | xxd | head
+  sha256sum $mnt/libraries/demo-library/big/big.bin
+  cp -r $mnt/libraries/iso-library /tmp/copy && du -sh /tmp/copy
+  df -h $mnt
+
+The GOVC_URL line below points govc at the same simulator.
+MSG
+exec ./bin/vspherefs mount --sim "$mnt"

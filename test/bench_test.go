@@ -1,0 +1,106 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vspherefs/vspherefs/test/sim"
+)
+
+// benchSize is the file the read benchmarks move (BENCH_MIB overrides).
+func benchSize() int64 {
+	if v, err := strconv.Atoi(os.Getenv("BENCH_MIB")); err == nil && v > 0 {
+		return int64(v) << 20
+	}
+	return 256 << 20
+}
+
+// timeCmd runs a command and returns how long it took.
+func timeCmd(b testing.TB, name string, args ...string) time.Duration {
+	start := time.Now()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		b.Fatalf("%s: %v\n%s", name, err, out)
+	}
+	return time.Since(start)
+}
+
+func mbps(size int64, d time.Duration) float64 { return float64(size) / d.Seconds() / 1e6 }
+
+// BenchmarkLibraryRead compares, in one run, a cold sequential read through
+// the mount with curl GET of the same download endpoint, and a warm re-read
+// with a read of the same bytes from tmpfs (/dev/shm).
+func BenchmarkLibraryRead(b *testing.B) {
+	for _, ranges := range []bool{false, true} {
+		b.Run(map[bool]string{false: "stream", true: "ranged"}[ranges], func(b *testing.B) {
+			size := benchSize()
+			s := sim.StartT(b)
+			s.Library.SetRanges(ranges)
+			c := context.Background()
+			lib, _ := s.CreateLibrary(c, "bench")
+			item, _ := s.CreateItem(c, lib, "file")
+			if err := s.UploadFile(c, item, "data.bin", sim.DemoBytes("bench", size), size); err != nil {
+				b.Fatal(err)
+			}
+			m := mount(b, s, "--cache-size", "512MiB")
+			p := m.Path("libraries", "bench", "file", "data.bin")
+			shm := filepath.Join("/dev/shm", fmt.Sprintf("vspherefs-bench-%d", os.Getpid()))
+			defer os.Remove(shm)
+			var curl, cold, warm, tmpfs time.Duration
+			for i := 0; i < b.N; i++ {
+				u, h, done, err := s.Endpoint(c, "bench", "file", "data.bin")
+				if err != nil {
+					b.Fatal(err)
+				}
+				curl += timeCmd(b, "curl", "-sf", "--cacert", mustCert(b, s), "-H", "vmware-api-session-id: "+h.Get("vmware-api-session-id"), "-o", "/dev/null", u)
+				done()
+				cold += timeCmd(b, "dd", "if="+p, "of=/dev/null", "bs=1M")
+				warm += timeCmd(b, "dd", "if="+p, "of=/dev/null", "bs=1M")
+				timeCmd(b, "cp", p, shm)
+				tmpfs += timeCmd(b, "dd", "if="+shm, "of=/dev/null", "bs=1M")
+				if i+1 < b.N { // the next cold read must start cold: a fresh mount
+					m.Unmount(b)
+					m = mount(b, s, "--cache-size", "512MiB")
+					p = m.Path("libraries", "bench", "file", "data.bin")
+				}
+			}
+			n := int64(b.N) * size
+			b.ReportMetric(mbps(n, curl), "curl-MB/s")
+			b.ReportMetric(mbps(n, cold), "cold-MB/s")
+			b.ReportMetric(mbps(n, warm), "warm-MB/s")
+			b.ReportMetric(mbps(n, tmpfs), "tmpfs-MB/s")
+			b.ReportMetric(curl.Seconds()/cold.Seconds(), "cold/curl")
+			b.ReportMetric(tmpfs.Seconds()/warm.Seconds(), "warm/tmpfs")
+			b.ReportMetric(float64(rssKiB(b, m))/1024, "rss-MiB")
+		})
+	}
+}
+
+func mustCert(b testing.TB, s *sim.Server) string {
+	f, err := s.CertificateFile()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return f
+}
+
+// rssKiB is the mount process's peak resident memory.
+func rssKiB(b testing.TB, m *Mount) int64 {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			v, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+			return v
+		}
+	}
+	return 0
+}
