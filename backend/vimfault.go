@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"reflect"
 
 	"github.com/vmware/govmomi/task"
 	"github.com/vmware/govmomi/vim25/soap"
@@ -26,8 +27,7 @@ func vimFault(err error) types.BaseMethodFault {
 	var tp *task.Error // from nfc.Lease.Wait
 	switch {
 	case soap.IsSoapFault(err):
-		f, _ := soap.ToSoapFault(err).VimFault().(types.BaseMethodFault)
-		return f
+		return asMethodFault(soap.ToSoapFault(err).VimFault())
 	case soap.IsVimFault(err):
 		return soap.ToVimFault(err)
 	case errors.As(err, &te) && te.LocalizedMethodFault != nil:
@@ -36,4 +36,21 @@ func vimFault(err error) types.BaseMethodFault {
 		return tp.Fault()
 	}
 	return nil
+}
+
+// asMethodFault makes a fault a types.BaseMethodFault: SOAP fault details
+// decode as struct values (types.InvalidPowerState), which only implement
+// it through a pointer.
+func asMethodFault(v any) types.BaseMethodFault {
+	if f, ok := v.(types.BaseMethodFault); ok {
+		return f
+	}
+	rv := reflect.ValueOf(v)
+	if !rv.IsValid() || rv.Kind() != reflect.Struct {
+		return nil
+	}
+	p := reflect.New(rv.Type())
+	p.Elem().Set(rv)
+	f, _ := p.Interface().(types.BaseMethodFault)
+	return f
 }
