@@ -27,6 +27,8 @@ var errnoTable = []struct {
 	{backend.ErrStale, syscall.ESTALE},
 	{cache.ErrChanged, syscall.ESTALE},
 	{backend.ErrNoSpace, syscall.ENOSPC},
+	{backend.ErrIsDir, syscall.EISDIR},
+	{backend.ErrNotDir, syscall.ENOTDIR},
 	{context.Canceled, syscall.EINTR},
 }
 

@@ -22,6 +22,7 @@ import (
 type Options struct {
 	Catalog   *backend.Catalog
 	Downloads *backend.Downloads
+	Guests    *backend.Guests // nil: no vms/
 	Cache     *cache.Cache
 	TTL       time.Duration // attribute and entry cache
 	ReadOnly  bool
@@ -78,12 +79,15 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 }
 
 // tops are the root's folders, in listing order.
-var tops = []string{"libraries"}
+var tops = []string{"libraries", "vms"}
 
 func (r *root) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	entries := make([]fuse.DirEntry, len(tops))
-	for i, name := range tops {
-		entries[i] = fuse.DirEntry{Name: name, Mode: fuse.S_IFDIR, Ino: ino("top", name)}
+	entries := make([]fuse.DirEntry, 0, len(tops))
+	for _, name := range tops {
+		if name == "vms" && r.fs.Guests == nil {
+			continue
+		}
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: fuse.S_IFDIR, Ino: ino("top", name)})
 	}
 	return gofs.NewListDirStream(entries), 0
 }
@@ -93,6 +97,11 @@ func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	switch name {
 	case "libraries":
 		node = &librariesDir{fs: r.fs}
+	case "vms":
+		if r.fs.Guests == nil {
+			return nil, syscall.ENOENT
+		}
+		node = &vmsDir{fs: r.fs}
 	default:
 		return nil, syscall.ENOENT
 	}
@@ -126,7 +135,7 @@ func ino(kind, id string) uint64 {
 	h.Write([]byte(kind))
 	h.Write([]byte{0})
 	h.Write([]byte(id))
-	return h.Sum64() | 1<<63>>1 // keep clear of go-fuse's automatic numbers
+	return max(h.Sum64()>>1, 2) // below go-fuse's automatic numbers (from 2^63); never the root's 1
 }
 
 func (f *FS) dirAttr(a *fuse.Attr, mtime time.Time) {

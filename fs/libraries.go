@@ -22,43 +22,34 @@ type libEntry backend.Library
 func (l libEntry) ServerName() string { return l.Name }
 func (l libEntry) ServerID() string   { return l.ID }
 
-func (d *librariesDir) list(ctx context.Context) ([]backend.Library, []string, error) {
+func (d *librariesDir) list(ctx context.Context) (listing[libEntry], error) {
 	libs, err := d.fs.Catalog.Libraries(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
 	entries := make([]libEntry, len(libs))
 	for i, l := range libs {
 		entries[i] = libEntry(l)
 	}
-	return libs, DisplayNames(entries), nil
+	return newListing(entries), err
 }
 
 func (d *librariesDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	libs, names, err := d.list(ctx)
+	l, err := d.list(ctx)
 	if err != nil {
 		return nil, toErrno(d.fs.Log, "libraries", err)
 	}
-	entries := make([]fuse.DirEntry, len(libs))
-	for i, l := range libs {
-		entries[i] = fuse.DirEntry{Name: names[i], Mode: fuse.S_IFDIR, Ino: ino("library", l.ID)}
-	}
-	return gofs.NewListDirStream(entries), 0
+	return l.stream(fuse.S_IFDIR, "library", ""), 0
 }
 
 func (d *librariesDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	libs, names, err := d.list(ctx)
+	l, err := d.list(ctx)
 	if err != nil {
 		return nil, toErrno(d.fs.Log, "libraries/"+name, err)
 	}
-	for i, n := range names {
-		if n == name {
-			l := libs[i]
-			d.fs.dirAttr(&out.Attr, l.Modified)
-			return d.NewInode(ctx, &libraryDir{fs: d.fs, id: l.ID}, gofs.StableAttr{Mode: fuse.S_IFDIR, Ino: ino("library", l.ID)}), 0
-		}
+	lib, ok := l.find(name)
+	if !ok {
+		return nil, syscall.ENOENT
 	}
-	return nil, syscall.ENOENT
+	d.fs.dirAttr(&out.Attr, lib.Modified)
+	return d.NewInode(ctx, &libraryDir{fs: d.fs, id: lib.ID}, gofs.StableAttr{Mode: fuse.S_IFDIR, Ino: ino("library", lib.ID)}), 0
 }
 
 func (d *librariesDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -81,43 +72,34 @@ func (i itemEntry) ServerID() string   { return i.ID }
 
 func (d *libraryDir) path() string { return d.Path(nil) }
 
-func (d *libraryDir) list(ctx context.Context) ([]backend.Item, []string, error) {
+func (d *libraryDir) list(ctx context.Context) (listing[itemEntry], error) {
 	items, err := d.fs.Catalog.Items(ctx, d.id)
-	if err != nil {
-		return nil, nil, err
-	}
 	entries := make([]itemEntry, len(items))
 	for i, it := range items {
 		entries[i] = itemEntry(it)
 	}
-	return items, DisplayNames(entries), nil
+	return newListing(entries), err
 }
 
 func (d *libraryDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	items, names, err := d.list(ctx)
+	l, err := d.list(ctx)
 	if err != nil {
 		return nil, toErrno(d.fs.Log, d.path(), err)
 	}
-	entries := make([]fuse.DirEntry, len(items))
-	for i, it := range items {
-		entries[i] = fuse.DirEntry{Name: names[i], Mode: fuse.S_IFDIR, Ino: ino("item", it.ID)}
-	}
-	return gofs.NewListDirStream(entries), 0
+	return l.stream(fuse.S_IFDIR, "item", ""), 0
 }
 
 func (d *libraryDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	items, names, err := d.list(ctx)
+	l, err := d.list(ctx)
 	if err != nil {
 		return nil, toErrno(d.fs.Log, d.path()+"/"+name, err)
 	}
-	for i, n := range names {
-		if n == name {
-			it := items[i]
-			d.fs.dirAttr(&out.Attr, it.Modified)
-			return d.NewInode(ctx, &itemDir{fs: d.fs, id: it.ID}, gofs.StableAttr{Mode: fuse.S_IFDIR, Ino: ino("item", it.ID)}), 0
-		}
+	it, ok := l.find(name)
+	if !ok {
+		return nil, syscall.ENOENT
 	}
-	return nil, syscall.ENOENT
+	d.fs.dirAttr(&out.Attr, it.Modified)
+	return d.NewInode(ctx, &itemDir{fs: d.fs, id: it.ID}, gofs.StableAttr{Mode: fuse.S_IFDIR, Ino: ino("item", it.ID)}), 0
 }
 
 func (d *libraryDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {

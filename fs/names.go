@@ -3,6 +3,9 @@ package fs
 import (
 	"fmt"
 	"strings"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
 // The one reversible rule for names that cannot be path components (the
@@ -91,4 +94,34 @@ func DisplayNames[T Named](entries []T) []string {
 		out[i] = n
 	}
 	return out
+}
+
+// listing is a directory's children in order, with their path components.
+type listing[T Named] struct {
+	entries []T
+	names   []string
+}
+
+func newListing[T Named](entries []T) listing[T] {
+	return listing[T]{entries: entries, names: DisplayNames(entries)}
+}
+
+// find returns the child shown as name.
+func (l listing[T]) find(name string) (T, bool) {
+	for i, n := range l.names {
+		if n == name {
+			return l.entries[i], true
+		}
+	}
+	var zero T
+	return zero, false
+}
+
+// stream lists the children for readdir; kind keys their inode numbers.
+func (l listing[T]) stream(mode uint32, kind string, idPrefix string) gofs.DirStream {
+	out := make([]fuse.DirEntry, len(l.entries))
+	for i, e := range l.entries {
+		out[i] = fuse.DirEntry{Name: l.names[i], Mode: mode, Ino: ino(kind, idPrefix+e.ServerID())}
+	}
+	return gofs.NewListDirStream(out)
 }

@@ -26,6 +26,7 @@ type mountFlags struct {
 	insecure                              bool
 	caCerts, thumbprint                   string
 	sim                                   bool
+	guestLogin, guestLoginFile            string
 	cacheSize, cacheDir                   string
 	ttl                                   time.Duration
 	readOnly, allowOther, debug           bool
@@ -54,6 +55,8 @@ func runMount(args []string) error {
 	fl.StringVar(&f.caCerts, "ca-certs", os.Getenv("GOVC_TLS_CA_CERTS"), "PEM file of CA certificates to trust [$GOVC_TLS_CA_CERTS]")
 	fl.StringVar(&f.thumbprint, "thumbprint", "", "pin the server certificate by its SHA-1 thumbprint")
 	fl.BoolVar(&f.sim, "sim", false, "start the embedded simulator with demo content and mount it")
+	fl.StringVar(&f.guestLogin, "guest-login", os.Getenv("GOVC_GUEST_LOGIN"), "guest OS login for vms/, USER:PASS [$GOVC_GUEST_LOGIN]")
+	fl.StringVar(&f.guestLoginFile, "guest-login-file", "", "file mapping VM name patterns to guest logins (PATTERN = USER:PASS a line)")
 	fl.StringVar(&f.cacheSize, "cache-size", "512MiB", "memory for the block cache")
 	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "disk for staging, spool and recovery")
 	fl.DurationVar(&f.ttl, "ttl", time.Second, "attribute and entry cache lifetime")
@@ -83,6 +86,9 @@ func runMount(args []string) error {
 		s, err := sim.Start(sim.Options{Demo: true})
 		if err != nil {
 			return fmt.Errorf("simulator: %w", err)
+		}
+		if f.guestLogin == "" {
+			f.guestLogin = sim.GuestLoginString() // what the simulated guests accept
 		}
 		defer s.Close()
 		fmt.Println(s.GovcURL())
@@ -128,9 +134,14 @@ func runMount(args []string) error {
 	downloads := backend.NewDownloads(conn, time.Minute)
 	defer downloads.Close()
 
+	logins, err := backend.NewGuestLogins(f.guestLogin, f.guestLoginFile)
+	if err != nil {
+		return fmt.Errorf("--guest-login: %w", err)
+	}
 	server, err := fs.Mount(mountpoint, fs.Options{
 		Catalog:   backend.NewCatalog(conn, f.ttl),
 		Downloads: downloads,
+		Guests:    backend.NewGuests(conn, logins, f.ttl),
 		Cache:     blocks,
 		TTL:       f.ttl,
 		ReadOnly:  f.readOnly,

@@ -16,12 +16,17 @@ func runSim(args []string) error {
 	fl := flag.NewFlagSet("sim", flag.ExitOnError)
 	listen := fl.String("listen", "127.0.0.1:8989", "address to listen on (127.0.0.1:0 picks a free port)")
 	login := fl.String("login", "user:pass", "vCenter credentials the simulator accepts, USER:PASS")
+	guestLogin := fl.String("guest-login", sim.GuestLoginString(), "guest OS login the simulated VMs accept, USER:PASS")
 	_ = fl.Parse(args)
 	user, err := parseLogin(*login)
 	if err != nil {
 		return fmt.Errorf("--login: %w", err)
 	}
-	s, err := sim.Start(sim.Options{Listen: *listen, Login: user, Demo: true})
+	guestUser, err := parseLogin(*guestLogin)
+	if err != nil {
+		return fmt.Errorf("--guest-login: %w", err)
+	}
+	s, err := sim.Start(sim.Options{Listen: *listen, Login: user, Demo: true, GuestLogin: guestUser})
 	if err != nil {
 		return err
 	}

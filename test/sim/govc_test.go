@@ -6,39 +6,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/vmware/govmomi/ovf"
 	"github.com/vmware/govmomi/vim25/types"
 )
-
-var govcOnce struct {
-	sync.Once
-	path string
-	err  error
-}
-
-// govcBin builds test/govc once per test binary.
-func govcBin(t *testing.T) string {
-	t.Helper()
-	govcOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "vspherefs-govc-")
-		if err != nil {
-			govcOnce.err = err
-			return
-		}
-		govcOnce.path = filepath.Join(dir, "govc")
-		out, err := exec.Command("go", "build", "-o", govcOnce.path, "github.com/vspherefs/vspherefs/test/govc").CombinedOutput()
-		if err != nil {
-			govcOnce.err = &exec.ExitError{Stderr: out}
-		}
-	})
-	if govcOnce.err != nil {
-		t.Fatalf("building govc: %v", govcOnce.err)
-	}
-	return govcOnce.path
-}
 
 func govc(t *testing.T, s *Server, args ...string) string {
 	t.Helper()

@@ -28,6 +28,7 @@ type Options struct {
 	Demo   bool          // create the demo content
 
 	LeaseTimeout time.Duration // export lease timeout; 0 means vCenter's 300s
+	GuestLogin   *url.Userinfo // what the simulated guests accept; nil means root/vmware
 }
 
 // Server is a running simulator.
@@ -45,6 +46,7 @@ type Server struct {
 	Sessions *Sessions
 	Disks    *Disks   // every VM disk's raw content and served VMDK
 	Exports  *Exports // export leases (counters, timeout)
+	Guest    *Guest   // directory-backed guests of the VMs (clock, failures, counters)
 
 	adminC    adminClient
 	closeOnce sync.Once
@@ -93,11 +95,19 @@ func Start(opts Options) (*Server, error) {
 	cert := s.srv.Certificate()
 	sum := sha1.Sum(cert.Raw)
 	s.Thumbprint = thumbprint(sum[:])
+	if err := s.startGuest(opts); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("guests: %w", err)
+	}
 
 	if opts.Demo {
 		if err := s.CreateDemo(context.Background()); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("demo content: %w", err)
+		}
+		if err := s.createGuestDemo(context.Background()); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("guest demo: %w", err)
 		}
 	}
 	return s, nil
@@ -131,6 +141,9 @@ func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		s.srv.Close()
 		s.stopExports()
+		if s.Guest != nil {
+			s.Guest.close()
+		}
 		s.model.Remove()
 	})
 }

@@ -1,0 +1,357 @@
+package backend
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"path"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/vmware/govmomi/guest"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// Guests gives the guest file operations of VMs (GuestFileManager, through
+// govmomi's guest package), with logins resolved per VM by name.
+type Guests struct {
+	c      *Conn
+	logins *GuestLogins
+	ttl    time.Duration // lifetime of cached VM and directory lists
+
+	mu    sync.Mutex
+	fms   map[types.ManagedObjectReference]fmEntry
+	vms   timed[[]VM]
+	lists map[listKey]timed[[]GuestStat]
+}
+
+type listKey struct {
+	vm  types.ManagedObjectReference
+	dir string
+}
+
+type fmEntry struct {
+	vim *vim25.Client // the client it was made with: a re-login makes a new one
+	fm  *guest.FileManager
+}
+
+// NewGuests makes the guest operations of a connection; VM and directory
+// lists are cached for ttl.
+func NewGuests(c *Conn, logins *GuestLogins, ttl time.Duration) *Guests {
+	return &Guests{c: c, logins: logins, ttl: ttl, fms: map[types.ManagedObjectReference]fmEntry{},
+		lists: map[listKey]timed[[]GuestStat]{}}
+}
+
+// VMs lists the VMs, cached for the TTL.
+func (g *Guests) VMs(ctx context.Context) ([]VM, error) {
+	g.mu.Lock()
+	if g.vms.fresh(g.ttl) {
+		defer g.mu.Unlock()
+		return g.vms.v, nil
+	}
+	g.mu.Unlock()
+	vms, err := ListVMs(ctx, g.c)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	g.vms = timed[[]VM]{v: vms, at: time.Now()}
+	g.mu.Unlock()
+	return vms, nil
+}
+
+// Dir is List cached for the TTL: one paged call sequence per directory and
+// TTL, whatever the number of entries stat'ed.
+func (v *GuestVM) Dir(ctx context.Context, dir string) ([]GuestStat, error) {
+	k := listKey{v.ref, path.Clean(dir)}
+	v.g.mu.Lock()
+	if t, ok := v.g.lists[k]; ok && t.fresh(v.g.ttl) {
+		v.g.mu.Unlock()
+		return t.v, nil
+	}
+	v.g.mu.Unlock()
+	list, err := v.List(ctx, k.dir)
+	if err != nil {
+		return nil, err
+	}
+	v.g.mu.Lock()
+	v.g.lists[k] = timed[[]GuestStat]{v: list, at: time.Now()}
+	v.g.mu.Unlock()
+	return list, nil
+}
+
+// Lookup finds a name in a directory's cached list.
+func (v *GuestVM) Lookup(ctx context.Context, dir, name string) (GuestStat, error) {
+	list, err := v.Dir(ctx, dir)
+	if err != nil {
+		return GuestStat{}, err
+	}
+	for _, s := range list {
+		if s.Name == name {
+			return s, nil
+		}
+	}
+	return GuestStat{}, Errorf("ListFilesInGuest", v.name+":"+path.Join(dir, name), ErrNotFound, "no such file")
+}
+
+// forget drops the cached lists a change to p makes stale: its own and its
+// parent's.
+func (v *GuestVM) forget(p string) {
+	p = path.Clean(p)
+	v.g.mu.Lock()
+	delete(v.g.lists, listKey{v.ref, p})
+	delete(v.g.lists, listKey{v.ref, path.Dir(p)})
+	v.g.mu.Unlock()
+}
+
+// GuestVM is one VM's guest filesystem.
+type GuestVM struct {
+	g    *Guests
+	ref  types.ManagedObjectReference
+	name string
+}
+
+// VM returns the guest of a VM. It makes no call.
+func (g *Guests) VM(ref types.ManagedObjectReference, name string) *GuestVM {
+	return &GuestVM{g: g, ref: ref, name: name}
+}
+
+// Name is the VM's name.
+func (v *GuestVM) Name() string { return v.name }
+
+// fileManager returns the VM's file manager, made once per login.
+func (v *GuestVM) fileManager(ctx context.Context) (*guest.FileManager, error) {
+	vim := v.g.c.Vim()
+	v.g.mu.Lock()
+	e, ok := v.g.fms[v.ref]
+	v.g.mu.Unlock()
+	if ok && e.vim == vim {
+		return e.fm, nil
+	}
+	fm, err := guest.NewOperationsManager(vim, v.ref).FileManager(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v.g.mu.Lock()
+	v.g.fms[v.ref] = fmEntry{vim: vim, fm: fm}
+	v.g.mu.Unlock()
+	return fm, nil
+}
+
+// do runs one guest call with the VM's login, through Conn.Do (deadline,
+// re-login, classification); on names the VM and guest path.
+func (v *GuestVM) do(ctx context.Context, call, p string, fn func(context.Context, *guest.FileManager, types.BaseGuestAuthentication) error) error {
+	on := v.name + ":" + p
+	login := v.g.logins.For(v.name)
+	if login == nil {
+		return Errorf(call, on, ErrPermission, "no guest login for this VM (--guest-login, --guest-login-file)")
+	}
+	pass, _ := login.Password()
+	auth := &types.NamePasswordAuthentication{Username: login.Username(), Password: pass}
+	return v.g.c.Do(ctx, call, on, func(ctx context.Context) error {
+		fm, err := v.fileManager(ctx)
+		if err != nil {
+			return err
+		}
+		return guestFault(call, on, fn(ctx, fm, auth))
+	})
+}
+
+// GuestFileType is what a guest path is.
+type GuestFileType int
+
+const (
+	GuestFile GuestFileType = iota
+	GuestDir
+	GuestSymlink
+)
+
+// GuestStat is a guest file's attributes, as the guest reports them.
+type GuestStat struct {
+	Name   string // base name
+	Type   GuestFileType
+	Size   int64
+	Mode   uint32 // permission bits (07777); 0 if the guest does not say
+	UID    int64  // -1 if the guest does not say (Windows)
+	GID    int64
+	Mtime  time.Time
+	Atime  time.Time
+	Target string // symlink target
+}
+
+func statOf(f types.GuestFileInfo) GuestStat {
+	s := GuestStat{Name: path.Base(f.Path), Size: f.Size, UID: -1, GID: -1}
+	switch types.GuestFileType(f.Type) {
+	case types.GuestFileTypeDirectory:
+		s.Type = GuestDir
+	case types.GuestFileTypeSymlink:
+		s.Type = GuestSymlink
+	}
+	if f.Attributes == nil {
+		return s
+	}
+	a := f.Attributes.GetGuestFileAttributes()
+	if a.ModificationTime != nil {
+		s.Mtime = *a.ModificationTime
+	}
+	if a.AccessTime != nil {
+		s.Atime = *a.AccessTime
+	}
+	s.Target = a.SymlinkTarget
+	if px, ok := f.Attributes.(*types.GuestPosixFileAttributes); ok {
+		s.Mode = uint32(px.Permissions) & 0o7777 // stat(2) format: drop the type bits
+		if px.OwnerId != nil {
+			s.UID = int64(*px.OwnerId)
+		}
+		if px.GroupId != nil {
+			s.GID = int64(*px.GroupId)
+		}
+	}
+	return s
+}
+
+// List lists a directory: one ListFilesInGuest sequence, paged by the
+// guest's "remaining" count, without "." and "..".
+func (v *GuestVM) List(ctx context.Context, dir string) ([]GuestStat, error) {
+	return v.list(ctx, "ListFilesInGuest", dir, "")
+}
+
+func (v *GuestVM) list(ctx context.Context, call, dir, pattern string) ([]GuestStat, error) {
+	var out []GuestStat
+	index := int32(0)
+	for {
+		var res *types.GuestListFileInfo
+		err := v.do(ctx, call, dir, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) (err error) {
+			res, err = fm.ListFiles(ctx, auth, dir, index, 0, pattern)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range res.Files {
+			if s := statOf(f); s.Name != "." && s.Name != ".." {
+				out = append(out, s)
+			}
+		}
+		index += int32(len(res.Files))
+		if res.Remaining <= 0 || len(res.Files) == 0 {
+			return out, nil
+		}
+	}
+}
+
+// Stat describes one path: its parent listed with a pattern matching only
+// its name (listing the path itself would give a directory's contents).
+func (v *GuestVM) Stat(ctx context.Context, p string) (GuestStat, error) {
+	p = path.Clean(p)
+	if p == "/" {
+		return GuestStat{Name: "/", Type: GuestDir, Mode: 0o755, UID: -1, GID: -1}, nil
+	}
+	dir, name := path.Split(p)
+	list, err := v.list(ctx, "ListFilesInGuest", dir, "^"+regexp.QuoteMeta(name)+"$")
+	if err != nil {
+		return GuestStat{}, err
+	}
+	for _, s := range list {
+		if s.Name == name {
+			return s, nil
+		}
+	}
+	return GuestStat{}, Errorf("ListFilesInGuest", v.name+":"+p, ErrNotFound, "no such file")
+}
+
+// Mkdir makes a directory; mode, if not 0, is applied after.
+func (v *GuestVM) Mkdir(ctx context.Context, p string, mode uint32) error {
+	defer v.forget(p)
+	err := v.do(ctx, "MakeDirectoryInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+		return fm.MakeDirectory(ctx, auth, p, false)
+	})
+	if err != nil || mode == 0 {
+		return err
+	}
+	return v.Chattr(ctx, p, GuestAttr{Mode: &mode})
+}
+
+// Rmdir removes an empty directory.
+func (v *GuestVM) Rmdir(ctx context.Context, p string) error {
+	defer v.forget(p)
+	return v.do(ctx, "DeleteDirectoryInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+		return fm.DeleteDirectory(ctx, auth, p, false)
+	})
+}
+
+// Remove removes a file or symlink.
+func (v *GuestVM) Remove(ctx context.Context, p string) error {
+	defer v.forget(p)
+	return v.do(ctx, "DeleteFileInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+		return fm.DeleteFile(ctx, auth, p)
+	})
+}
+
+// MoveFile renames a file (or symlink), replacing dst if overwrite.
+func (v *GuestVM) MoveFile(ctx context.Context, src, dst string, overwrite bool) error {
+	defer v.forget(src)
+	defer v.forget(dst)
+	return v.do(ctx, "MoveFileInGuest", src, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+		return fm.MoveFile(ctx, auth, src, dst, overwrite)
+	})
+}
+
+// MoveDir renames a directory; an existing dst is ErrExists (the API has no
+// overwrite for directories).
+func (v *GuestVM) MoveDir(ctx context.Context, src, dst string) error {
+	defer v.forget(src)
+	defer v.forget(dst)
+	return v.do(ctx, "MoveDirectoryInGuest", src, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+		return fm.MoveDirectory(ctx, auth, src, dst)
+	})
+}
+
+// GuestAttr are attributes to set; nil fields are left as they are. A mode
+// of 0 cannot be set: the API reads 0 as "unset".
+type GuestAttr struct {
+	Mode         *uint32
+	UID, GID     *int32
+	Mtime, Atime *time.Time
+}
+
+func (a GuestAttr) empty() bool {
+	return a.Mode == nil && a.UID == nil && a.GID == nil && a.Mtime == nil && a.Atime == nil
+}
+
+func (a GuestAttr) posix() *types.GuestPosixFileAttributes {
+	px := &types.GuestPosixFileAttributes{OwnerId: a.UID, GroupId: a.GID}
+	px.ModificationTime, px.AccessTime = a.Mtime, a.Atime
+	if a.Mode != nil {
+		px.Permissions = int64(*a.Mode & 0o7777)
+	}
+	return px
+}
+
+// Chattr changes mode, owner and times in one ChangeFileAttributesInGuest.
+func (v *GuestVM) Chattr(ctx context.Context, p string, a GuestAttr) error {
+	if a.empty() {
+		return nil
+	}
+	defer v.forget(p)
+	return v.do(ctx, "ChangeFileAttributesInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+		return fm.ChangeFileAttributes(ctx, auth, p, a.posix())
+	})
+}
+
+// transferURL fixes up a transfer URL (host "*", thumbprint of the host).
+func transferURL(ctx context.Context, fm *guest.FileManager, raw string) (*url.URL, error) {
+	return fm.TransferURL(ctx, raw)
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// ID names the VM (its managed object id), stable across renames.
+func (v *GuestVM) ID() string { return v.ref.Value }

@@ -1,0 +1,152 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"path"
+	"time"
+
+	"github.com/vmware/govmomi/guest"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// GuestSource is a guest file's bytes as a cache.Source. Its transfer URLs
+// are one-shot and ignore Range, so every Open is one
+// InitiateFileTransferFromGuest and one GET from byte 0 (ranged = false):
+// the cache spools the stream.
+type GuestSource struct {
+	v     *GuestVM
+	path  string
+	size  int64
+	mtime time.Time
+}
+
+// Source returns the source of a guest file as last listed: its size and
+// mtime are the version the cache keys bytes under.
+func (v *GuestVM) Source(p string, size int64, mtime time.Time) *GuestSource {
+	return &GuestSource{v: v, path: p, size: size, mtime: mtime}
+}
+
+// ID keys cached blocks by VM, path, size and mtime: a changed file is a new object.
+func (s *GuestSource) ID() string {
+	return fmt.Sprintf("guest:%s:%s#%d@%d", s.v.ref.Value, s.path, s.size, s.mtime.UnixNano())
+}
+
+// Size is the file's size as listed.
+func (s *GuestSource) Size() int64 { return s.size }
+
+// Open starts a new transfer and returns its body from byte 0, whatever off
+// and n are. A file whose size or mtime changed since it was listed is
+// ErrStale: its bytes would not be the version the cache holds.
+func (s *GuestSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, bool, error) {
+	call, on := "InitiateFileTransferFromGuest", s.v.name+":"+s.path
+	var info *types.FileTransferInformation
+	var u string
+	err := s.v.do(ctx, call, s.path, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+		var err error
+		if info, err = fm.InitiateFileTransferFromGuest(ctx, auth, s.path); err != nil {
+			return err
+		}
+		tu, err := transferURL(ctx, fm, info.Url)
+		if err != nil {
+			return err
+		}
+		u = tu.String()
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	if info.Size != s.size || !s.mtime.IsZero() && !mtimeOf(info).Equal(s.mtime) {
+		return nil, false, Errorf(call, on, ErrStale, "size %d mtime %v, listed as %d %v", info.Size, mtimeOf(info), s.size, s.mtime)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	req.Close = true // as govc: no keep-alive to the transfer host
+	res, err := s.v.g.c.HTTP().Do(req)
+	if err != nil {
+		return nil, false, s.v.g.c.classify("GET guest file", on, err)
+	}
+	if res.StatusCode != http.StatusOK {
+		res.Body.Close()
+		return nil, false, Errorf("GET guest file", on, ErrIO, "%s", res.Status)
+	}
+	if res.ContentLength >= 0 && res.ContentLength != s.size {
+		res.Body.Close()
+		return nil, false, Errorf("GET guest file", on, ErrStale, "%d bytes, listed as %d", res.ContentLength, s.size)
+	}
+	return res.Body, false, nil
+}
+
+func mtimeOf(info *types.FileTransferInformation) time.Time {
+	if info.Attributes == nil {
+		return time.Time{}
+	}
+	if t := info.Attributes.GetGuestFileAttributes().ModificationTime; t != nil {
+		return *t
+	}
+	return time.Time{}
+}
+
+// Upload replaces (or creates) a guest file with size bytes from r, so
+// that a failure leaves the old file as it was: InitiateFileTransferToGuest
+// to a temporary name in the same directory, PUT, MoveFileInGuest over the
+// target, then ChangeFileAttributesInGuest for what the writer set (a.Mode
+// is also given to the transfer, so the file never has a wider mode).
+func (v *GuestVM) Upload(ctx context.Context, p string, r io.Reader, size int64, a GuestAttr) error {
+	dir, name := path.Split(p)
+	tmp := dir + "." + name + ".vspherefs-" + randomSuffix()
+	call, on := "InitiateFileTransferToGuest", v.name+":"+p
+	var u string
+	err := v.do(ctx, call, tmp, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+		raw, err := fm.InitiateFileTransferToGuest(ctx, auth, tmp, GuestAttr{Mode: a.Mode, UID: a.UID, GID: a.GID}.posix(), size, false)
+		if err != nil {
+			return err
+		}
+		tu, err := transferURL(ctx, fm, raw)
+		if err != nil {
+			return err
+		}
+		u = tu.String()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := v.put(ctx, on, u, r, size); err != nil {
+		_ = v.Remove(context.WithoutCancel(ctx), tmp) // the guest may have kept part of it
+		return err
+	}
+	if err := v.MoveFile(ctx, tmp, p, true); err != nil {
+		_ = v.Remove(context.WithoutCancel(ctx), tmp)
+		return err
+	}
+	return v.Chattr(ctx, p, a)
+}
+
+func (v *GuestVM) put(ctx context.Context, on, u string, r io.Reader, size int64) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, io.NopCloser(r))
+	if err != nil {
+		return err
+	}
+	req.ContentLength = size
+	if size == 0 {
+		req.Body = http.NoBody
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Close = true
+	res, err := v.g.c.HTTP().Do(req)
+	if err != nil {
+		return v.g.c.classify("PUT guest file", on, err)
+	}
+	defer res.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 4096))
+	if res.StatusCode != http.StatusOK {
+		return Errorf("PUT guest file", on, ErrIO, "%s", res.Status)
+	}
+	return nil
+}

@@ -1,0 +1,51 @@
+package backend
+
+import (
+	"context"
+	"sort"
+	"strings"
+
+	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// VM is a virtual machine as vms/ shows it.
+type VM struct {
+	Ref     types.ManagedObjectReference
+	Name    string
+	On      bool // powered on: guest operations can work
+	Windows bool // guest paths are drive letters, not "/"
+}
+
+// ListVMs lists the VMs (not templates) of the whole inventory, by name, in
+// one property collector round trip.
+func ListVMs(ctx context.Context, c *Conn) ([]VM, error) {
+	var vms []mo.VirtualMachine
+	err := c.Do(ctx, "RetrieveProperties", "VirtualMachine", func(ctx context.Context) error {
+		vc := c.Vim()
+		v, err := view.NewManager(vc).CreateContainerView(ctx, vc.ServiceContent.RootFolder, []string{"VirtualMachine"}, true)
+		if err != nil {
+			return err
+		}
+		defer v.Destroy(context.WithoutCancel(ctx))
+		return v.Retrieve(ctx, []string{"VirtualMachine"}, []string{"name", "runtime.powerState", "config.template", "guest.guestFamily", "config.guestId"}, &vms)
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]VM, 0, len(vms))
+	for _, m := range vms {
+		if m.Config != nil && m.Config.Template {
+			continue
+		}
+		vm := VM{Ref: m.Self, Name: m.Name, On: m.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn}
+		if m.Guest != nil && m.Guest.GuestFamily == string(types.VirtualMachineGuestOsFamilyWindowsGuest) ||
+			m.Config != nil && strings.HasPrefix(m.Config.GuestId, "win") {
+			vm.Windows = true
+		}
+		out = append(out, vm)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}

@@ -1,0 +1,297 @@
+package sim
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// guestPath is where transfer URLs point: the path a real ESX host uses
+// (https://*/guestFile?id=..&token=..). vcsim's own docker-backed handler
+// has the subtree /guestFile/, so this exact path is ours.
+const guestPath = "/guestFile"
+
+// urlLifetime is how long a transfer URL stays valid (seed 000).
+const urlLifetime = 10 * time.Minute
+
+// ticket is one transfer URL. It is good for a single request: a GET or PUT
+// that gets as far as the body uses it up, whatever happens next.
+type ticket struct {
+	token   string
+	vm      *guestVM
+	epoch   int64 // vm.epoch when issued: a power-off since kills the URL
+	path    string
+	put     bool
+	created time.Time
+	busy    bool // a request holds it; a concurrent one is refused
+	used    bool
+
+	size      int64 // PUT: the size announced to InitiateFileTransferToGuest
+	overwrite bool
+	attr      types.BaseGuestFileAttributes
+}
+
+// issue records a ticket and returns its URL, host "*" as seed 000 says.
+func (g *Guest) issue(t *ticket, scheme string) string {
+	t.created = g.now()
+	t.epoch = t.vm.epoch.Load()
+	t.token = randomHex(16)
+	id := randomHex(8)
+	g.mu.Lock()
+	for k, old := range g.tickets { // forget what can no longer be used
+		if old.used || g.now().Sub(old.created) > urlLifetime {
+			delete(g.tickets, k)
+		}
+	}
+	g.tickets[id] = t
+	g.mu.Unlock()
+	return (&url.URL{
+		Scheme:   scheme,
+		Host:     "*",
+		Path:     guestPath,
+		RawQuery: url.Values{"id": {id}, "token": {t.token}}.Encode(),
+	}).String()
+}
+
+// take claims the ticket a request names, or says why not with a status.
+func (g *Guest) take(r *http.Request, put bool) (*ticket, int) {
+	q := r.URL.Query()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	t, ok := g.tickets[q.Get("id")]
+	switch {
+	case !ok || t.token != q.Get("token") || t.put != put || t.used:
+		return nil, http.StatusNotFound
+	case g.now().Sub(t.created) > urlLifetime || t.vm.epoch.Load() != t.epoch:
+		delete(g.tickets, q.Get("id"))
+		return nil, http.StatusNotFound
+	case t.busy:
+		return nil, http.StatusConflict
+	}
+	t.busy = true
+	return t, http.StatusOK
+}
+
+// release ends a request's hold; used marks the URL dead for good.
+func (g *Guest) release(t *ticket, used bool) {
+	g.mu.Lock()
+	t.busy = false
+	t.used = t.used || used
+	g.mu.Unlock()
+}
+
+// alive says whether a transfer in flight may go on: not past the URL's
+// lifetime, no power-off since it was issued.
+func (g *Guest) alive(t *ticket) bool {
+	return g.now().Sub(t.created) <= urlLifetime && t.vm.epoch.Load() == t.epoch
+}
+
+func (g *Guest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	put := r.Method == http.MethodPut
+	if !put && r.Method != http.MethodGet {
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
+	t, status := g.take(r, put)
+	if status != http.StatusOK {
+		g.count(func(s *GuestStats) { s.Refused++ })
+		http.Error(w, http.StatusText(status), status)
+		return
+	}
+	if put {
+		g.servePut(w, r, t)
+	} else {
+		g.serveGet(w, t)
+	}
+}
+
+func (g *Guest) serveGet(w http.ResponseWriter, t *ticket) {
+	fi, f := t.vm.fs.regular(t.path)
+	if f != nil {
+		g.release(t, false)
+		http.NotFound(w, nil)
+		return
+	}
+	n, _ := t.vm.fs.name(t.path)
+	fh, err := t.vm.fs.root.Open(n)
+	if err != nil {
+		g.release(t, false)
+		http.NotFound(w, nil)
+		return
+	}
+	defer fh.Close()
+	defer g.release(t, true)
+	g.count(func(s *GuestStats) { s.Gets++ })
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
+	w.WriteHeader(http.StatusOK)
+	var sent int64
+	err = g.pump(t, w, io.LimitReader(fh, fi.Size()), &sent)
+	g.count(func(s *GuestStats) { s.GetBytes += sent })
+	if err != nil {
+		panic(http.ErrAbortHandler) // cut the connection: the client sees a short body
+	}
+}
+
+// pump copies in chunks, stopping when the URL dies (expiry, power-off)
+// and pacing to the configured rate.
+func (g *Guest) pump(t *ticket, dst io.Writer, src io.Reader, n *int64) error {
+	buf := make([]byte, 256<<10)
+	start := time.Now()
+	for {
+		if !g.alive(t) {
+			return errors.New("transfer URL no longer valid")
+		}
+		if rate := g.rate.Load(); rate > 0 {
+			if ahead := time.Duration(float64(*n)/float64(rate)*float64(time.Second)) - time.Since(start); ahead > 0 {
+				time.Sleep(ahead)
+			}
+			if int64(len(buf)) > rate/10+1 {
+				buf = buf[:rate/10+1] // about ten chunks a second
+			}
+		}
+		k, rerr := src.Read(buf)
+		if k > 0 {
+			if _, err := dst.Write(buf[:k]); err != nil {
+				return err
+			}
+			*n += int64(k)
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// servePut writes the body to the VM's spool and renames it into place only
+// once all of it arrived, so a PUT that fails leaves the old file intact.
+func (g *Guest) servePut(w http.ResponseWriter, r *http.Request, t *ticket) {
+	defer g.release(t, true)
+	gfs := t.vm.fs
+	dst, f := gfs.name(t.path)
+	if f == nil {
+		f = g.putAllowed(t)
+	}
+	if f != nil {
+		http.Error(w, "cannot write "+t.path, http.StatusConflict)
+		return
+	}
+	old, oldErr := gfs.root.Stat(dst)
+	tmp := "spool/" + randomHex(8)
+	fh, err := gfs.root.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer gfs.root.Remove(tmp) // a no-op once renamed
+	var body io.Reader = r.Body
+	if fail := g.failPut.Swap(-1); fail >= 0 {
+		body = &failingReader{r: r.Body, left: fail}
+	}
+	var n int64
+	err = g.pump(t, fh, io.LimitReader(body, t.size+1), &n)
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && n != t.size {
+		err = errors.New("body is not the size announced")
+	}
+	if err != nil {
+		http.Error(w, "upload failed", http.StatusInternalServerError)
+		return
+	}
+	if err := gfs.root.Rename(tmp, dst); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	g.applyPutAttr(t, old, oldErr)
+	g.count(func(s *GuestStats) { s.Puts++ })
+	w.WriteHeader(http.StatusOK)
+}
+
+// putAllowed repeats InitiateFileTransferToGuest's checks at PUT time: the
+// guest may have changed since.
+func (g *Guest) putAllowed(t *ticket) types.BaseMethodFault {
+	n, f := t.vm.fs.name(t.path)
+	if f != nil {
+		return f
+	}
+	fi, err := t.vm.fs.root.Lstat(n)
+	switch {
+	case err == nil && fi.IsDir():
+		return &types.NotAFile{FileFault: types.FileFault{File: t.path}}
+	case err == nil && !t.overwrite:
+		return &types.FileAlreadyExists{FileFault: types.FileFault{File: t.path}}
+	case err != nil && !os.IsNotExist(err):
+		return osFault(err, t.path)
+	}
+	parent, err := t.vm.fs.root.Stat(dirName(n))
+	if err != nil {
+		return osFault(err, t.path)
+	}
+	if !parent.IsDir() {
+		return &types.NotADirectory{FileFault: types.FileFault{File: t.path}}
+	}
+	return nil
+}
+
+// applyPutAttr gives the new file the attributes asked for; what was not
+// asked for is kept from the file it replaced.
+func (g *Guest) applyPutAttr(t *ticket, old os.FileInfo, oldErr error) {
+	a := &types.GuestPosixFileAttributes{}
+	if px, ok := t.attr.(*types.GuestPosixFileAttributes); ok && px != nil {
+		c := *px
+		a = &c
+	} else if t.attr != nil {
+		a.GuestFileAttributes = *t.attr.GetGuestFileAttributes()
+	}
+	if oldErr == nil {
+		prev := posixAttr(old)
+		if a.Permissions == 0 {
+			a.Permissions = prev.Permissions & 0o7777
+		}
+		if a.OwnerId == nil {
+			a.OwnerId = prev.OwnerId
+		}
+		if a.GroupId == nil {
+			a.GroupId = prev.GroupId
+		}
+	}
+	_ = t.vm.fs.chattr(t.path, a)
+}
+
+func dirName(n string) string {
+	for i := len(n) - 1; i >= 0; i-- {
+		if n[i] == '/' {
+			return n[:i]
+		}
+	}
+	return "."
+}
+
+// failingReader passes on left bytes, then fails like a dropped connection.
+type failingReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.left <= 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	if int64(len(p)) > f.left {
+		p = p[:f.left]
+	}
+	n, err := f.r.Read(p)
+	f.left -= int64(n)
+	return n, err
+}
