@@ -237,7 +237,7 @@ func (c *Conn) classify(call, on string, err error) error {
 }
 
 // faultKind maps a SOAP fault to an error kind, through the one table.
-func faultKind(err error) error {
+func faultKind(err any) error {
 	for _, m := range faultTable {
 		if fault.Is(err, m.fault) {
 			return m.kind

@@ -5,8 +5,6 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"errors"
-	"fmt"
-	"hash"
 	"io"
 	"net/http"
 	"os"
@@ -73,8 +71,6 @@ func measure(f Staged) (staged, error) {
 	}
 	return staged{Staged: f, size: n, sha1: hexSum(h1), sha256: hexSum(h256)}, nil
 }
-
-func hexSum(h hash.Hash) string { return fmt.Sprintf("%x", h.Sum(nil)) }
 
 // Commit applies files (added or replaced) and removals to an item in one
 // update session, so that they land together or not at all (an OVF template

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/simulator"
@@ -26,7 +27,8 @@ type Options struct {
 	Login  *url.Userinfo // vCenter credentials accepted; nil means user:pass
 	Demo   bool          // create the demo content
 
-	GuestLogin *url.Userinfo // what the simulated guests accept; nil means root/vmware
+	LeaseTimeout time.Duration // export lease timeout; 0 means vCenter's 300s
+	GuestLogin   *url.Userinfo // what the simulated guests accept; nil means root/vmware
 }
 
 // Server is a running simulator.
@@ -43,6 +45,8 @@ type Server struct {
 	Prepare  *PrepareSteps
 	Sessions *Sessions
 	Updates  *UpdateSessions // update sessions as vCenter runs them (fault injection)
+	Disks    *Disks          // every VM disk's raw content and served VMDK
+	Exports  *Exports        // export leases (counters, timeout)
 	Guest    *Guest          // directory-backed guests of the VMs (clock, failures, counters)
 
 	adminC    adminClient
@@ -81,6 +85,10 @@ func Start(opts Options) (*Server, error) {
 	mux.Handle(rest.Path+"/com/vmware/content/library/item/downloadsession/file/", s.Prepare)
 	s.Sessions = newSessions(s)
 	mux.Handle(rest.Path+"/com/vmware/cis/session", s.Sessions)
+	if err := s.startExports(opts); err != nil {
+		model.Remove()
+		return nil, err
+	}
 
 	s.srv = model.Service.NewServer()
 	s.URL = s.srv.URL
@@ -142,6 +150,7 @@ func StartT(t TB, opts ...Options) *Server {
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		s.srv.Close()
+		s.stopExports()
 		if s.Guest != nil {
 			s.Guest.close()
 		}

@@ -11,8 +11,8 @@ import (
 	_ "github.com/vmware/govmomi/cli/library"
 )
 
-// govc runs govc (the same cli packages test/govc builds) in-process.
-func govc(t *testing.T, s *Server, args ...string) {
+// govcRun runs govc (the same cli packages test/govc builds) in-process.
+func govcRun(t *testing.T, s *Server, args ...string) {
 	t.Helper()
 	t.Setenv("GOVC_URL", s.URL.String())
 	t.Setenv("GOVC_INSECURE", "1")
@@ -32,13 +32,13 @@ func TestGovcImportExport(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i == 0 {
-			govc(t, f.s, "library.import", "-n", "imported", "demo-library", src)
+			govcRun(t, f.s, "library.import", "-n", "imported", "demo-library", src)
 		} else {
-			govc(t, f.s, "library.import", "demo-library/imported", src)
+			govcRun(t, f.s, "library.import", "demo-library/imported", src)
 		}
 		out := filepath.Join(dir, "out.bin")
 		os.Remove(out)
-		govc(t, f.s, "library.export", "demo-library/imported/data.bin", out)
+		govcRun(t, f.s, "library.export", "demo-library/imported/data.bin", out)
 		got, err := os.ReadFile(out)
 		if err != nil || !bytes.Equal(got, content) {
 			t.Fatalf("round %d: exported %d bytes (%v), want %d", i, len(got), err, len(content))
@@ -62,7 +62,7 @@ func TestGovcImportOVF(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "disk1.vmdk"), disk, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	govc(t, f.s, "library.import", "demo-library", filepath.Join(dir, "tmpl.ovf"))
+	govcRun(t, f.s, "library.import", "demo-library", filepath.Join(dir, "tmpl.ovf"))
 	st := f.state("demo-library", "tmpl")
 	if len(st.files) != 2 || string(st.bytes["tmpl.ovf"]) != testOVF || !bytes.Equal(st.bytes["disk1.vmdk"], disk) {
 		t.Fatalf("files %v", st.files)
