@@ -459,3 +459,27 @@ func TestRelogin(t *testing.T) {
 		t.Fatalf("no re-login logged:\n%s", m.Log())
 	}
 }
+
+// TestStalledTransfer: a download that sends nothing for --timeout fails the
+// read with EIO and a log line; the next read starts a new transfer.
+func TestStalledTransfer(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s, "--timeout", "2s")
+	s.Library.SetDelay(time.Hour)
+	_, err := os.ReadFile(m.Path("libraries", "demo-library", "multi", "a.bin"))
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("stalled read: %v, want EIO", err)
+	}
+	if !strings.Contains(m.Log(), "no data received") || !strings.Contains(m.Log(), "a.bin") {
+		t.Fatalf("no log line for the stall:\n%s", m.Log())
+	}
+	s.Library.SetDelay(0)
+	want, err := s.Download(ctx(t), "demo-library", "multi", "a.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(m.Path("libraries", "demo-library", "multi", "a.bin"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("after the stall: %d bytes, %v", len(got), err)
+	}
+}
