@@ -72,4 +72,3 @@ func (g *stallGuard) Close() error {
 	g.Stop()
 	return err
 }
-
