@@ -75,6 +75,11 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if cfg.Thumbprint != "" {
 		sc.SetThumbprint(u.Host, cfg.Thumbprint)
 	}
+	if t, ok := sc.Client.Transport.(*http.Transport); ok {
+		// Listings run 8 calls at once and reads fetch ranges in parallel:
+		// keep those connections instead of a TLS handshake per call.
+		t.MaxIdleConnsPerHost = 32
+	}
 	c := &Conn{cfg: cfg, soap: sc, stop: make(chan struct{})}
 	if err := c.login(ctx); err != nil {
 		return nil, err
