@@ -94,7 +94,7 @@ func (c *Conn) login(ctx context.Context) error {
 	defer cancel()
 	vc, err := vim25.NewClient(ctx, c.soap)
 	if err != nil {
-		return c.classify("ServiceContent", c.cfg.URL.Host, err)
+		return c.classify("ServiceContent", c.cfg.URL.Host, tlsHint(c.cfg.URL.Host, err))
 	}
 	if err := session.NewManager(vc).Login(ctx, c.cfg.User); err != nil {
 		return c.classify("Login", c.cfg.URL.Host, err)
