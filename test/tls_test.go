@@ -106,3 +106,35 @@ func TestSecretsStayOut(t *testing.T) {
 		t.Fatalf("debug log has no calls, or holds the password:\n%s", m.Log())
 	}
 }
+
+// TestExitPaths: the mount exits 0 with no stale mount after SIGINT and after
+// `umount MOUNTPOINT`, as it does after SIGTERM (every other test's cleanup).
+func TestExitPaths(t *testing.T) {
+	s := sim.StartT(t)
+	for _, how := range []string{"SIGINT", "umount"} {
+		m := mount(t, s)
+		if _, err := os.ReadFile(m.Path("libraries", "demo-library", "hello", "hello.txt")); err != nil {
+			t.Fatal(err)
+		}
+		if how == "SIGINT" {
+			_ = m.cmd.Process.Signal(os.Interrupt)
+		} else {
+			run(t, "umount", m.Dir)
+		}
+		select {
+		case <-m.done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: vspherefs did not exit", how)
+		}
+		if m.exitErr != nil {
+			t.Errorf("%s: exit %v\n%s", how, m.exitErr, m.Log())
+		}
+		if mounted(m.Dir) {
+			t.Errorf("%s: stale mount", how)
+		}
+		ids, err := s.DownloadSessions(ctx(t))
+		if err != nil || len(ids) != 0 {
+			t.Errorf("%s: download sessions left: %v %v", how, ids, err)
+		}
+	}
+}
