@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -74,6 +75,11 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if cfg.Thumbprint != "" {
 		sc.SetThumbprint(u.Host, cfg.Thumbprint)
 	}
+	if t, ok := sc.Client.Transport.(*http.Transport); ok {
+		// Listings run 8 calls at once and reads fetch ranges in parallel:
+		// keep those connections instead of a TLS handshake per call.
+		t.MaxIdleConnsPerHost = 32
+	}
 	c := &Conn{cfg: cfg, soap: sc, stop: make(chan struct{})}
 	if err := c.login(ctx); err != nil {
 		return nil, err
@@ -88,7 +94,7 @@ func (c *Conn) login(ctx context.Context) error {
 	defer cancel()
 	vc, err := vim25.NewClient(ctx, c.soap)
 	if err != nil {
-		return c.classify("ServiceContent", c.cfg.URL.Host, err)
+		return c.classify("ServiceContent", c.cfg.URL.Host, tlsHint(c.cfg.URL.Host, err))
 	}
 	if err := session.NewManager(vc).Login(ctx, c.cfg.User); err != nil {
 		return c.classify("Login", c.cfg.URL.Host, err)
@@ -236,7 +242,7 @@ func (c *Conn) classify(call, on string, err error) error {
 }
 
 // faultKind maps a SOAP fault to an error kind, through the one table.
-func faultKind(err error) error {
+func faultKind(err any) error {
 	for _, m := range faultTable {
 		if fault.Is(err, m.fault) {
 			return m.kind
@@ -245,8 +251,15 @@ func faultKind(err error) error {
 	return ErrIO
 }
 
+var vapiType = regexp.MustCompile(`com\.vmware\.vapi\.std\.errors\.([a-z_]+)`)
+
 // vapiKind maps a vAPI error (its text names the standard error type) to a kind.
 func vapiKind(msg string) error {
+	// The /rest error body names its type: match that alone when present,
+	// as the message text may hold any words ("unsupported checksum …").
+	if m := vapiType.FindStringSubmatch(msg); m != nil {
+		msg = m[1]
+	}
 	switch {
 	case strings.Contains(msg, "not_found"), strings.Contains(msg, "404 Not Found"):
 		return ErrNotFound

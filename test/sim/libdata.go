@@ -34,12 +34,16 @@ type LibraryData struct {
 	bytes     atomic.Int64 // body bytes written
 
 	mu    sync.Mutex
-	paths map[string]string // download session id -> item directory
+	paths map[string]sessionDir // download session id -> item directory
 }
 
 func newLibraryData(s *Server) *LibraryData {
-	return &LibraryData{s: s, paths: map[string]string{}}
+	return &LibraryData{s: s, paths: map[string]sessionDir{}}
 }
+
+// sessionDir is where a download session's item lives, and the item's
+// content version when the session was created.
+type sessionDir struct{ dir, version string }
 
 // SetRanges switches Range support on or off.
 func (d *LibraryData) SetRanges(on bool) { d.ranges.Store(on) }
@@ -54,17 +58,18 @@ func (d *LibraryData) Stats() (gets, rangeGets, bytes int64) {
 
 func (d *LibraryData) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		d.s.vapi.ServeHTTP(w, r) // uploads: vcsim's own handler
+		d.s.Updates.put(w, r) // uploads: staged in their update session
 		return
 	}
 	p := strings.Split(r.URL.Path, "/")
 	id, name := p[len(p)-2], p[len(p)-1]
-	dir, status := d.itemDir(r, id)
+	dir, version, status := d.itemDir(r, id)
 	if status != http.StatusOK {
 		http.Error(w, http.StatusText(status), status)
 		return
 	}
-	f, err := os.Open(filepath.Join(dir, path.Base(name)))
+	// The bytes as they were when the download session was created.
+	f, err := os.Open(versionedPath(dir, version, path.Base(name)))
 	if err != nil {
 		http.NotFound(w, r)
 		return
@@ -120,38 +125,44 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 }
 
 // itemDir resolves a download session to the item's directory on the
-// datastore, asking vcsim (briefly, under its mutex) with the caller's session.
-func (d *LibraryData) itemDir(r *http.Request, id string) (string, int) {
+// datastore and the content version it was opened at, asking vcsim (briefly,
+// under its mutex) with the caller's session.
+func (d *LibraryData) itemDir(r *http.Request, id string) (string, string, int) {
 	d.mu.Lock()
-	dir, ok := d.paths[id]
+	sd, ok := d.paths[id]
 	d.mu.Unlock()
 	if ok {
-		return dir, http.StatusOK
+		return sd.dir, sd.version, http.StatusOK
 	}
+	dir, st := d.lookup(r, id)
+	if st != http.StatusOK {
+		return "", "", st
+	}
+	return dir.dir, dir.version, http.StatusOK
+}
+
+func (d *LibraryData) lookup(r *http.Request, id string) (sessionDir, int) {
 	var sess library.Session
 	if st := d.s.vapiGet(r, "/com/vmware/content/library/item/download-session/id:"+id, &sess); st != http.StatusOK {
-		return "", st
+		return sessionDir{}, st
 	}
 	var item library.Item
 	if st := d.s.vapiGet(r, "/com/vmware/content/library/item/id:"+sess.LibraryItemID, &item); st != http.StatusOK {
-		return "", st
+		return sessionDir{}, st
 	}
 	var lib library.Library
 	if st := d.s.vapiGet(r, "/com/vmware/content/library/id:"+item.LibraryID, &lib); st != http.StatusOK {
-		return "", st
+		return sessionDir{}, st
 	}
-	if len(lib.Storage) == 0 {
-		return "", http.StatusInternalServerError
-	}
-	dsURL, err := d.s.datastoreURL(lib.Storage[0].DatastoreID)
+	libDir, err := d.s.libraryDir(&lib)
 	if err != nil {
-		return "", http.StatusInternalServerError
+		return sessionDir{}, http.StatusInternalServerError
 	}
-	dir = filepath.Join(dsURL, "contentlib-"+lib.ID, item.ID)
+	sd := sessionDir{filepath.Join(libDir, item.ID), sess.LibraryItemContentVersion}
 	d.mu.Lock()
-	d.paths[id] = dir
+	d.paths[id] = sd
 	d.mu.Unlock()
-	return dir, http.StatusOK
+	return sd, http.StatusOK
 }
 
 // vapiGet calls vcsim's vAPI handler in-process with the caller's credentials

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/simulator"
@@ -26,7 +27,8 @@ type Options struct {
 	Login  *url.Userinfo // vCenter credentials accepted; nil means user:pass
 	Demo   bool          // create the demo content
 
-	GuestLogin *url.Userinfo // what the simulated guests accept; nil means root/vmware
+	LeaseTimeout time.Duration // export lease timeout; 0 means vCenter's 300s
+	GuestLogin   *url.Userinfo // what the simulated guests accept; nil means root/vmware
 }
 
 // Server is a running simulator.
@@ -42,7 +44,10 @@ type Server struct {
 	Library  *LibraryData // library file data endpoint (Range switch, counters)
 	Prepare  *PrepareSteps
 	Sessions *Sessions
-	Guest    *Guest // directory-backed guests of the VMs (clock, failures, counters)
+	Updates  *UpdateSessions // update sessions as vCenter runs them (fault injection)
+	Disks    *Disks          // every VM disk's raw content and served VMDK
+	Exports  *Exports        // export leases (counters, timeout)
+	Guest    *Guest          // directory-backed guests of the VMs (clock, failures, counters)
 
 	adminC    adminClient
 	closeOnce sync.Once
@@ -80,10 +85,23 @@ func Start(opts Options) (*Server, error) {
 	mux.Handle(rest.Path+"/com/vmware/content/library/item/downloadsession/file/", s.Prepare)
 	s.Sessions = newSessions(s)
 	mux.Handle(rest.Path+"/com/vmware/cis/session", s.Sessions)
+	if err := s.startExports(opts); err != nil {
+		model.Remove()
+		return nil, err
+	}
 
 	s.srv = model.Service.NewServer()
 	s.URL = s.srv.URL
 	s.vapi, _ = mux.Handler(&http.Request{Method: http.MethodGet, URL: &url.URL{Path: rest.Path + "/"}})
+	// Extensions that need vcsim's vAPI handler register once it exists
+	// (before anything can connect: Start has not returned).
+	var err error
+	if s.Updates, err = newUpdateSessions(s); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.Updates.register(mux)
+	(&LibraryChecks{s: s, vc: s.Updates.vc}).register(mux)
 	cert := s.srv.Certificate()
 	sum := sha1.Sum(cert.Raw)
 	s.Thumbprint = thumbprint(sum[:])
@@ -132,6 +150,7 @@ func StartT(t TB, opts ...Options) *Server {
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		s.srv.Close()
+		s.stopExports()
 		if s.Guest != nil {
 			s.Guest.close()
 		}

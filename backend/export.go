@@ -1,0 +1,324 @@
+package backend
+
+import (
+	"context"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"github.com/vmware/govmomi/fault"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vmware/govmomi/nfc"
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/ovf"
+	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/soap"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// ExportRequest says what to export and where to spool it.
+type ExportRequest struct {
+	VM       types.ManagedObjectReference
+	Name     string // package name, as govc export.ovf -name; "" means the VM's name
+	Snapshot string // snapshot name or path; "" exports the VM, which must be powered off
+	Dir      string // spool directory, created if needed; the package's files go there
+	// Progress, if set, is told how far the disks are, at each lease
+	// renewal and at the end of each disk (one call at a time, from
+	// Export's goroutines; none after Export returns).
+	Progress func(ExportProgress)
+}
+
+// ExportProgress is how far an export's disk transfers are.
+type ExportProgress struct {
+	Done, Total int64 // bytes; Total is the lease's own estimate
+}
+
+// ExportedFile is one file of an exported OVF package, complete in the spool.
+type ExportedFile struct {
+	Name string // as govc export.ovf names it
+	Path string // in the spool directory
+	Size int64
+	Disk *ExportedDisk // set for the disks
+}
+
+// ExportedDisk describes an exported disk.
+type ExportedDisk struct {
+	DeviceKey string // the lease's device key
+	Capacity  int64  // bytes: the size of its raw image (see OpenStreamImage)
+}
+
+// Export exports a VM, or one of its snapshots, as the OVF package that
+// `govc export.ovf -sha 256` writes: <name>.ovf from OvfManager.CreateDescriptor,
+// one streamOptimized .vmdk per disk with the bytes the lease serves, and
+// <name>.mf with their SHA256 in ovftool's format. It holds one lease for
+// the whole transfer, renews it, checks the disks against the lease's
+// manifest, and completes it; on any error or cancellation it aborts the
+// lease and removes what it spooled. A powered-on VM is ErrBusy.
+func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []ExportedFile, err error) {
+	name := req.Name
+	if name == "" {
+		var o mo.VirtualMachine
+		if err := property.DefaultCollector(c).RetrieveOne(ctx, req.VM, []string{"name"}, &o); err != nil {
+			return nil, vimError("RetrieveProperties", req.VM.Value, err)
+		}
+		name = o.Name
+	}
+	on := name
+	if req.Snapshot != "" {
+		on += "@" + req.Snapshot
+	}
+	if err := os.MkdirAll(req.Dir, 0o750); err != nil {
+		return nil, newError("export", on, ErrIO, err)
+	}
+
+	lease, err := requestLease(ctx, c, req.VM, req.Snapshot, on)
+	if err != nil {
+		return nil, err
+	}
+	var written []string
+	defer func() {
+		if err != nil {
+			abortLease(lease, err)
+			for _, p := range written {
+				_ = os.Remove(p)
+			}
+		}
+	}()
+
+	info, err := lease.Wait(ctx, nil)
+	if err != nil {
+		return nil, vimError("HttpNfcLease", on, err)
+	}
+	var items []nfc.FileItem
+	var total int64
+	for _, item := range info.Items {
+		total += item.Size
+		// As govc: disks only, named <name>-<target> unless already <name>...
+		if filepath.Ext(item.Path) != ".vmdk" {
+			continue
+		}
+		if !strings.HasPrefix(item.Path, name) {
+			item.Path = name + "-" + item.Path
+		}
+		items = append(items, item)
+	}
+
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var reportMu sync.Mutex // the keeper and this loop both report: one at a time
+	report := func(done, total int64) {
+		if req.Progress != nil {
+			reportMu.Lock()
+			defer reportMu.Unlock()
+			req.Progress(ExportProgress{Done: done, Total: total})
+		}
+	}
+	keeper := keepAlive(lease, info.LeaseTimeout, total, cancel, report)
+	mf := new(strings.Builder)
+	sums := map[string]string{} // device key -> sha1
+	for _, item := range items {
+		f, sum1, sum256, derr := download(tctx, c, item, req.Dir, keeper)
+		if f.Path != "" {
+			written = append(written, f.Path)
+		}
+		if derr != nil {
+			if kerr := keeper.Stop(); kerr != nil {
+				return nil, vimError("HttpNfcLeaseProgress", on, kerr)
+			}
+			return nil, derr
+		}
+		sums[item.DeviceId] = sum1
+		fmt.Fprintf(mf, "SHA256(%s)= %s\n", f.Name, sum256)
+		files = append(files, f)
+		report(keeper.done.Load(), total)
+	}
+	if err := keeper.Stop(); err != nil {
+		return nil, vimError("HttpNfcLeaseProgress", on, err)
+	}
+	if err := checkManifest(ctx, lease, files, sums, on); err != nil {
+		return nil, err
+	}
+	if err := lease.Complete(ctx); err != nil {
+		return nil, vimError("HttpNfcLeaseComplete", on, err)
+	}
+
+	cdp := types.OvfCreateDescriptorParams{Name: name}
+	for _, item := range items {
+		cdp.OvfFiles = append(cdp.OvfFiles, item.File())
+	}
+	desc, err := ovf.NewManager(c).CreateDescriptor(ctx, object.NewVirtualMachine(c, req.VM), cdp)
+	if err != nil {
+		return nil, vimError("CreateDescriptor", on, err)
+	}
+	ovfFile, sum, err := writeFile(req.Dir, name+".ovf", desc.OvfDescriptor)
+	if ovfFile.Path != "" {
+		written = append(written, ovfFile.Path)
+	}
+	if err != nil {
+		return nil, newError("export", on, ErrIO, err)
+	}
+	fmt.Fprintf(mf, "SHA256(%s)= %s\n", ovfFile.Name, sum)
+	mfFile, _, err := writeFile(req.Dir, name+".mf", mf.String())
+	if mfFile.Path != "" {
+		written = append(written, mfFile.Path)
+	}
+	if err != nil {
+		return nil, newError("export", on, ErrIO, err)
+	}
+	return append(append([]ExportedFile{ovfFile}, files...), mfFile), nil
+}
+
+// requestLease asks for an export lease of the VM or of one of its snapshots.
+func requestLease(ctx context.Context, c *vim25.Client, vm types.ManagedObjectReference, snapshot, on string) (*nfc.Lease, error) {
+	v := object.NewVirtualMachine(c, vm)
+	if snapshot == "" {
+		lease, err := v.Export(ctx)
+		if err != nil {
+			if on2 := fault.Is(err, &types.InvalidPowerState{}); on2 {
+				// Busy, not down: the VM is there and running; say what to do.
+				return nil, &Error{Call: "ExportVm", On: on, Kind: ErrBusy, Err: err,
+					Fault: err.Error() + " (power the VM off, or export a snapshot of it: <vm>@<snapshot>)"}
+			}
+			return nil, vimError("ExportVm", on, err)
+		}
+		return lease, nil
+	}
+	snap, err := FindSnapshot(ctx, c, vm, snapshot)
+	if err != nil {
+		return nil, err
+	}
+	lease, err := v.ExportSnapshot(ctx, &snap)
+	if err != nil {
+		return nil, vimError("ExportSnapshot", on, err)
+	}
+	return lease, nil
+}
+
+// abortLease aborts a lease after a failed export, telling the server why.
+// It needs its own context: the caller's may be what was cancelled.
+func abortLease(lease *nfc.Lease, cause error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var f types.BaseMethodFault = &types.SystemError{Reason: cause.Error()}
+	if errors.Is(cause, context.Canceled) {
+		f = &types.RequestCanceled{}
+	}
+	// A lease that already ended (timed out) refuses: nothing is left to release.
+	_ = lease.Abort(ctx, &types.LocalizedMethodFault{Fault: f, LocalizedMessage: cause.Error()})
+}
+
+// download spools one disk, hashing it as it goes.
+func download(ctx context.Context, c *vim25.Client, item nfc.FileItem, dir string, counter io.Writer) (ExportedFile, string, string, error) {
+	f := ExportedFile{Name: item.Path, Path: filepath.Join(dir, item.Path)}
+	call := "GET " + item.URL.Path
+	body, _, err := c.Download(ctx, item.URL, &soap.DefaultDownload)
+	if err != nil {
+		return ExportedFile{}, "", "", vimError(call, item.Path, err)
+	}
+	defer body.Close()
+	out, err := os.Create(f.Path)
+	if err != nil {
+		return ExportedFile{}, "", "", newError("export", item.Path, ErrIO, err)
+	}
+	defer out.Close()
+	h1, h256 := sha1.New(), sha256.New()
+	f.Size, err = io.Copy(io.MultiWriter(out, h1, h256, counter), body)
+	if err == nil {
+		err = out.Close()
+	}
+	if err != nil {
+		return f, "", "", newError(call, item.Path, ErrIO, err)
+	}
+	img, err := openImageFile(f.Path)
+	if err != nil {
+		return f, "", "", newError(call, item.Path, ErrIO, err)
+	}
+	f.Disk = &ExportedDisk{DeviceKey: item.DeviceId, Capacity: img.Size()}
+	return f, hexSum(h1), hexSum(h256), nil
+}
+
+// checkManifest compares the spooled disks with HttpNfcLeaseGetManifest.
+func checkManifest(ctx context.Context, lease *nfc.Lease, files []ExportedFile, sums map[string]string, on string) error {
+	entries, err := lease.GetManifest(ctx)
+	if err != nil {
+		return vimError("HttpNfcLeaseGetManifest", on, err)
+	}
+	for _, f := range files {
+		key := f.Disk.DeviceKey
+		found := false
+		for _, e := range entries {
+			if e.Key != key {
+				continue
+			}
+			found = true
+			if !strings.EqualFold(e.Sha1, sums[key]) || (e.Size > 0 && e.Size != f.Size) {
+				return Errorf("HttpNfcLeaseGetManifest", on, ErrIO,
+					"%s: spooled %d bytes with SHA1 %s, the server says %d bytes with SHA1 %s", f.Name, f.Size, sums[key], e.Size, e.Sha1)
+			}
+		}
+		if !found {
+			return Errorf("HttpNfcLeaseGetManifest", on, ErrIO, "%s: not in the lease's manifest", f.Name)
+		}
+	}
+	return nil
+}
+
+func writeFile(dir, name, content string) (ExportedFile, string, error) {
+	f := ExportedFile{Name: name, Path: filepath.Join(dir, name), Size: int64(len(content))}
+	if err := os.WriteFile(f.Path, []byte(content), 0o640); err != nil {
+		return f, "", err
+	}
+	sum := sha256.Sum256([]byte(content))
+	return f, hex.EncodeToString(sum[:]), nil
+}
+
+// hexSum is a hash as the lower-case hex that manifests and the API use.
+func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }
+
+// openImageFile checks that a spooled disk decodes, and gives its raw image.
+func openImageFile(path string) (*StreamImage, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	img, err := OpenStreamImage(f, st.Size())
+	if err != nil {
+		return nil, err
+	}
+	img.r = nil // the file closes: this image is only for its size
+	return img, nil
+}
+
+// OpenDiskImage opens a spooled .vmdk as its raw image; close the file when done.
+func OpenDiskImage(path string) (*StreamImage, *os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	img, err := OpenStreamImage(f, st.Size())
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return img, f, nil
+}

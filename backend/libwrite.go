@@ -1,0 +1,279 @@
+package backend
+
+import (
+	"context"
+	"crypto/sha1"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/vmware/govmomi/vapi/library"
+	"github.com/vmware/govmomi/vim25/soap"
+)
+
+// libraryConn is what the library writer needs of a connection (*Conn has
+// it): API calls with deadline, re-login and error kinds, and the manager.
+type libraryConn interface {
+	Do(ctx context.Context, call, on string, fn func(ctx context.Context) error) error
+	Library() *library.Manager
+}
+
+// LibraryWriter changes content libraries. File content goes in through
+// update sessions, the only way the API offers: a commit creates a session,
+// adds each file as PUSH with its checksum, PUTs the bytes, validates,
+// completes and waits for DONE. Until DONE the item is unchanged for every
+// other client; on any failure the session is failed (or cancelled), so the
+// item stays as it was.
+type LibraryWriter struct {
+	c libraryConn
+
+	// Poll is the longest pause between polls of a completing session.
+	Poll time.Duration
+
+	sha1Only atomic.Bool // the server refused SHA256: send SHA1 from now on
+}
+
+// NewLibraryWriter makes a writer on a connection.
+func NewLibraryWriter(c libraryConn) *LibraryWriter {
+	return &LibraryWriter{c: c, Poll: time.Second}
+}
+
+// Staged is a local file to commit into an item as Name.
+type Staged struct {
+	Name string // file name in the item
+	Path string // local staged file; streamed, never read whole into memory
+}
+
+// staged is a Staged file measured for the commit.
+type staged struct {
+	Staged
+	size         int64
+	sha1, sha256 string
+}
+
+// measure stats and hashes a staged file in one read (SHA256 for the API
+// versions that take it, SHA1 for the ones that do not).
+func measure(f Staged) (staged, error) {
+	r, err := os.Open(f.Path)
+	if err != nil {
+		return staged{}, err
+	}
+	defer r.Close()
+	h1, h256 := sha1.New(), sha256.New()
+	n, err := io.CopyBuffer(io.MultiWriter(h1, h256), r, make([]byte, 1<<20))
+	if err != nil {
+		return staged{}, err
+	}
+	return staged{Staged: f, size: n, sha1: hexSum(h1), sha256: hexSum(h256)}, nil
+}
+
+// Commit applies files (added or replaced) and removals to an item in one
+// update session, so that they land together or not at all (an OVF template
+// is validated as a whole). It returns once the session is DONE. Errors are
+// *Error naming the step and the server's fault.
+func (w *LibraryWriter) Commit(ctx context.Context, itemID string, files []Staged, remove []string) error {
+	var ms []staged
+	for _, f := range files {
+		m, err := measure(f)
+		if err != nil {
+			return newError("stage "+f.Name, itemID, ErrIO, err)
+		}
+		ms = append(ms, m)
+	}
+	lm := w.c.Library()
+	var sid string
+	err := w.c.Do(ctx, "updatesession:create", itemID, func(ctx context.Context) (err error) {
+		sid, err = lm.CreateLibraryItemUpdateSession(ctx, library.Session{LibraryItemID: itemID})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	ended, err := w.run(ctx, sid, itemID, ms, remove)
+	if err != nil && !ended {
+		w.abandon(ctx, sid, itemID)
+	}
+	return err
+}
+
+// run does the steps after create; ended says the session already left ACTIVE.
+func (w *LibraryWriter) run(ctx context.Context, sid, itemID string, files []staged, remove []string) (ended bool, err error) {
+	lm := w.c.Library()
+	for _, f := range files {
+		if err := w.upload(ctx, sid, itemID, f); err != nil {
+			return false, err
+		}
+	}
+	for _, name := range remove {
+		err := w.c.Do(ctx, "updatesession/file:remove", itemID+"/"+name, func(ctx context.Context) error {
+			return lm.RemoveLibraryItemUpdateSessionFile(ctx, sid, name)
+		})
+		if err != nil {
+			return false, err
+		}
+	}
+	var v *library.UpdateFileValidation
+	err = w.c.Do(ctx, "updatesession/file:validate", itemID, func(ctx context.Context) (err error) {
+		v, err = lm.ValidateLibraryItemUpdateSessionFile(ctx, sid)
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	if v.HasErrors {
+		return false, Errorf("updatesession/file:validate", itemID, ErrIO, "%s", validationText(v))
+	}
+	err = w.c.Do(ctx, "updatesession:complete", itemID, func(ctx context.Context) error {
+		return lm.CompleteLibraryItemUpdateSession(ctx, sid)
+	})
+	if err != nil {
+		return false, err
+	}
+	return w.wait(ctx, sid, itemID)
+}
+
+func validationText(v *library.UpdateFileValidation) string {
+	var parts []string
+	if len(v.MissingFiles) > 0 {
+		parts = append(parts, "missing files: "+strings.Join(v.MissingFiles, ", "))
+	}
+	for _, f := range v.InvalidFiles {
+		parts = append(parts, "invalid file "+f.Name+": "+f.ErrorMessage.DefaultMessage)
+	}
+	if len(parts) == 0 {
+		return "validation failed"
+	}
+	return strings.Join(parts, "; ")
+}
+
+// upload adds one file as PUSH with its checksum and PUTs its bytes.
+func (w *LibraryWriter) upload(ctx context.Context, sid, itemID string, f staged) error {
+	lm := w.c.Library()
+	on := itemID + "/" + f.Name
+	var info *library.UpdateFile
+	add := func(alg, sum string) error {
+		return w.c.Do(ctx, "updatesession/file:add", on, func(ctx context.Context) (err error) {
+			info, err = lm.AddLibraryItemFile(ctx, sid, library.UpdateFile{
+				Name: f.Name, SourceType: "PUSH", Size: f.size,
+				Checksum: &library.Checksum{Algorithm: alg, Checksum: sum},
+			})
+			return err
+		})
+	}
+	var err error
+	if w.sha1Only.Load() {
+		err = add("SHA1", f.sha1)
+	} else if err = add("SHA256", f.sha256); errors.Is(err, ErrInvalid) {
+		// Perhaps a server from before SHA256 (the API then named SHA1 and
+		// MD5 only): if SHA1 is taken where SHA256 was not, keep to SHA1.
+		if err = add("SHA1", f.sha1); err == nil {
+			w.sha1Only.Store(true)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if info.UploadEndpoint == nil || info.UploadEndpoint.URI == "" {
+		return Errorf("updatesession/file:add", on, ErrIO, "no upload endpoint for a PUSH file")
+	}
+	u, err := soap.ParseURL(info.UploadEndpoint.URI)
+	if err != nil {
+		return newError("updatesession/file:add", on, ErrIO, err)
+	}
+	r, err := os.Open(f.Path)
+	if err != nil {
+		return newError("stage "+f.Name, itemID, ErrIO, err)
+	}
+	defer r.Close()
+	p := soap.DefaultUpload
+	p.ContentLength = f.size
+	p.Headers = map[string]string{"vmware-api-session-id": lm.SessionID()}
+	var body io.Reader = io.LimitReader(r, f.size) // as measured, even if the file grows
+	if f.size == 0 {
+		body = http.NoBody // a zero length with a body would be sent chunked
+	}
+	// No per-call deadline here: a large file takes as long as it takes.
+	if err := lm.Upload(ctx, body, u, &p); err != nil {
+		if ctx.Err() != nil {
+			return newError("PUT", on, ErrIO, ctx.Err())
+		}
+		e := newError("PUT", on, ErrIO, err)
+		// The PUT's answer has only a status: the file's state says why.
+		if fi := w.fileState(ctx, sid, on, f.Name); fi != nil && fi.ErrorMessage != nil {
+			e.Fault += " (" + fi.Status + ": " + fi.ErrorMessage.DefaultMessage + ")"
+		}
+		return e
+	}
+	return nil
+}
+
+// fileState asks for a file's state in a session, or returns nil.
+func (w *LibraryWriter) fileState(ctx context.Context, sid, on, name string) *library.UpdateFile {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var fi *library.UpdateFile
+	_ = w.c.Do(ctx, "updatesession/file:get", on, func(ctx context.Context) (err error) {
+		fi, err = w.c.Library().GetLibraryItemUpdateSessionFile(ctx, sid, name)
+		return err
+	})
+	return fi
+}
+
+// wait polls the session until it leaves ACTIVE; DONE is success.
+func (w *LibraryWriter) wait(ctx context.Context, sid, itemID string) (ended bool, err error) {
+	lm := w.c.Library()
+	pause := 20 * time.Millisecond
+	for {
+		var s *library.Session
+		err := w.c.Do(ctx, "updatesession:get", itemID, func(ctx context.Context) (err error) {
+			s, err = lm.GetLibraryItemUpdateSession(ctx, sid)
+			return err
+		})
+		if err != nil {
+			return false, err
+		}
+		switch s.State {
+		case "DONE":
+			return true, nil
+		case "ACTIVE":
+		default:
+			msg := s.State
+			if s.ErrorMessage != nil {
+				msg += ": " + s.ErrorMessage.DefaultMessage
+			}
+			return true, Errorf("updatesession:complete", itemID, ErrIO, "session ended %s", msg)
+		}
+		select {
+		case <-ctx.Done():
+			return false, newError("updatesession:get", itemID, ErrIO, ctx.Err())
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, w.Poll)
+	}
+}
+
+// abandon fails the session (or cancels it if fail is refused) so that
+// nothing of it reaches the item, even if ctx was cancelled.
+func (w *LibraryWriter) abandon(ctx context.Context, sid, itemID string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	lm := w.c.Library()
+	err := w.c.Do(ctx, "updatesession:fail", itemID, func(ctx context.Context) error {
+		return lm.FailLibraryItemUpdateSession(ctx, sid)
+	})
+	if err != nil {
+		_ = w.c.Do(ctx, "updatesession:cancel", itemID, func(ctx context.Context) error {
+			return lm.CancelLibraryItemUpdateSession(ctx, sid)
+		})
+	}
+}
+
+// RemoveFile removes one file from an item (an update session with a remove).
+func (w *LibraryWriter) RemoveFile(ctx context.Context, itemID, name string) error {
+	return w.Commit(ctx, itemID, nil, []string{name})
+}
