@@ -170,9 +170,6 @@ func (f *guestFile) commitLocked(ctx context.Context) syscall.Errno {
 	if err != nil {
 		return f.commitFailed(err)
 	}
-	if st.exists { // the old version's spool and blocks are of no more use
-		f.fs.Cache.Forget(f.vm.Source(p, st.base.Size, st.base.Mtime).ID())
-	}
 	st.base, st.exists, st.dirty, st.attr = s, true, false, backend.GuestAttr{}
 	return 0
 }
