@@ -31,7 +31,10 @@ type ExportRequest struct {
 	VM       types.ManagedObjectReference
 	Name     string // package name, as govc export.ovf -name; "" means the VM's name
 	Snapshot string // snapshot name or path; "" exports the VM, which must be powered off
-	Dir      string // spool directory, created if needed; the package's files go there
+	// SnapshotRef, if set, names the snapshot exactly (names need not be
+	// unique); Snapshot is then only its label in errors.
+	SnapshotRef *types.ManagedObjectReference
+	Dir         string // spool directory, created if needed; the package's files go there
 	// Progress, if set, is told how far the disks are, at each lease
 	// renewal and at the end of each disk (one call at a time, from
 	// Export's goroutines; none after Export returns).
@@ -81,7 +84,7 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 		return nil, newError("export", on, ErrIO, err)
 	}
 
-	lease, err := requestLease(ctx, c, req.VM, req.Snapshot, on)
+	lease, err := requestLease(ctx, c, req.VM, req.Snapshot, req.SnapshotRef, on)
 	if err != nil {
 		return nil, err
 	}
@@ -179,8 +182,15 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 }
 
 // requestLease asks for an export lease of the VM or of one of its snapshots.
-func requestLease(ctx context.Context, c *vim25.Client, vm types.ManagedObjectReference, snapshot, on string) (*nfc.Lease, error) {
+func requestLease(ctx context.Context, c *vim25.Client, vm types.ManagedObjectReference, snapshot string, ref *types.ManagedObjectReference, on string) (*nfc.Lease, error) {
 	v := object.NewVirtualMachine(c, vm)
+	if ref != nil {
+		lease, err := v.ExportSnapshot(ctx, ref)
+		if err != nil {
+			return nil, vimError("ExportSnapshot", on, err)
+		}
+		return lease, nil
+	}
 	if snapshot == "" {
 		lease, err := v.Export(ctx)
 		if err != nil {
