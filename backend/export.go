@@ -58,6 +58,7 @@ type ExportedFile struct {
 type ExportedDisk struct {
 	DeviceKey string // the lease's device key
 	Capacity  int64  // bytes: the size of its raw image (see OpenStreamImage)
+	Allocated int64  // bytes of the raw image that have grains; the rest reads as zeros
 }
 
 // Export exports a VM, or one of its snapshots, as the OVF package that
@@ -254,6 +255,9 @@ func download(ctx context.Context, c *vim25.Client, item nfc.FileItem, dir strin
 		return f, "", "", newError(call, item.Path, ErrIO, err)
 	}
 	f.Disk = &ExportedDisk{DeviceKey: item.DeviceId, Capacity: img.Size()}
+	for _, e := range img.Allocated() {
+		f.Disk.Allocated += e[1] - e[0]
+	}
 	return f, hexSum(h1), hexSum(h256), nil
 }
 

@@ -52,14 +52,14 @@ func (f *exportFile) current(ctx context.Context) (*backend.ExportResult, spoole
 
 func (f *exportFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if h, ok := fh.(*exportHandle); ok {
-		f.fs.fileAttr(&out.Attr, h.size, h.mtime, false) // an open file keeps its export
+		h.sp.attr(f.fs, &out.Attr, h.mtime) // an open file keeps its export
 		return 0
 	}
 	res, s, err := f.current(ctx)
 	if err != nil {
 		return toErrno(f.fs.Log, f.mountPath(), err)
 	}
-	f.fs.fileAttr(&out.Attr, s.size, res.Done, false)
+	s.attr(f.fs, &out.Attr, res.Done)
 	return 0
 }
 
@@ -80,7 +80,7 @@ func (f *exportFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 		// The export was dropped (the VM changed) between Get and here.
 		return nil, 0, toErrno(f.fs.Log, f.mountPath(), backend.Errorf("open spool", f.mountPath(), backend.ErrStale, "%v", err))
 	}
-	h := &exportHandle{f: f, file: file, r: file, size: s.size, mtime: res.Done}
+	h := &exportHandle{f: f, file: file, r: file, sp: s, size: s.size, mtime: res.Done}
 	if s.img {
 		st, err := file.Stat()
 		var img *backend.StreamImage
@@ -149,6 +149,7 @@ type exportHandle struct {
 	file  *os.File
 	r     io.ReaderAt
 	img   *backend.StreamImage
+	sp    spooled
 	size  int64
 	mtime time.Time
 

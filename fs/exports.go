@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -275,7 +276,7 @@ func (d *exportDir) lookup(ctx context.Context, name string, out *fuse.EntryOut,
 	if !ok {
 		return nil, syscall.ENOENT
 	}
-	d.fs.fileAttr(&out.Attr, f.size, res.Done, false)
+	f.attr(d.fs, &out.Attr, res.Done)
 	node := &exportFile{fs: d.fs, dir: d, name: name}
 	return d.NewInode(ctx, node, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: d.fileIno(name)}), 0
 }
@@ -285,13 +286,24 @@ type spooled struct {
 	path string
 	size int64
 	img  bool // the raw image of a streamOptimized disk
+	// blocks is what the file occupies, in bytes: less than size for a
+	// sparse disk image, so that du and sparse-aware copies see the holes.
+	blocks int64
+}
+
+// attr fills a file's attributes.
+func (s spooled) attr(f *FS, a *fuse.Attr, mtime time.Time) {
+	f.fileAttr(a, s.size, mtime, false)
+	if s.img {
+		a.Blocks = uint64(s.blocks+511) / 512
+	}
 }
 
 func (d *exportDir) find(res *backend.ExportResult, name string) (spooled, bool) {
 	if d.disks {
 		for i, f := range res.Disks() {
 			if backend.DiskImageName(i) == name {
-				return spooled{path: f.Path, size: f.Disk.Capacity, img: true}, true
+				return spooled{path: f.Path, size: f.Disk.Capacity, blocks: f.Disk.Allocated, img: true}, true
 			}
 		}
 		return spooled{}, false

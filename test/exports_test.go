@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -258,6 +259,9 @@ func TestExportsPackage(t *testing.T) {
 		if st.Size() != raw.Size() {
 			t.Errorf("%s: size %d, capacity %d", img, st.Size(), raw.Size())
 		}
+		if used := st.Sys().(*syscall.Stat_t).Blocks * 512; used >= st.Size() || used == 0 {
+			t.Errorf("%s: %d bytes used of %d: holes not shown", img, used, st.Size())
+		}
 		if err := sim.CompareRawFile(img, raw); err != nil {
 			t.Errorf("%s: %v", img, err)
 		}
@@ -302,8 +306,27 @@ func TestExportsPackage(t *testing.T) {
 	}
 
 	spools, _ := filepath.Glob(filepath.Join(m.CacheDir, "*", "exports", "*"))
-	if len(spools) == 0 {
-		t.Errorf("no spool under --cache-dir")
+	if len(spools) != 1 {
+		t.Errorf("spools under --cache-dir: %v", spools)
+	}
+
+	// A VM that changes is exported again, into a new spool.
+	task, err := vm.Reconfigure(ctx(t), types.VirtualMachineConfigSpec{MemoryMB: 2048})
+	if err == nil {
+		err = task.Wait(ctx(t))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1200 * time.Millisecond) // the mount's TTL
+	if _, err := os.Stat(filepath.Join(pkg, exportVM+".ovf")); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Exports.LeasesCreated(); n != 3 {
+		t.Errorf("%d leases after the VM changed, want 3", n)
+	}
+	if spools2, _ := filepath.Glob(filepath.Join(m.CacheDir, "*", "exports", "*")); len(spools2) != 1 || spools2[0] == spools[0] {
+		t.Errorf("spools after the VM changed: %v (before: %v)", spools2, spools)
 	}
 	m.Unmount(t)
 	if left, _ := filepath.Glob(filepath.Join(m.CacheDir, "*", "exports")); len(left) != 0 {
@@ -385,16 +408,33 @@ func TestExportsKeepAlive(t *testing.T) {
 	s := sim.StartT(t, sim.Options{Demo: true, LeaseTimeout: timeout})
 	vm := simVM(t, s, exportVM, true)
 	m := mount(t, s)
-	s.Exports.Throttle(4 << 20) // the disk takes several seconds: over two timeouts
+	s.Exports.Throttle(2 << 20) // the disk takes about 4 s: two lease timeouts
 	vmdk := m.Path("exports", exportVM, exportVM+"-disk-0.vmdk")
 	start := time.Now()
+	// Stats of every file of both trees at once: one export serves them all.
+	var wg sync.WaitGroup
+	for _, p := range []string{
+		m.Path("exports", exportVM, exportVM+".ovf"),
+		m.Path("exports", exportVM, exportVM+".mf"),
+		m.Path("disks", exportVM, "disk-0.img"),
+	} {
+		wg.Go(func() {
+			if _, err := os.Stat(p); err != nil {
+				t.Error(err)
+			}
+		})
+	}
 	st, err := os.Stat(vmdk)
 	if err != nil {
 		t.Fatal(err)
 	}
 	took := time.Since(start)
+	wg.Wait()
+	if n := s.Exports.LeasesCreated(); n != 1 {
+		t.Errorf("%d leases for concurrent stats", n)
+	}
 	t.Logf("export of %d bytes took %v", st.Size(), took)
-	if took < timeout {
+	if took < 2*timeout {
 		t.Errorf("export took %v: not longer than the lease timeout, nothing shown", took)
 	}
 	if n := s.Exports.LeasesTimedOut(); n != 0 {
