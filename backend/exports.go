@@ -239,6 +239,9 @@ func (x *Exports) current(ctx context.Context, t ExportTarget) (ExportVM, error)
 // its disks change while it runs).
 func (x *Exports) Check(ctx context.Context, t ExportTarget) error {
 	v, err := x.current(ctx, t)
+	if isKind(err, ErrNotFound) {
+		x.Drop(t) // the VM or snapshot is gone: so is its spool
+	}
 	if err != nil {
 		return err
 	}

@@ -217,9 +217,19 @@ func (d *exportDir) names(ctx context.Context) ([]string, error) {
 		return names, nil
 	}
 	for i := range names {
-		names[i] = EncodeName(names[i])
+		names[i] = packageName(names[i])
 	}
 	return names, nil
+}
+
+// packageName is a package file's path component: its own name whenever it
+// can be one, since the .ovf and .mf refer to the files by name (a VM called
+// "50%" has 50%.ovf); encoded by the odd-name rule only when it cannot.
+func packageName(name string) string {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return EncodeName(name)
+	}
+	return name
 }
 
 func (d *exportDir) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
@@ -309,7 +319,7 @@ func (d *exportDir) find(res *backend.ExportResult, name string) (spooled, bool)
 		return spooled{}, false
 	}
 	for _, f := range res.Files {
-		if EncodeName(f.Name) == name {
+		if packageName(f.Name) == name {
 			return spooled{path: f.Path, size: f.Size}, true
 		}
 	}

@@ -503,3 +503,37 @@ func TestExportsAbortOnUnmount(t *testing.T) {
 		t.Errorf("log:\n%s", m.Log())
 	}
 }
+
+// TestExportsFailure: a disk that disagrees with the lease's manifest fails
+// the export (EIO, a log line naming the check, the lease aborted, nothing
+// spooled); a later access after a short pause exports again.
+func TestExportsFailure(t *testing.T) {
+	s := sim.StartT(t)
+	simVM(t, s, exportVM, true)
+	m := mount(t, s)
+	s.Exports.Corrupt(true)
+	ovf := m.Path("exports", exportVM, exportVM+".ovf")
+	if _, err := os.Stat(ovf); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("stat of a corrupt export: %v, want EIO", err)
+	}
+	if _, err := os.Stat(m.Path("disks", exportVM, "disk-0.img")); !errors.Is(err, syscall.EIO) {
+		t.Errorf("stat right after: %v, want the same EIO", err)
+	}
+	if s.Exports.LeasesCreated() != 1 || s.Exports.ActiveLeases() != 0 {
+		t.Errorf("leases: %d created, %d active", s.Exports.LeasesCreated(), s.Exports.ActiveLeases())
+	}
+	if !strings.Contains(m.Log(), "HttpNfcLeaseGetManifest") {
+		t.Errorf("log does not name the manifest check:\n%s", m.Log())
+	}
+	if left, _ := filepath.Glob(filepath.Join(m.CacheDir, "*", "exports", "*")); len(left) != 0 {
+		t.Errorf("failed export left %v", left)
+	}
+	s.Exports.Corrupt(false)
+	time.Sleep(2100 * time.Millisecond)
+	if _, err := os.Stat(ovf); err != nil {
+		t.Fatal(err)
+	}
+	if s.Exports.LeasesCreated() != 2 {
+		t.Errorf("%d leases, want 2", s.Exports.LeasesCreated())
+	}
+}
