@@ -37,11 +37,11 @@ func (d *itemDir) list(ctx context.Context) (backend.Item, listing[fileEntry], e
 }
 
 func (d *itemDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	_, l, err := d.list(ctx)
+	it, l, err := d.list(ctx)
 	if err != nil {
 		return nil, toErrno(d.fs.Log, d.path(), err)
 	}
-	return l.stream(fuse.S_IFREG, "file", d.id+"/"), 0
+	return l.stream(fuse.S_IFREG, "file", fileKey(it, "")), 0
 }
 
 func (d *itemDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -55,7 +55,7 @@ func (d *itemDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	d.fs.fileAttr(&out.Attr, f.Size, it.Modified, false)
 	node := &libFile{fs: d.fs, itemID: d.id, name: f.Name}
-	return d.NewInode(ctx, node, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: ino("file", d.id+"/"+f.Name)}), 0
+	return d.NewInode(ctx, node, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: ino("file", fileKey(it, f.Name))}), 0
 }
 
 func (d *itemDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -65,4 +65,11 @@ func (d *itemDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.Att
 	}
 	d.fs.dirAttr(&out.Attr, it.Modified)
 	return 0
+}
+
+// fileKey names a file of one content version: each version is its own inode,
+// so a reader that opened the old one keeps its pages (as after a rename over
+// a local file) while new opens see the new one.
+func fileKey(it backend.Item, name string) string {
+	return it.ID + "@" + it.ContentVersion + "/" + name
 }

@@ -104,3 +104,44 @@ func rssKiB(b testing.TB, m *Mount) int64 {
 	}
 	return 0
 }
+
+// BenchmarkLibraryList compares `ls -l` of a 1000-item library through a
+// fresh mount with `govc library.ls` of the same items, in one run, and
+// counts the API calls the mount made.
+func BenchmarkLibraryList(b *testing.B) {
+	const items = 1000
+	s := sim.StartT(b)
+	c := context.Background()
+	lib, err := s.CreateLibrary(c, "many")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < items; i++ {
+		if _, err := s.CreateItem(c, lib, fmt.Sprintf("item-%04d", i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	env := append(os.Environ(), "GOVC_URL="+s.URL.String(), "GOVC_INSECURE=1", "GOVC_PERSIST_SESSION=false")
+	var ls, ls2, gl time.Duration
+	var calls int
+	for i := 0; i < b.N; i++ {
+		m := mount(b, s, "--debug", "--ttl", "1m")
+		before := strings.Count(m.Log(), "msg=api")
+		ls += timeCmd(b, "ls", "-l", m.Path("libraries", "many"))
+		calls += strings.Count(m.Log(), "msg=api") - before
+		ls2 += timeCmd(b, "ls", "-l", m.Path("libraries", "many"))
+		m.Unmount(b)
+		cmd := exec.Command(govc, "library.ls", "many/*")
+		cmd.Env = env
+		start := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil || strings.Count(string(out), "\n") != items {
+			b.Fatalf("govc library.ls: %v (%d lines)", err, strings.Count(string(out), "\n"))
+		}
+		gl += time.Since(start)
+	}
+	b.ReportMetric(ls.Seconds()/float64(b.N), "ls-cold-s")
+	b.ReportMetric(ls2.Seconds()/float64(b.N), "ls-warm-s")
+	b.ReportMetric(gl.Seconds()/float64(b.N), "govc-s")
+	b.ReportMetric(ls.Seconds()/gl.Seconds(), "ls/govc")
+	b.ReportMetric(float64(calls)/float64(b.N), "api-calls")
+}

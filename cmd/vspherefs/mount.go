@@ -28,7 +28,7 @@ type mountFlags struct {
 	sim                                   bool
 	guestLogin, guestLoginFile            string
 	cacheSize, cacheDir                   string
-	ttl                                   time.Duration
+	ttl, timeout                          time.Duration
 	readOnly, allowOther, debug           bool
 }
 
@@ -60,6 +60,7 @@ func runMount(args []string) error {
 	fl.StringVar(&f.cacheSize, "cache-size", "512MiB", "memory for the block cache")
 	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "disk for staging, spool and recovery")
 	fl.DurationVar(&f.ttl, "ttl", time.Second, "attribute and entry cache lifetime")
+	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "deadline of each API call, and how long a transfer may stall")
 	fl.BoolVar(&f.readOnly, "read-only", false, "refuse every write with EROFS")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users see the mount")
 	fl.BoolVar(&f.debug, "debug", false, "log every API call (never secrets)")
@@ -81,7 +82,7 @@ func runMount(args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 
-	cfg := backend.Config{Insecure: f.insecure, CACerts: f.caCerts, Thumbprint: f.thumbprint, Log: log, Debug: f.debug}
+	cfg := backend.Config{Insecure: f.insecure, CACerts: f.caCerts, Thumbprint: f.thumbprint, Timeout: f.timeout, Log: log, Debug: f.debug}
 	if f.sim {
 		s, err := sim.Start(sim.Options{Demo: true})
 		if err != nil {
