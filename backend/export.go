@@ -35,6 +35,9 @@ type ExportRequest struct {
 	// unique); Snapshot is then only its label in errors.
 	SnapshotRef *types.ManagedObjectReference
 	Dir         string // spool directory, created if needed; the package's files go there
+	// Stall, if set, fails a disk transfer that receives nothing for this
+	// long (the lease is then aborted): a transfer has no overall deadline.
+	Stall time.Duration
 	// Progress, if set, is told how far the disks are, at each lease
 	// renewal and at the end of each disk (one call at a time, from
 	// Export's goroutines; none after Export returns).
@@ -131,7 +134,7 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 	mf := new(strings.Builder)
 	sums := map[string]string{} // device key -> sha1
 	for _, item := range items {
-		f, sum1, sum256, derr := download(tctx, c, item, req.Dir, keeper)
+		f, sum1, sum256, derr := download(tctx, c, item, req.Dir, keeper, req.Stall)
 		if f.Path != "" {
 			written = append(written, f.Path)
 		}
@@ -229,12 +232,24 @@ func abortLease(lease *nfc.Lease, cause error) {
 }
 
 // download spools one disk, hashing it as it goes.
-func download(ctx context.Context, c *vim25.Client, item nfc.FileItem, dir string, counter io.Writer) (ExportedFile, string, string, error) {
+func download(ctx context.Context, c *vim25.Client, item nfc.FileItem, dir string, counter io.Writer, stall time.Duration) (ExportedFile, string, string, error) {
 	f := ExportedFile{Name: item.Path, Path: filepath.Join(dir, item.Path)}
 	call := "GET " + item.URL.Path
+	var guard *stallGuard
+	if stall > 0 {
+		guard = newStallGuard(ctx, stall, call, item.Path)
+		defer guard.Stop()
+		ctx = guard.Context()
+	}
 	body, _, err := c.Download(ctx, item.URL, &soap.DefaultDownload)
 	if err != nil {
+		if guard != nil {
+			err = guard.Err(err)
+		}
 		return ExportedFile{}, "", "", vimError(call, item.Path, err)
+	}
+	if guard != nil {
+		body = guard.Wrap(body)
 	}
 	defer body.Close()
 	out, err := os.Create(f.Path)

@@ -435,7 +435,7 @@ func (x *Exports) run(ctx context.Context, j *exportJob, t ExportTarget) {
 	defer j.cancel()
 	start := time.Now()
 	x.log.Info("export started: one lease, disks spooled, then served from the spool", "export", j.label, "spool", j.dir)
-	req := ExportRequest{VM: t.VM, Name: t.Name, Dir: j.dir, Progress: j.progress(x.log)}
+	req := ExportRequest{VM: t.VM, Name: t.Name, Dir: j.dir, Progress: j.progress(x.log), Stall: x.conn.cfg.Timeout}
 	if t.Snapshot != nil {
 		ref := t.Snapshot.Ref
 		req.Snapshot, req.SnapshotRef = t.Snapshot.Name, &ref
