@@ -174,6 +174,11 @@ func (h *exportHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 	if rest := h.size - off; int64(len(dest)) > rest {
 		dest = dest[:rest]
 	}
+	if h.img == nil {
+		// A spooled file as it is: go-fuse reads it from the fd (splicing
+		// when the kernel lets it), without a copy through dest.
+		return fuse.ReadResultFd(h.file.Fd(), off, len(dest)), 0
+	}
 	n, err := h.r.ReadAt(dest, off)
 	if err != nil && err != io.EOF {
 		return nil, toErrno(h.f.fs.Log, h.f.mountPath(), backend.Errorf("read spool", h.f.mountPath(), backend.ErrIO, "%v", err))

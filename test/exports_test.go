@@ -33,7 +33,7 @@ const (
 )
 
 // simVM finds a VM of the simulator by name, powering it off if asked.
-func simVM(t *testing.T, s *sim.Server, name string, off bool) *object.VirtualMachine {
+func simVM(t testing.TB, s *sim.Server, name string, off bool) *object.VirtualMachine {
 	t.Helper()
 	c, _, err := s.Client(ctx(t))
 	if err != nil {
@@ -62,7 +62,7 @@ func simVM(t *testing.T, s *sim.Server, name string, off bool) *object.VirtualMa
 }
 
 // diskKeys are the device keys of a VM's disks, in device order.
-func diskKeys(t *testing.T, vm *object.VirtualMachine) []int32 {
+func diskKeys(t testing.TB, vm *object.VirtualMachine) []int32 {
 	t.Helper()
 	devs, err := vm.Device(ctx(t))
 	if err != nil {
@@ -76,7 +76,7 @@ func diskKeys(t *testing.T, vm *object.VirtualMachine) []int32 {
 }
 
 // addSmallDisk gives a VM a second, small disk, so that packages hold two.
-func addSmallDisk(t *testing.T, vm *object.VirtualMachine, capacity int64) {
+func addSmallDisk(t testing.TB, vm *object.VirtualMachine, name string, capacity int64) {
 	t.Helper()
 	devs, err := vm.Device(ctx(t))
 	if err != nil {
@@ -92,7 +92,7 @@ func addSmallDisk(t *testing.T, vm *object.VirtualMachine, capacity int64) {
 	if err := vm.Properties(ctx(t), *ds, []string{"name"}, &dso); err != nil {
 		t.Fatal(err)
 	}
-	disk := devs.CreateDisk(ctrl, *ds, "["+dso.Name+"] "+vm.Name()+"/small.vmdk")
+	disk := devs.CreateDisk(ctrl, *ds, "["+dso.Name+"] "+vm.Name()+"/"+name+".vmdk")
 	disk.CapacityInKB = capacity / 1024
 	disk.CapacityInBytes = capacity
 	if err := vm.AddDevice(ctx(t), disk); err != nil {
@@ -100,7 +100,7 @@ func addSmallDisk(t *testing.T, vm *object.VirtualMachine, capacity int64) {
 	}
 }
 
-func govcRun(t *testing.T, s *sim.Server, args ...string) string {
+func govcRun(t testing.TB, s *sim.Server, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(govc, args...)
 	cmd.Env = append(os.Environ(), "GOVC_URL="+s.URL.String(), "GOVC_INSECURE=1")
@@ -112,7 +112,9 @@ func govcRun(t *testing.T, s *sim.Server, args ...string) string {
 }
 
 // packageFiles reads every file of a package directory, by name.
-func packageFiles(t *testing.T, dir string) map[string][]byte {
+func packageFiles(t *testing.T, dir string) map[string][]byte { return packageFilesTB(t, dir) }
+
+func packageFilesTB(t testing.TB, dir string) map[string][]byte {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -193,7 +195,7 @@ func logShows(m *Mount, text string) bool {
 func TestExportsPackage(t *testing.T) {
 	s := sim.StartT(t)
 	vm := simVM(t, s, exportVM, true)
-	addSmallDisk(t, vm, 40<<20)
+	addSmallDisk(t, vm, "small", 40<<20)
 	keys := diskKeys(t, vm)
 	if len(keys) != 2 {
 		t.Fatalf("disks %v", keys)
