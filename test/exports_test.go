@@ -214,6 +214,7 @@ func TestExportsPackage(t *testing.T) {
 	if got := strings.Join(tops, " "); !strings.Contains(got, exportVM) || !strings.Contains(got, runningVM) {
 		t.Fatalf("exports/: %s", got)
 	}
+	run(t, "ls", "-l", m.Path("exports"), m.Path("disks"))
 	pkg := m.Path("exports", exportVM)
 	listed := run(t, "ls", pkg)
 	want := exportVM + "-disk-0.vmdk\n" + exportVM + "-disk-1.vmdk\n" + exportVM + ".mf\n" + exportVM + ".ovf\n"
@@ -571,5 +572,19 @@ func TestExportsStall(t *testing.T) {
 	}
 	if !logShows(m, "no data received") {
 		t.Errorf("log:\n%s", m.Log())
+	}
+}
+
+// TestExportsReadOnlyFlag: with --read-only, even snapshot folders cannot be
+// made; exports still work.
+func TestExportsReadOnlyFlag(t *testing.T) {
+	s := sim.StartT(t)
+	simVM(t, s, exportVM, true)
+	m := mount(t, s, "--read-only")
+	if err := os.Mkdir(m.Path("exports", runningVM+"@b1"), 0o755); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("mkdir with --read-only: %v", err)
+	}
+	if _, err := os.Stat(m.Path("exports", exportVM, exportVM+".mf")); err != nil {
+		t.Error(err)
 	}
 }
