@@ -161,8 +161,8 @@ func (x *Exports) Close() {
 	_ = os.RemoveAll(x.dir)
 }
 
-// VMs lists the VMs (not templates) with their snapshots, by name; the
-// list is kept for the TTL.
+// VMs lists the VMs, templates included (they export as VMs do), with
+// their snapshots, by name; the list is kept for the TTL.
 func (x *Exports) VMs(ctx context.Context) ([]ExportVM, error) {
 	x.mu.Lock()
 	if x.vms != nil && time.Since(x.vmsAt) < x.ttl {
@@ -179,16 +179,13 @@ func (x *Exports) VMs(ctx context.Context) ([]ExportVM, error) {
 			return err
 		}
 		defer v.Destroy(context.WithoutCancel(ctx))
-		return v.Retrieve(ctx, []string{"VirtualMachine"}, []string{"name", "runtime.powerState", "config.template", "config.changeVersion", "snapshot"}, &list)
+		return v.Retrieve(ctx, []string{"VirtualMachine"}, []string{"name", "runtime.powerState", "config.changeVersion", "snapshot"}, &list)
 	})
 	if err != nil {
 		return nil, err
 	}
 	vms := make([]ExportVM, 0, len(list))
 	for _, m := range list {
-		if m.Config != nil && m.Config.Template {
-			continue
-		}
 		v := ExportVM{VM: VM{Ref: m.Self, Name: m.Name, On: m.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn},
 			Snapshots: flattenSnapshots(m.Snapshot)}
 		if m.Config != nil {

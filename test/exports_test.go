@@ -576,10 +576,13 @@ func TestExportsStall(t *testing.T) {
 }
 
 // TestExportsReadOnlyFlag: with --read-only, even snapshot folders cannot be
-// made; exports still work.
+// made; exports still work, templates' too.
 func TestExportsReadOnlyFlag(t *testing.T) {
 	s := sim.StartT(t)
-	simVM(t, s, exportVM, true)
+	tmpl := simVM(t, s, exportVM, true)
+	if err := tmpl.MarkAsTemplate(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
 	m := mount(t, s, "--read-only")
 	if err := os.Mkdir(m.Path("exports", runningVM+"@b1"), 0o755); !errors.Is(err, syscall.EROFS) {
 		t.Errorf("mkdir with --read-only: %v", err)
@@ -587,4 +590,5 @@ func TestExportsReadOnlyFlag(t *testing.T) {
 	if _, err := os.Stat(m.Path("exports", exportVM, exportVM+".mf")); err != nil {
 		t.Error(err)
 	}
+	checkManifest(t, m.Path("exports", exportVM), exportVM+".mf")
 }
