@@ -29,6 +29,10 @@ type Options struct {
 	Log       *slog.Logger
 	UID, GID  uint32
 
+	// StagingDir holds files open for writing (<cache-dir>/staging/...);
+	// RecoveryDir keeps the bytes of commits that failed (<cache-dir>/recovery).
+	StagingDir, RecoveryDir string
+
 	Exports *backend.Exports // nil: no exports/ or disks/
 }
 
@@ -36,6 +40,7 @@ type Options struct {
 type FS struct {
 	Options
 	mounted time.Time
+	inos    guestInos
 }
 
 // root is the top directory: one folder per kind of content.
@@ -55,7 +60,7 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 	if opts.UID == 0 && opts.GID == 0 {
 		opts.UID, opts.GID = uint32(os.Getuid()), uint32(os.Getgid())
 	}
-	f := &FS{Options: opts, mounted: time.Now()}
+	f := &FS{Options: opts, mounted: time.Now(), inos: guestInos{over: map[string]uint64{}}}
 	ttl := opts.TTL
 	neg := ttl
 	mo := fuse.MountOptions{

@@ -120,6 +120,16 @@ func runMount(args []string) error {
 		return fmt.Errorf("--cache-dir: %w", err)
 	}
 	defer os.RemoveAll(spool)
+	// Files open for writing are staged per mount; the bytes of failed
+	// commits are kept in recovery/ for the user.
+	if err := os.MkdirAll(filepath.Join(f.cacheDir, "staging"), 0o700); err != nil {
+		return fmt.Errorf("--cache-dir: %w", err)
+	}
+	staging, err := os.MkdirTemp(filepath.Join(f.cacheDir, "staging"), "mount-")
+	if err != nil {
+		return fmt.Errorf("--cache-dir: %w", err)
+	}
+	defer os.RemoveAll(staging)
 
 	ctx := context.Background()
 	conn, err := backend.Dial(ctx, cfg)
@@ -155,7 +165,11 @@ func runMount(args []string) error {
 		TTL:       f.ttl,
 		ReadOnly:  f.readOnly,
 		Log:       log,
-		Exports:   exports,
+
+		StagingDir:  staging,
+		RecoveryDir: filepath.Join(f.cacheDir, "recovery"),
+
+		Exports: exports,
 	}, f.allowOther, false)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mountpoint, err)
