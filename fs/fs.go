@@ -32,6 +32,8 @@ type Options struct {
 	// StagingDir holds files open for writing (<cache-dir>/staging/...);
 	// RecoveryDir keeps the bytes of commits that failed (<cache-dir>/recovery).
 	StagingDir, RecoveryDir string
+
+	Exports *backend.Exports // nil: no exports/ or disks/
 }
 
 // FS is the state shared by every node of one mount.
@@ -84,12 +86,15 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 }
 
 // tops are the root's folders, in listing order.
-var tops = []string{"libraries", "vms"}
+var tops = []string{"libraries", "vms", "exports", "disks"}
 
 func (r *root) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	entries := make([]fuse.DirEntry, 0, len(tops))
 	for _, name := range tops {
 		if name == "vms" && r.fs.Guests == nil {
+			continue
+		}
+		if (name == "exports" || name == "disks") && r.fs.Exports == nil {
 			continue
 		}
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: fuse.S_IFDIR, Ino: ino("top", name)})
@@ -107,6 +112,11 @@ func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 			return nil, syscall.ENOENT
 		}
 		node = &vmsDir{fs: r.fs}
+	case "exports", "disks":
+		if r.fs.Exports == nil {
+			return nil, syscall.ENOENT
+		}
+		node = &exportsDir{fs: r.fs, disks: name == "disks"}
 	default:
 		return nil, syscall.ENOENT
 	}

@@ -145,6 +145,14 @@ func runMount(args []string) error {
 	downloads := backend.NewDownloads(conn, time.Minute)
 	defer downloads.Close()
 
+	// Export spools live under --cache-dir while mounted; Close aborts any
+	// export still running (no lease outlives the mount) and removes them.
+	exports, err := backend.NewExports(conn, filepath.Join(spool, "exports"), f.ttl)
+	if err != nil {
+		return fmt.Errorf("--cache-dir: %w", err)
+	}
+	defer exports.Close()
+
 	logins, err := backend.NewGuestLogins(f.guestLogin, f.guestLoginFile)
 	if err != nil {
 		return fmt.Errorf("--guest-login: %w", err)
@@ -160,6 +168,8 @@ func runMount(args []string) error {
 
 		StagingDir:  staging,
 		RecoveryDir: filepath.Join(f.cacheDir, "recovery"),
+
+		Exports: exports,
 	}, f.allowOther, false)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mountpoint, err)
@@ -173,6 +183,7 @@ func runMount(args []string) error {
 	select {
 	case s := <-sig:
 		log.Info("unmounting", "signal", s.String())
+		exports.Close() // abort exports first: a stat waiting for one would keep the mount busy
 		if err := unmount(server, done); err != nil {
 			return err
 		}
