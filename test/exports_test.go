@@ -176,18 +176,6 @@ func checkManifest(t *testing.T, dir, mf string) {
 	}
 }
 
-// logShows waits a little for a line the child logs (its output comes
-// through a pipe, possibly after the syscall that caused it returned).
-func logShows(m *Mount, text string) bool {
-	for range 40 {
-		if strings.Contains(m.Log(), text) {
-			return true
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return false
-}
-
 // TestExportsPackage: exports/<vm>/ of a powered-off VM is the package govc
 // export.ovf writes; cp -r, tar and rsync of it give packages govc
 // import.ovf accepts, with the same bytes; disks/<vm>/ holds the raw disks;
@@ -300,7 +288,7 @@ func TestExportsPackage(t *testing.T) {
 	if s.Exports.LeasesCreated() != 2 || s.Exports.ActiveLeases() != 0 {
 		t.Errorf("leases: %d created, %d active", s.Exports.LeasesCreated(), s.Exports.ActiveLeases())
 	}
-	if !strings.Contains(m.Log(), "export progress") || !strings.Contains(m.Log(), "export complete") {
+	if !m.WaitLog("export progress", "export complete") {
 		t.Errorf("log shows no progress:\n%s", m.Log())
 	}
 
@@ -364,7 +352,7 @@ func TestExportsRunningVM(t *testing.T) {
 	if _, err := os.Stat(m.Path("exports", runningVM, runningVM+".ovf")); !errors.Is(err, syscall.EBUSY) {
 		t.Errorf("stat: %v, want EBUSY", err)
 	}
-	if !logShows(m, "power it off, or export a snapshot") {
+	if !m.WaitLog("power it off, or export a snapshot") {
 		t.Errorf("no advice in the log:\n%s", m.Log())
 	}
 
@@ -514,7 +502,7 @@ func TestExportsAbortOnUnmount(t *testing.T) {
 	if n := s.Exports.ActiveLeases(); n != 0 {
 		t.Errorf("%d leases left after unmount", n)
 	}
-	if !logShows(m, "lease aborted") {
+	if !m.WaitLog("lease aborted") {
 		t.Errorf("log:\n%s", m.Log())
 	}
 }
@@ -537,7 +525,7 @@ func TestExportsFailure(t *testing.T) {
 	if s.Exports.LeasesCreated() != 1 || s.Exports.ActiveLeases() != 0 {
 		t.Errorf("leases: %d created, %d active", s.Exports.LeasesCreated(), s.Exports.ActiveLeases())
 	}
-	if !logShows(m, "HttpNfcLeaseGetManifest") {
+	if !m.WaitLog("HttpNfcLeaseGetManifest") {
 		t.Errorf("log does not name the manifest check:\n%s", m.Log())
 	}
 	if left, _ := filepath.Glob(filepath.Join(m.CacheDir, "*", "exports", "*")); len(left) != 0 {
@@ -570,7 +558,7 @@ func TestExportsStall(t *testing.T) {
 	if s.Exports.ActiveLeases() != 0 {
 		t.Errorf("stalled lease left active")
 	}
-	if !logShows(m, "no data received") {
+	if !m.WaitLog("no data received") {
 		t.Errorf("log:\n%s", m.Log())
 	}
 }

@@ -161,6 +161,22 @@ func (m *Mount) Unmount(t testing.TB) {
 // Log is what the child has logged so far.
 func (m *Mount) Log() string { return m.log.String() }
 
+// WaitLog waits briefly for text in the log: a log line can arrive through
+// the pipe just after the syscall that caused it has returned.
+func (m *Mount) WaitLog(text ...string) bool {
+	for range 100 {
+		all := true
+		for _, t := range text {
+			all = all && strings.Contains(m.Log(), t)
+		}
+		if all {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
 // Path joins elements under the mountpoint.
 func (m *Mount) Path(elem ...string) string {
 	return filepath.Join(append([]string{m.Dir}, elem...)...)

@@ -408,9 +408,8 @@ func TestPrepareError(t *testing.T) {
 	if !errors.Is(err, syscall.EIO) {
 		t.Fatalf("read: %v, want EIO", err)
 	}
-	log := m.Log()
-	if !strings.Contains(log, "readme.txt") || !strings.Contains(log, "prepare") || !strings.Contains(log, "storage backing unavailable") {
-		t.Fatalf("no log line naming path, call and fault:\n%s", log)
+	if !m.WaitLog("readme.txt", "prepare", "storage backing unavailable") {
+		t.Fatalf("no log line naming path, call and fault:\n%s", m.Log())
 	}
 	s.Prepare.Fail("readme.txt", "")
 	if b, err := os.ReadFile(m.Path("libraries", "demo-library", "multi", "readme.txt")); err != nil || len(b) != 100 {
@@ -455,7 +454,7 @@ func TestRelogin(t *testing.T) {
 	if err != nil || len(b) != 100 {
 		t.Fatalf("after sessions expired: %d bytes, %v\n%s", len(b), err, m.Log())
 	}
-	if !strings.Contains(m.Log(), "logging in again") {
+	if !m.WaitLog("logging in again") {
 		t.Fatalf("no re-login logged:\n%s", m.Log())
 	}
 }
@@ -470,7 +469,7 @@ func TestStalledTransfer(t *testing.T) {
 	if !errors.Is(err, syscall.EIO) {
 		t.Fatalf("stalled read: %v, want EIO", err)
 	}
-	if !strings.Contains(m.Log(), "no data received") || !strings.Contains(m.Log(), "a.bin") {
+	if !m.WaitLog("no data received", "a.bin") {
 		t.Fatalf("no log line for the stall:\n%s", m.Log())
 	}
 	s.Library.SetDelay(0)

@@ -104,11 +104,10 @@ func TestVMsRefusals(t *testing.T) {
 	if _, err := os.ReadDir(m.Path("vms", sim.DemoOffVM)); !errors.Is(err, syscall.EHOSTDOWN) {
 		t.Errorf("powered-off VM: %v", err)
 	}
-	log := m.Log()
-	if !strings.Contains(log, guestVM) || !strings.Contains(log, "InvalidGuestLogin") ||
-		!strings.Contains(log, sim.DemoOffVM) || !strings.Contains(log, "InvalidPowerState") {
-		t.Errorf("log lines:\n%s", log)
+	if !m.WaitLog(guestVM, "InvalidGuestLogin", sim.DemoOffVM, "InvalidPowerState") {
+		t.Errorf("log lines:\n%s", m.Log())
 	}
+	log := m.Log()
 	if strings.Contains(log, "wrong-pass") {
 		t.Errorf("password in the log:\n%s", log)
 	}

@@ -592,7 +592,7 @@ func TestVMsSessionLost(t *testing.T) {
 	if err := os.WriteFile(m.Path("vms", guestVM, "tmp", "after"), []byte("ok"), 0o644); err != nil {
 		t.Fatalf("write after the session was lost: %v", err)
 	}
-	if !strings.Contains(m.Log(), "session lost") {
+	if !m.WaitLog("session lost") {
 		t.Errorf("no re-login logged:\n%s", m.Log())
 	}
 }
