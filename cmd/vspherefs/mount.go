@@ -27,7 +27,7 @@ type mountFlags struct {
 	caCerts, thumbprint                   string
 	sim                                   bool
 	guestLogin, guestLoginFile            string
-	cacheSize, cacheDir                   string
+	cacheSize, cacheDir, spoolSize        string
 	ttl, timeout                          time.Duration
 	readOnly, allowOther, debug           bool
 }
@@ -58,6 +58,7 @@ func runMount(args []string) error {
 	fl.StringVar(&f.guestLogin, "guest-login", os.Getenv("GOVC_GUEST_LOGIN"), "guest OS login for vms/, USER:PASS [$GOVC_GUEST_LOGIN]")
 	fl.StringVar(&f.guestLoginFile, "guest-login-file", "", "file mapping VM name patterns to guest logins (PATTERN = USER:PASS a line)")
 	fl.StringVar(&f.cacheSize, "cache-size", "512MiB", "memory for the block cache")
+	fl.StringVar(&f.spoolSize, "spool-size", "", "disk the spools of files no longer read may keep in --cache-dir (default: 4x --cache-size, at least 2GiB)")
 	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "disk for staging, spool and recovery")
 	fl.DurationVar(&f.ttl, "ttl", time.Second, "attribute and entry cache lifetime")
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "deadline of each API call, and how long a transfer may stall")
@@ -112,6 +113,12 @@ func runMount(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--cache-size: %w", err)
 	}
+	var spoolBytes int64
+	if f.spoolSize != "" {
+		if spoolBytes, err = parseSize(f.spoolSize); err != nil {
+			return fmt.Errorf("--spool-size: %w", err)
+		}
+	}
 	if err := os.MkdirAll(f.cacheDir, 0o700); err != nil {
 		return fmt.Errorf("--cache-dir: %w", err)
 	}
@@ -137,7 +144,7 @@ func runMount(args []string) error {
 		return err
 	}
 	defer conn.Close(ctx)
-	blocks, err := cache.New(cache.Options{Bytes: cacheBytes, Dir: spool})
+	blocks, err := cache.New(cache.Options{Bytes: cacheBytes, Dir: spool, SpoolBytes: spoolBytes})
 	if err != nil {
 		return err
 	}
