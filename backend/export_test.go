@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi"
-	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vapi/library"
@@ -34,25 +33,9 @@ func simClient(t *testing.T, opts sim.Options) (*sim.Server, *govmomi.Client) {
 
 func findVM(t *testing.T, c *govmomi.Client, name string, powerOff bool) *object.VirtualMachine {
 	t.Helper()
-	ctx := context.Background()
-	f := find.NewFinder(c.Client)
-	dc, err := f.DefaultDatacenter(ctx)
+	vm, err := sim.VM(context.Background(), c.Client, name, powerOff)
 	if err != nil {
 		t.Fatal(err)
-	}
-	f.SetDatacenter(dc)
-	vm, err := f.VirtualMachine(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if powerOff {
-		task, err := vm.PowerOff(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := task.Wait(ctx); err != nil {
-			t.Fatal(err)
-		}
 	}
 	return vm
 }

@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
@@ -39,24 +38,9 @@ func simVM(t testing.TB, s *sim.Server, name string, off bool) *object.VirtualMa
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := find.NewFinder(c.Client)
-	dc, err := f.DefaultDatacenter(ctx(t))
+	vm, err := sim.VM(ctx(t), c.Client, name, off)
 	if err != nil {
 		t.Fatal(err)
-	}
-	f.SetDatacenter(dc)
-	vm, err := f.VirtualMachine(ctx(t), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if off {
-		task, err := vm.PowerOff(ctx(t))
-		if err == nil {
-			err = task.Wait(ctx(t))
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
 	}
 	return vm
 }
@@ -64,13 +48,9 @@ func simVM(t testing.TB, s *sim.Server, name string, off bool) *object.VirtualMa
 // diskKeys are the device keys of a VM's disks, in device order.
 func diskKeys(t testing.TB, vm *object.VirtualMachine) []int32 {
 	t.Helper()
-	devs, err := vm.Device(ctx(t))
+	keys, err := sim.DiskKeys(ctx(t), vm)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var keys []int32
-	for _, d := range devs.SelectByType((*types.VirtualDisk)(nil)) {
-		keys = append(keys, d.GetVirtualDevice().Key)
 	}
 	return keys
 }

@@ -25,38 +25,18 @@ import (
 // testVM finds a VM by name, powered off if asked.
 func testVM(t *testing.T, c *govmomi.Client, name string, off bool) *object.VirtualMachine {
 	t.Helper()
-	ctx := context.Background()
-	f := find.NewFinder(c.Client)
-	dc, err := f.DefaultDatacenter(ctx)
+	vm, err := VM(context.Background(), c.Client, name, off)
 	if err != nil {
 		t.Fatal(err)
-	}
-	f.SetDatacenter(dc)
-	vm, err := f.VirtualMachine(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if off {
-		task, err := vm.PowerOff(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := task.Wait(ctx); err != nil {
-			t.Fatal(err)
-		}
 	}
 	return vm
 }
 
 func vmDiskKeys(t *testing.T, vm *object.VirtualMachine) []int32 {
 	t.Helper()
-	devs, err := vm.Device(context.Background())
+	keys, err := DiskKeys(context.Background(), vm)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var keys []int32
-	for _, d := range devs.SelectByType((*types.VirtualDisk)(nil)) {
-		keys = append(keys, d.GetVirtualDevice().Key)
 	}
 	return keys
 }
