@@ -262,7 +262,17 @@ func (h *stagedHandle) Flush(ctx context.Context) syscall.Errno {
 	if !h.write {
 		return 0
 	}
-	return h.f.fs.Writes.flush(ctx, h.sf)
+	committed, errno := h.f.fs.Writes.flush(ctx, h.sf)
+	if committed {
+		// The item has a new content version, so its files have new inode
+		// numbers: drop the kernel's entry before close returns, so that the
+		// next open looks up the new inode (size and pages of the new
+		// version) while readers of the old one keep theirs.
+		if name, parent := h.f.Parent(); parent != nil {
+			parent.NotifyEntry(name)
+		}
+	}
+	return errno
 }
 
 func (h *stagedHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {

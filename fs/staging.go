@@ -49,6 +49,7 @@ type Writes struct {
 	items     map[string]*itemWrites
 	seq       uint64
 	recovered []string // recovery files written, in order
+	closing   bool
 
 	inflight sync.WaitGroup
 	busy     atomic.Int64 // commits running or queued
@@ -309,7 +310,8 @@ var rsyncTemp = regexp.MustCompile(`^\..+\.[A-Za-z0-9]{6}$`)
 // flush commits sf's unsaved bytes, unless its commit is held: a name like
 // rsync's temporary files waits for its rename, and an .ovf (with the files
 // it references) waits until every referenced file is staged or on the server.
-func (w *Writes) flush(ctx context.Context, sf *staged) syscall.Errno {
+// It says whether a session committed them.
+func (w *Writes) flush(ctx context.Context, sf *staged) (bool, syscall.Errno) {
 	w.mu.Lock()
 	if sf.inBatch {
 		// A session is sending these bytes for another handle: its outcome is ours.
@@ -323,18 +325,19 @@ func (w *Writes) flush(ctx context.Context, sf *staged) syscall.Errno {
 		failed := sf.failedNow()
 		w.mu.Unlock()
 		if failed {
-			return syscall.EIO
+			return false, syscall.EIO
 		}
-		return 0
+		return false, 0
 	}
 	sf.ready = true
 	it := sf.it
 	w.mu.Unlock()
 	names, held := w.plan(ctx, it, sf)
 	if held {
-		return 0
+		return false, 0
 	}
-	return w.commitErrno(it, names, nil)
+	errno := w.commitErrno(it, names, nil)
+	return errno == 0, errno
 }
 
 // plan decides what to commit now for sf: nil and true if sf is held;
@@ -426,17 +429,13 @@ func ovfRefs(path string) []string {
 // holdTimer commits a held rsync-temp-named file under its own name if no
 // rename comes; call with w.mu held.
 func (w *Writes) holdTimer(sf *staged) {
-	if sf.timer != nil || w.HoldTimeout <= 0 {
+	if sf.timer != nil || w.HoldTimeout <= 0 || w.closing {
 		return
 	}
-	w.busy.Add(1)
-	w.inflight.Add(1)
 	var t *time.Timer
 	t = time.AfterFunc(w.HoldTimeout, func() {
-		defer w.inflight.Done()
-		defer w.busy.Add(-1)
 		w.mu.Lock()
-		if sf.timer != t || sf.unlinked || !sf.ready {
+		if sf.timer != t || sf.unlinked || !sf.ready || w.closing {
 			w.mu.Unlock()
 			return
 		}
@@ -450,9 +449,8 @@ func (w *Writes) holdTimer(sf *staged) {
 
 // stopTimer cancels a hold timer; call with w.mu held.
 func (w *Writes) stopTimer(sf *staged) {
-	if sf.timer != nil && sf.timer.Stop() {
-		w.inflight.Done()
-		w.busy.Add(-1)
+	if sf.timer != nil {
+		sf.timer.Stop()
 	}
 	sf.timer = nil
 }
@@ -788,14 +786,17 @@ func (w *Writes) hasStaged(itemID string) bool {
 func (w *Writes) Close(ctx context.Context) []string {
 	w.mu.Lock()
 	start := len(w.recovered)
+	w.closing = true
+	for _, it := range w.items {
+		for _, sf := range it.files {
+			w.stopTimer(sf)
+		}
+	}
 	w.mu.Unlock()
 	w.inflightWait(ctx)
 	w.mu.Lock()
 	var items []*itemWrites
 	for _, it := range w.items {
-		for _, sf := range it.files {
-			w.stopTimer(sf)
-		}
 		items = append(items, it)
 	}
 	w.mu.Unlock()
