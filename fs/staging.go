@@ -32,7 +32,8 @@ import (
 // the item as it was and keeps the bytes in <cache-dir>/recovery.
 type Writes struct {
 	lw       *backend.LibraryWriter
-	staging  string
+	staging  string   // this mount's staging folder
+	lock     *os.File // held while the mount runs
 	recovery string
 	fs       *FS // set by Mount
 
@@ -67,16 +68,21 @@ func NewWrites(lw *backend.LibraryWriter, cacheDir string) (*Writes, error) {
 	if err := os.MkdirAll(w.staging, 0o700); err != nil {
 		return nil, err
 	}
-	// Staged files of an earlier run that ended without Close are not
-	// committed by this one: keep them with the recovered files.
-	if old, _ := os.ReadDir(w.staging); len(old) > 0 {
-		dir := filepath.Join(w.recovery, "staging-"+time.Now().Format("20060102-150405"))
-		if err := os.MkdirAll(dir, 0o700); err == nil {
-			for _, e := range old {
-				_ = os.Rename(filepath.Join(w.staging, e.Name()), filepath.Join(dir, e.Name()))
-			}
-		}
+	w.rescue()
+	// Each mount stages in its own folder, locked while it runs, so that
+	// mounts sharing a cache dir leave each other's files alone.
+	dir, err := os.MkdirTemp(w.staging, "mount-")
+	if err != nil {
+		return nil, err
 	}
+	lock, err := os.Create(filepath.Join(dir, ".lock"))
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return nil, err
+	}
+	w.lock, w.staging = lock, dir
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	return w, nil
 }
@@ -86,6 +92,40 @@ func (w *Writes) log() *slog.Logger {
 		return w.fs.Log
 	}
 	return slog.Default()
+}
+
+// rescue moves the staged files of earlier mounts that ended without Close
+// (their folder is no longer locked) to recovery/staging-<time>/: this mount
+// does not commit them, and nothing is deleted.
+func (w *Writes) rescue() {
+	dirs, _ := os.ReadDir(w.staging)
+	for _, d := range dirs {
+		p := filepath.Join(w.staging, d.Name())
+		lock, err := os.Open(filepath.Join(p, ".lock"))
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			lock.Close() // a running mount's
+			continue
+		}
+		files, _ := os.ReadDir(p)
+		var kept []string
+		for _, f := range files {
+			if f.Name() == ".lock" {
+				continue
+			}
+			dst := filepath.Join(w.recovery, "staging-"+time.Now().Format("20060102-150405"))
+			if os.MkdirAll(dst, 0o700) == nil && os.Rename(filepath.Join(p, f.Name()), filepath.Join(dst, f.Name())) == nil {
+				kept = append(kept, filepath.Join(dst, f.Name()))
+			}
+		}
+		if len(kept) > 0 {
+			slog.Warn("staged files of an earlier mount that did not finish were not committed; kept", "files", strings.Join(kept, " "))
+		}
+		os.RemoveAll(p)
+		lock.Close()
+	}
 }
 
 // Busy says whether a commit is running or queued (unmount waits for it).
@@ -824,6 +864,10 @@ func (w *Writes) Close(ctx context.Context) []string {
 			os.Remove(sf.path)
 		}
 	}
+	if rest, _ := os.ReadDir(w.staging); len(rest) <= 1 {
+		os.RemoveAll(w.staging)
+	}
+	w.lock.Close()
 	return append([]string(nil), w.recovered[start:]...)
 }
 
