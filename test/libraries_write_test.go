@@ -662,3 +662,26 @@ func TestUnmountCommitsHeld(t *testing.T) {
 		})
 	}
 }
+
+// TestKilledWriterCommitted: the bytes a killed writer wrote are committed
+// (the kernel closes its files), as a local filesystem keeps a partial file.
+func TestKilledWriterCommitted(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s)
+	p := m.Path("libraries", "demo-library", "hello", "partial.txt")
+	cmd := exec.Command("sh", "-c", `exec 3>"$1"; printf 'written before the kill' >&3; kill -9 $$`, "sh", p)
+	if err := cmd.Run(); err == nil {
+		t.Fatal("the writer was not killed")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := s.Download(ctx(t), "demo-library", "hello", "partial.txt")
+		if err == nil && string(got) == "written before the kill" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("killed writer's bytes: %q, %v\n%s", got, err, m.Log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
