@@ -45,6 +45,15 @@ type Catalog struct {
 	itemIDs map[string]timed[[]string] // by library
 	items   map[string]timed[Item]
 	files   map[string]timed[[]File] // by item
+	views   map[string]itemView      // sorted items by library, as last built
+	gen     uint64                   // bumped when any item's details change
+}
+
+// itemView is a library's sorted item list, valid for one id list and gen.
+type itemView struct {
+	at    time.Time
+	gen   uint64
+	items []Item
 }
 
 type timed[T any] struct {
@@ -57,7 +66,7 @@ func (t timed[T]) fresh(ttl time.Duration) bool { return !t.at.IsZero() && time.
 // NewCatalog makes a catalog whose lists live for ttl.
 func NewCatalog(c *Conn, ttl time.Duration) *Catalog {
 	return &Catalog{c: c, ttl: ttl, libs: map[string]Library{}, itemIDs: map[string]timed[[]string]{},
-		items: map[string]timed[Item]{}, files: map[string]timed[[]File]{}}
+		items: map[string]timed[Item]{}, files: map[string]timed[[]File]{}, views: map[string]itemView{}}
 }
 
 // Libraries lists the libraries, oldest first.
@@ -165,6 +174,11 @@ func (k *Catalog) Items(ctx context.Context, libID string) ([]Item, error) {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	// `ls -l` looks every entry up: rebuild the sorted list only when the ids
+	// or some item's details changed.
+	if v, ok := k.views[libID]; ok && v.at.Equal(ids.at) && v.gen == k.gen {
+		return v.items, nil
+	}
 	out := make([]Item, 0, len(ids.v))
 	for _, id := range ids.v {
 		if it, ok := k.items[id]; ok {
@@ -172,6 +186,7 @@ func (k *Catalog) Items(ctx context.Context, libID string) ([]Item, error) {
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	k.views[libID] = itemView{at: ids.at, gen: k.gen, items: out}
 	return out, nil
 }
 
@@ -201,6 +216,9 @@ func (k *Catalog) Item(ctx context.Context, id string, refresh bool) (Item, erro
 		v.Modified = *li.LastModifiedTime
 	}
 	k.mu.Lock()
+	if old, ok := k.items[id]; !ok || old.v != v {
+		k.gen++
+	}
 	k.items[id] = timed[Item]{v, time.Now()}
 	k.mu.Unlock()
 	return v, nil
@@ -253,6 +271,7 @@ func (k *Catalog) Invalidate(libID, itemID string) {
 		delete(k.libs, libID)
 		k.libIDs = timed[[]string]{}
 	}
+	k.gen++
 	if itemID != "" {
 		delete(k.items, itemID)
 		delete(k.files, itemID)

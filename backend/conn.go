@@ -75,6 +75,11 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if cfg.Thumbprint != "" {
 		sc.SetThumbprint(u.Host, cfg.Thumbprint)
 	}
+	if t, ok := sc.Client.Transport.(*http.Transport); ok {
+		// Listings run 8 calls at once and reads fetch ranges in parallel:
+		// keep those connections instead of a TLS handshake per call.
+		t.MaxIdleConnsPerHost = 32
+	}
 	c := &Conn{cfg: cfg, soap: sc, stop: make(chan struct{})}
 	if err := c.login(ctx); err != nil {
 		return nil, err
@@ -89,7 +94,7 @@ func (c *Conn) login(ctx context.Context) error {
 	defer cancel()
 	vc, err := vim25.NewClient(ctx, c.soap)
 	if err != nil {
-		return c.classify("ServiceContent", c.cfg.URL.Host, err)
+		return c.classify("ServiceContent", c.cfg.URL.Host, tlsHint(c.cfg.URL.Host, err))
 	}
 	if err := session.NewManager(vc).Login(ctx, c.cfg.User); err != nil {
 		return c.classify("Login", c.cfg.URL.Host, err)

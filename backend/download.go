@@ -90,8 +90,10 @@ func (s *LibrarySource) open(ctx context.Context, off, n int64) (io.ReadCloser, 
 		return nil, false, false, err
 	}
 	on := s.item.Name + "/" + s.file.Name
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	guard := newStallGuard(ctx, d.c.cfg.Timeout, "GET download endpoint", on)
+	req, err := http.NewRequestWithContext(guard.Context(), http.MethodGet, u.String(), nil)
 	if err != nil {
+		guard.Stop()
 		d.release(sess)
 		return nil, false, false, err
 	}
@@ -109,14 +111,16 @@ func (s *LibrarySource) open(ctx context.Context, off, n int64) (io.ReadCloser, 
 		d.c.cfg.Log.Debug("api", "call", "GET download", "on", on, "range", req.Header.Get("Range"), "took", time.Since(start).Round(time.Microsecond), "err", errText(err))
 	}
 	if err != nil {
+		guard.Stop()
 		d.release(sess)
-		return nil, false, false, d.c.classify("GET download endpoint", on, err)
+		return nil, false, false, d.c.classify("GET download endpoint", on, guard.Err(err))
 	}
 	switch res.StatusCode {
 	case http.StatusOK, http.StatusPartialContent:
-		return &sessionBody{ReadCloser: res.Body, release: func() { d.release(sess) }}, res.StatusCode == http.StatusPartialContent, false, nil
+		return &sessionBody{ReadCloser: guard.Wrap(res.Body), release: func() { d.release(sess) }}, res.StatusCode == http.StatusPartialContent, false, nil
 	}
 	res.Body.Close()
+	guard.Stop()
 	d.release(sess)
 	e := Errorf("GET download endpoint", on, ErrIO, "%s", res.Status)
 	switch res.StatusCode {

@@ -7,6 +7,7 @@ package backend
 import (
 	"errors"
 	"fmt"
+	"regexp"
 )
 
 // Kinds of failure, as the filesystem needs to tell them apart.
@@ -54,7 +55,7 @@ func (e *Error) Unwrap() error { return e.Err }
 func newError(call, on string, kind error, err error) *Error {
 	fault := ""
 	if err != nil {
-		fault = err.Error()
+		fault = redact(err.Error())
 	}
 	return &Error{Call: call, On: on, Fault: fault, Kind: kind, Err: err}
 }
@@ -65,3 +66,9 @@ func Errorf(call, on string, kind error, format string, args ...any) *Error {
 }
 
 func isKind(err, kind error) bool { return errors.Is(err, kind) }
+
+// transferQuery matches the query of a URL in an error text: transfer URLs
+// carry one-shot tokens and session ids there, which logs have no use for.
+var transferQuery = regexp.MustCompile(`(https?://[^\s"?]+)\?[^\s"]*`)
+
+func redact(s string) string { return transferQuery.ReplaceAllString(s, "$1?…") }

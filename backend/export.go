@@ -31,7 +31,13 @@ type ExportRequest struct {
 	VM       types.ManagedObjectReference
 	Name     string // package name, as govc export.ovf -name; "" means the VM's name
 	Snapshot string // snapshot name or path; "" exports the VM, which must be powered off
-	Dir      string // spool directory, created if needed; the package's files go there
+	// SnapshotRef, if set, names the snapshot exactly (names need not be
+	// unique); Snapshot is then only its label in errors.
+	SnapshotRef *types.ManagedObjectReference
+	Dir         string // spool directory, created if needed; the package's files go there
+	// Stall, if set, fails a disk transfer that receives nothing for this
+	// long (the lease is then aborted): a transfer has no overall deadline.
+	Stall time.Duration
 	// Progress, if set, is told how far the disks are, at each lease
 	// renewal and at the end of each disk (one call at a time, from
 	// Export's goroutines; none after Export returns).
@@ -55,6 +61,7 @@ type ExportedFile struct {
 type ExportedDisk struct {
 	DeviceKey string // the lease's device key
 	Capacity  int64  // bytes: the size of its raw image (see OpenStreamImage)
+	Allocated int64  // bytes of the raw image that have grains; the rest reads as zeros
 }
 
 // Export exports a VM, or one of its snapshots, as the OVF package that
@@ -81,7 +88,7 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 		return nil, newError("export", on, ErrIO, err)
 	}
 
-	lease, err := requestLease(ctx, c, req.VM, req.Snapshot, on)
+	lease, err := requestLease(ctx, c, req.VM, req.Snapshot, req.SnapshotRef, on)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +134,7 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 	mf := new(strings.Builder)
 	sums := map[string]string{} // device key -> sha1
 	for _, item := range items {
-		f, sum1, sum256, derr := download(tctx, c, item, req.Dir, keeper)
+		f, sum1, sum256, derr := download(tctx, c, item, req.Dir, keeper, req.Stall)
 		if f.Path != "" {
 			written = append(written, f.Path)
 		}
@@ -179,8 +186,15 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 }
 
 // requestLease asks for an export lease of the VM or of one of its snapshots.
-func requestLease(ctx context.Context, c *vim25.Client, vm types.ManagedObjectReference, snapshot, on string) (*nfc.Lease, error) {
+func requestLease(ctx context.Context, c *vim25.Client, vm types.ManagedObjectReference, snapshot string, ref *types.ManagedObjectReference, on string) (*nfc.Lease, error) {
 	v := object.NewVirtualMachine(c, vm)
+	if ref != nil {
+		lease, err := v.ExportSnapshot(ctx, ref)
+		if err != nil {
+			return nil, vimError("ExportSnapshot", on, err)
+		}
+		return lease, nil
+	}
 	if snapshot == "" {
 		lease, err := v.Export(ctx)
 		if err != nil {
@@ -218,12 +232,24 @@ func abortLease(lease *nfc.Lease, cause error) {
 }
 
 // download spools one disk, hashing it as it goes.
-func download(ctx context.Context, c *vim25.Client, item nfc.FileItem, dir string, counter io.Writer) (ExportedFile, string, string, error) {
+func download(ctx context.Context, c *vim25.Client, item nfc.FileItem, dir string, counter io.Writer, stall time.Duration) (ExportedFile, string, string, error) {
 	f := ExportedFile{Name: item.Path, Path: filepath.Join(dir, item.Path)}
 	call := "GET " + item.URL.Path
+	var guard *stallGuard
+	if stall > 0 {
+		guard = newStallGuard(ctx, stall, call, item.Path)
+		defer guard.Stop()
+		ctx = guard.Context()
+	}
 	body, _, err := c.Download(ctx, item.URL, &soap.DefaultDownload)
 	if err != nil {
+		if guard != nil {
+			err = guard.Err(err)
+		}
 		return ExportedFile{}, "", "", vimError(call, item.Path, err)
+	}
+	if guard != nil {
+		body = guard.Wrap(body)
 	}
 	defer body.Close()
 	out, err := os.Create(f.Path)
@@ -244,6 +270,9 @@ func download(ctx context.Context, c *vim25.Client, item nfc.FileItem, dir strin
 		return f, "", "", newError(call, item.Path, ErrIO, err)
 	}
 	f.Disk = &ExportedDisk{DeviceKey: item.DeviceId, Capacity: img.Size()}
+	for _, e := range img.Allocated() {
+		f.Disk.Allocated += e[1] - e[0]
+	}
 	return f, hexSum(h1), hexSum(h256), nil
 }
 

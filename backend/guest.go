@@ -26,6 +26,7 @@ type Guests struct {
 	fms   map[types.ManagedObjectReference]fmEntry
 	vms   timed[[]VM]
 	lists map[listKey]timed[[]GuestStat]
+	gen   int64 // bumped by every change to lists (guestlist.go)
 }
 
 type listKey struct {
@@ -72,13 +73,16 @@ func (v *GuestVM) Dir(ctx context.Context, dir string) ([]GuestStat, error) {
 		v.g.mu.Unlock()
 		return t.v, nil
 	}
+	gen := v.g.gen
 	v.g.mu.Unlock()
 	list, err := v.List(ctx, k.dir)
 	if err != nil {
 		return nil, err
 	}
 	v.g.mu.Lock()
-	v.g.lists[k] = timed[[]GuestStat]{v: list, at: time.Now()}
+	if v.g.gen == gen { // else a change raced with the listing: do not keep it
+		v.g.lists[k] = timed[[]GuestStat]{v: list, at: time.Now()}
+	}
 	v.g.mu.Unlock()
 	return list, nil
 }
@@ -91,20 +95,48 @@ func (v *GuestVM) Lookup(ctx context.Context, dir, name string) (GuestStat, erro
 	}
 	for _, s := range list {
 		if s.Name == name {
+			if s.stale {
+				return v.restat(ctx, path.Join(dir, name))
+			}
 			return s, nil
 		}
 	}
 	return GuestStat{}, Errorf("ListFilesInGuest", v.name+":"+path.Join(dir, name), ErrNotFound, "no such file")
 }
 
-// forget drops the cached lists a change to p makes stale: its own and its
-// parent's.
+// restat reads p's attributes again, for an entry known to be stale.
+func (v *GuestVM) restat(ctx context.Context, p string) (GuestStat, error) {
+	s, err := v.Stat(ctx, p)
+	if err != nil {
+		if isKind(err, ErrNotFound) {
+			v.forget(p)
+		}
+		return GuestStat{}, err
+	}
+	v.change(func() { v.set(p, s) })
+	return s, nil
+}
+
+// forget drops the cached lists a failed change to p may have made stale:
+// below p, and p's parent's.
 func (v *GuestVM) forget(p string) {
-	p = path.Clean(p)
-	v.g.mu.Lock()
-	delete(v.g.lists, listKey{v.ref, p})
-	delete(v.g.lists, listKey{v.ref, path.Dir(p)})
-	v.g.mu.Unlock()
+	v.change(func() {
+		v.dropTree(p)
+		v.dropList(path.Dir(path.Clean(p)))
+	})
+}
+
+// after updates the cached lists once a change is done: ok runs when it
+// worked; a failure may have changed anything about the paths.
+func (v *GuestVM) after(err error, ok func(), paths ...string) error {
+	if err == nil {
+		ok()
+		return nil
+	}
+	for _, p := range paths {
+		v.forget(p)
+	}
+	return err
 }
 
 // GuestVM is one VM's guest filesystem.
@@ -180,6 +212,8 @@ type GuestStat struct {
 	Mtime  time.Time
 	Atime  time.Time
 	Target string // symlink target
+
+	stale bool // a directory whose contents we changed: its mtime must be read again
 }
 
 func statOf(f types.GuestFileInfo) GuestStat {
@@ -263,38 +297,55 @@ func (v *GuestVM) Stat(ctx context.Context, p string) (GuestStat, error) {
 	return GuestStat{}, Errorf("ListFilesInGuest", v.name+":"+p, ErrNotFound, "no such file")
 }
 
-// Mkdir makes a directory; mode, if not 0, is applied after.
-func (v *GuestVM) Mkdir(ctx context.Context, p string, mode uint32) error {
-	defer v.forget(p)
+// Mkdir makes a directory, applies mode if it is not 0 and differs from
+// what the guest gave it, and returns its attributes as read back.
+func (v *GuestVM) Mkdir(ctx context.Context, p string, mode uint32) (GuestStat, error) {
 	err := v.do(ctx, "MakeDirectoryInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		return fm.MakeDirectory(ctx, auth, p, false)
 	})
-	if err != nil || mode == 0 {
-		return err
+	if err != nil {
+		v.forget(p)
+		return GuestStat{}, err
 	}
-	return v.Chattr(ctx, p, GuestAttr{Mode: &mode})
+	s, err := v.Stat(ctx, p)
+	if err != nil {
+		v.forget(p)
+		return GuestStat{}, err
+	}
+	if mode &= 0o7777; mode != 0 && s.Mode != mode {
+		if err := v.Chattr(ctx, p, GuestAttr{Mode: &mode}); err != nil {
+			return GuestStat{}, err
+		}
+		s.Mode = mode
+	}
+	v.Noted(p, s)
+	v.emptyDir(p)
+	return s, nil
 }
 
 // Rmdir removes an empty directory.
 func (v *GuestVM) Rmdir(ctx context.Context, p string) error {
-	defer v.forget(p)
-	return v.do(ctx, "DeleteDirectoryInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+	err := v.do(ctx, "DeleteDirectoryInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		return fm.DeleteDirectory(ctx, auth, p, false)
 	})
+	return v.after(err, func() { v.change(func() { v.gone(p) }) }, p)
 }
 
 // Remove removes a file or symlink.
 func (v *GuestVM) Remove(ctx context.Context, p string) error {
-	defer v.forget(p)
-	return v.do(ctx, "DeleteFileInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+	err := v.do(ctx, "DeleteFileInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		return fm.DeleteFile(ctx, auth, p)
 	})
+	return v.after(err, func() { v.change(func() { v.gone(p) }) }, p)
 }
 
 // MoveFile renames a file (or symlink), replacing dst if overwrite.
 func (v *GuestVM) MoveFile(ctx context.Context, src, dst string, overwrite bool) error {
-	defer v.forget(src)
-	defer v.forget(dst)
+	err := v.moveFile(ctx, src, dst, overwrite)
+	return v.after(err, func() { v.renamed(src, dst) }, src, dst)
+}
+
+func (v *GuestVM) moveFile(ctx context.Context, src, dst string, overwrite bool) error {
 	return v.do(ctx, "MoveFileInGuest", src, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		return fm.MoveFile(ctx, auth, src, dst, overwrite)
 	})
@@ -303,11 +354,10 @@ func (v *GuestVM) MoveFile(ctx context.Context, src, dst string, overwrite bool)
 // MoveDir renames a directory; an existing dst is ErrExists (the API has no
 // overwrite for directories).
 func (v *GuestVM) MoveDir(ctx context.Context, src, dst string) error {
-	defer v.forget(src)
-	defer v.forget(dst)
-	return v.do(ctx, "MoveDirectoryInGuest", src, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+	err := v.do(ctx, "MoveDirectoryInGuest", src, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		return fm.MoveDirectory(ctx, auth, src, dst)
 	})
+	return v.after(err, func() { v.renamed(src, dst) }, src, dst)
 }
 
 // GuestAttr are attributes to set; nil fields are left as they are. A mode
@@ -336,10 +386,10 @@ func (v *GuestVM) Chattr(ctx context.Context, p string, a GuestAttr) error {
 	if a.empty() {
 		return nil
 	}
-	defer v.forget(p)
-	return v.do(ctx, "ChangeFileAttributesInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+	err := v.do(ctx, "ChangeFileAttributesInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		return fm.ChangeFileAttributes(ctx, auth, p, a.posix())
 	})
+	return v.after(err, func() { v.attrsSet(p, a) }, p)
 }
 
 // transferURL fixes up a transfer URL (host "*", thumbprint of the host).

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -161,20 +162,27 @@ func TestGuestUpload(t *testing.T) {
 	data := bytes.Repeat([]byte("abc"), 100000)
 	mode := uint32(0o640)
 	mt := time.Date(2021, 3, 4, 5, 6, 7, 890123456, time.UTC)
-	if err := e.vm.Upload(ctx, "/tmp/new.bin", bytes.NewReader(data), int64(len(data)), GuestAttr{Mode: &mode, Mtime: &mt}); err != nil {
-		t.Fatal(err)
+	st, err := e.vm.Upload(ctx, "/tmp/new.bin", bytes.NewReader(data), int64(len(data)), GuestAttr{Mode: &mode, Mtime: &mt}, false)
+	if err != nil || st.Size != int64(len(data)) || st.Mode != 0o640 || !st.Mtime.Equal(mt) {
+		t.Fatalf("upload: %+v %v", st, err)
 	}
 	fi, err := os.Stat(filepath.Join(e.dir, "tmp/new.bin"))
 	if err != nil || fi.Mode().Perm() != 0o640 || !fi.ModTime().Equal(mt) || fi.Size() != int64(len(data)) {
 		t.Fatalf("uploaded: %v %v", fi, err)
 	}
-	if err := e.vm.Upload(ctx, "/tmp/empty", bytes.NewReader(nil), 0, GuestAttr{}); err != nil {
+	if _, err := e.vm.Upload(ctx, "/tmp/empty", bytes.NewReader(nil), 0, GuestAttr{}, false); err != nil {
 		t.Fatal(err)
 	}
+	// A file believed new that exists after all is replaced, not refused.
+	if st, err := e.vm.Upload(ctx, "/tmp/empty", bytes.NewReader([]byte("x")), 1, GuestAttr{}, false); err != nil || st.Size != 1 {
+		t.Fatalf("upload over a file believed new: %+v %v", st, err)
+	}
+	os.Remove(filepath.Join(e.dir, "tmp/empty"))
+	os.WriteFile(filepath.Join(e.dir, "tmp/empty"), nil, 0o644)
 
 	// A PUT that fails mid-body leaves the old file and no temporary file.
 	e.s.Guest.FailNextPut(1000)
-	if err := e.vm.Upload(ctx, "/tmp/new.bin", bytes.NewReader([]byte(strings.Repeat("z", 5000))), 5000, GuestAttr{}); err == nil {
+	if _, err := e.vm.Upload(ctx, "/tmp/new.bin", bytes.NewReader([]byte(strings.Repeat("z", 5000))), 5000, GuestAttr{}, true); err == nil {
 		t.Fatal("failing PUT succeeded")
 	}
 	if b, _ := os.ReadFile(filepath.Join(e.dir, "tmp/new.bin")); !bytes.Equal(b, data) {
@@ -185,7 +193,7 @@ func TestGuestUpload(t *testing.T) {
 		t.Fatalf("left in /tmp: %+v", list)
 	}
 
-	if err := e.vm.Upload(ctx, "/nodir/x", bytes.NewReader(data), int64(len(data)), GuestAttr{}); !errors.Is(err, ErrNotFound) {
+	if _, err := e.vm.Upload(ctx, "/nodir/x", bytes.NewReader(data), int64(len(data)), GuestAttr{}, false); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("upload into a missing directory: %v", err)
 	}
 }
@@ -203,12 +211,13 @@ func TestGuestDirOps(t *testing.T) {
 			t.Fatalf("not an *Error naming the VM: %#v", err)
 		}
 	}
-	check(e.vm.Mkdir(ctx, "/tmp/d", 0o700), nil)
+	mkdir := func(p string, mode uint32) error { _, err := e.vm.Mkdir(ctx, p, mode); return err }
+	check(mkdir("/tmp/d", 0o700), nil)
 	if fi, _ := os.Stat(filepath.Join(e.dir, "tmp/d")); fi.Mode().Perm() != 0o700 {
 		t.Fatalf("mkdir mode %v", fi.Mode())
 	}
-	check(e.vm.Mkdir(ctx, "/tmp/d", 0), ErrExists)
-	check(e.vm.Mkdir(ctx, "/tmp/x/y", 0), ErrNotFound)
+	check(mkdir("/tmp/d", 0), ErrExists)
+	check(mkdir("/tmp/x/y", 0), ErrNotFound)
 	check(e.vm.MoveFile(ctx, "/etc/hostname", "/tmp/d/h", false), nil)
 	check(e.vm.Rmdir(ctx, "/tmp/d"), ErrNotEmpty)
 	check(e.vm.Remove(ctx, "/tmp/d"), ErrIsDir)
@@ -291,11 +300,43 @@ func TestGuestDirCached(t *testing.T) {
 	if n := calls() - before; n != 1 {
 		t.Fatalf("%d list calls for 3 lookups", n)
 	}
-	if err := e.vm.Mkdir(ctx, "/etc/new", 0); err != nil {
+	if _, err := e.vm.Mkdir(ctx, "/etc/new", 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.vm.Lookup(ctx, "/etc", "new"); err != nil {
 		t.Fatalf("list not refreshed after mkdir: %v", err)
+	}
+	// Changes patch the cached lists: no list call for what we did ourselves.
+	before = calls()
+	mode := uint32(0o600)
+	mt := time.Date(2020, 1, 2, 3, 4, 5, 6, time.UTC)
+	check := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	check(e.vm.Chattr(ctx, "/etc/new", GuestAttr{Mode: &mode, Mtime: &mt}))
+	check(e.vm.MoveFile(ctx, "/etc/hostname", "/etc/hostname2", false))
+	check(e.vm.MoveDir(ctx, "/etc/new", "/etc/new2"))
+	if n := calls() - before; n != 0 {
+		t.Fatalf("%d list calls for changes", n)
+	}
+	if s, err := e.vm.Lookup(ctx, "/etc", "new2"); err != nil || s.Mode != 0o600 || !s.Mtime.Equal(mt) || s.Type != GuestDir {
+		t.Fatalf("renamed dir: %+v %v", s, err)
+	}
+	if _, err := e.vm.Lookup(ctx, "/etc", "hostname"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("old name still listed: %v", err)
+	}
+	check(e.vm.Remove(ctx, "/etc/hostname2"))
+	if _, err := e.vm.Lookup(ctx, "/etc", "hostname2"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("removed file still listed: %v", err)
+	}
+	// What the lists say is what the guest says.
+	cached, _ := e.vm.Dir(ctx, "/etc")
+	fresh, _ := e.vm.List(ctx, "/etc")
+	if fmt.Sprint(cached) != fmt.Sprint(fresh) {
+		t.Fatalf("patched list\n%+v\nguest says\n%+v", cached, fresh)
 	}
 	vms, err := e.g.VMs(ctx)
 	if err != nil || len(vms) != 5 {

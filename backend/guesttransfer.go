@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -92,18 +93,64 @@ func mtimeOf(info *types.FileTransferInformation) time.Time {
 	return time.Time{}
 }
 
-// Upload replaces (or creates) a guest file with size bytes from r, so
-// that a failure leaves the old file as it was: InitiateFileTransferToGuest
-// to a temporary name in the same directory, PUT, MoveFileInGuest over the
-// target, then ChangeFileAttributesInGuest for what the writer set (a.Mode
-// is also given to the transfer, so the file never has a wider mode).
-func (v *GuestVM) Upload(ctx context.Context, p string, r io.Reader, size int64, a GuestAttr) error {
-	dir, name := path.Split(p)
-	tmp := dir + "." + name + ".vspherefs-" + randomSuffix()
+// Upload writes size bytes from r to guest path p, and returns the file's
+// attributes as read back. A failure leaves what p was as it was:
+//
+//   - replace (p exists): InitiateFileTransferToGuest to a temporary name in
+//     the same directory, PUT, MoveFileInGuest over p;
+//   - a new file: InitiateFileTransferToGuest to p itself, refusing to
+//     overwrite, and PUT; a failed PUT removes what the guest may have kept.
+//     (If p exists after all, the replace path is taken.)
+//
+// a.Mode, a.UID and a.GID go with the transfer, as govc guest.upload sends
+// them, so the file never has a wider mode; then, if the writer set times,
+// ChangeFileAttributesInGuest applies a. The read-back is one
+// ListFilesInGuest of p alone.
+func (v *GuestVM) Upload(ctx context.Context, p string, r io.ReadSeeker, size int64, a GuestAttr, replace bool) (GuestStat, error) {
+	var err error
+	if !replace {
+		err = v.upload(ctx, p, p, r, size, a, false)
+		if errors.Is(err, ErrExists) {
+			replace = true
+		}
+	}
+	if replace {
+		if _, serr := r.Seek(0, io.SeekStart); serr != nil {
+			return GuestStat{}, serr
+		}
+		dir, name := path.Split(p)
+		tmp := dir + "." + name + ".vspherefs-" + randomSuffix()
+		if err = v.upload(ctx, p, tmp, r, size, a, false); err == nil {
+			// (not MoveFile: the read-back below records p in the lists)
+			if err = v.moveFile(ctx, tmp, p, true); err != nil {
+				v.forget(p)
+				_ = v.Remove(context.WithoutCancel(ctx), tmp)
+			}
+		}
+	}
+	if err != nil {
+		return GuestStat{}, err
+	}
+	if a.Mtime != nil || a.Atime != nil {
+		if err := v.Chattr(ctx, p, a); err != nil {
+			return GuestStat{}, err
+		}
+	}
+	s, err := v.Stat(ctx, p)
+	if err != nil {
+		return GuestStat{}, err
+	}
+	v.Noted(p, s)
+	return s, nil
+}
+
+// upload is one InitiateFileTransferToGuest of dst and its PUT; p is the
+// path the caller asked for, for errors.
+func (v *GuestVM) upload(ctx context.Context, p, dst string, r io.Reader, size int64, a GuestAttr, overwrite bool) error {
 	call, on := "InitiateFileTransferToGuest", v.name+":"+p
 	var u string
-	err := v.do(ctx, call, tmp, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
-		raw, err := fm.InitiateFileTransferToGuest(ctx, auth, tmp, GuestAttr{Mode: a.Mode, UID: a.UID, GID: a.GID}.posix(), size, false)
+	err := v.do(ctx, call, dst, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+		raw, err := fm.InitiateFileTransferToGuest(ctx, auth, dst, GuestAttr{Mode: a.Mode, UID: a.UID, GID: a.GID}.posix(), size, overwrite)
 		if err != nil {
 			return err
 		}
@@ -118,14 +165,10 @@ func (v *GuestVM) Upload(ctx context.Context, p string, r io.Reader, size int64,
 		return err
 	}
 	if err := v.put(ctx, on, u, r, size); err != nil {
-		_ = v.Remove(context.WithoutCancel(ctx), tmp) // the guest may have kept part of it
+		_ = v.Remove(context.WithoutCancel(ctx), dst) // the guest may have kept part of it
 		return err
 	}
-	if err := v.MoveFile(ctx, tmp, p, true); err != nil {
-		_ = v.Remove(context.WithoutCancel(ctx), tmp)
-		return err
-	}
-	return v.Chattr(ctx, p, a)
+	return nil
 }
 
 func (v *GuestVM) put(ctx context.Context, on, u string, r io.Reader, size int64) error {

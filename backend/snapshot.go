@@ -28,6 +28,11 @@ func Snapshots(ctx context.Context, c *vim25.Client, vm types.ManagedObjectRefer
 	if err := property.DefaultCollector(c).RetrieveOne(ctx, vm, []string{"snapshot"}, &o); err != nil {
 		return nil, vimError("RetrieveProperties", vm.Value, err)
 	}
+	return flattenSnapshots(o.Snapshot), nil
+}
+
+// flattenSnapshots lists a snapshot tree, parents before children.
+func flattenSnapshots(info *types.VirtualMachineSnapshotInfo) []Snapshot {
 	var list []Snapshot
 	var walk func(parent string, tree []types.VirtualMachineSnapshotTree)
 	walk = func(parent string, tree []types.VirtualMachineSnapshotTree) {
@@ -37,10 +42,10 @@ func Snapshots(ctx context.Context, c *vim25.Client, vm types.ManagedObjectRefer
 			walk(p, s.ChildSnapshotList)
 		}
 	}
-	if o.Snapshot != nil {
-		walk("", o.Snapshot.RootSnapshotList)
+	if info != nil {
+		walk("", info.RootSnapshotList)
 	}
-	return list, nil
+	return list
 }
 
 // FindSnapshot finds a VM's snapshot by name or path: ErrNotFound if none,
@@ -97,6 +102,12 @@ func RemoveSnapshot(ctx context.Context, c *vim25.Client, vm types.ManagedObject
 	if err != nil {
 		return err
 	}
+	return RemoveSnapshotRef(ctx, c, ref, on)
+}
+
+// RemoveSnapshotRef removes the snapshot ref (not its children),
+// consolidating disks; on names it in errors.
+func RemoveSnapshotRef(ctx context.Context, c *vim25.Client, ref types.ManagedObjectReference, on string) error {
 	res, err := methods.RemoveSnapshot_Task(ctx, c, &types.RemoveSnapshot_Task{This: ref, Consolidate: types.NewBool(true)})
 	if err != nil {
 		return vimError("RemoveSnapshot_Task", on, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -21,7 +22,13 @@ type Options struct {
 	// ReadAhead is how far ahead of a sequential reader blocks are fetched;
 	// 0 means 8 blocks, and it is capped at a quarter of the cache.
 	ReadAhead int64
+	// SpoolBytes bounds the disk the spools of idle objects may keep; 0
+	// means four times Bytes, at least 2 GiB. Spools in use are never dropped.
+	SpoolBytes int64
 }
+
+// maxIdleObjects bounds how many objects without a reader are remembered.
+const maxIdleObjects = 4096
 
 type blockKey struct {
 	id  string
@@ -38,6 +45,7 @@ type Cache struct {
 	sem  chan struct{} // bounds parallel ranged fetches
 	mu   sync.Mutex
 	objs map[string]*object
+	tick uint64 // use counter, for dropping the least recently used spools
 
 	// Fetches counts transfers started (ranged GETs and streams), for tests and benchmarks.
 	Fetches atomic.Int64
@@ -54,6 +62,9 @@ func New(opts Options) (*Cache, error) {
 	}
 	if opts.ReadAhead <= 0 {
 		opts.ReadAhead = 8 * opts.BlockSize
+	}
+	if opts.SpoolBytes <= 0 {
+		opts.SpoolBytes = max(4*opts.Bytes, 2<<30)
 	}
 	if max := int64(n) * opts.BlockSize / 4; opts.ReadAhead > max {
 		opts.ReadAhead = max
@@ -102,11 +113,56 @@ func (c *Cache) Forget(id string) {
 	}
 }
 
-// object is the cache's state for one Source ID.
-func (c *Cache) object(src Source) *object {
+// acquire returns the cache's state for a Source ID, counted as in use until
+// release, so that its spool is not dropped under a reader.
+func (c *Cache) acquire(src Source) *object {
 	id := src.ID()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	o := c.object(id, src)
+	o.active++
+	c.tick++
+	o.used = c.tick
+	return o
+}
+
+func (c *Cache) release(o *object) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o.active--
+	c.trim()
+}
+
+// trim drops the least recently used idle objects while their spools take
+// more than SpoolBytes, or there are too many of them. A dropped object that
+// is read again starts a new transfer. Called with c.mu held.
+func (c *Cache) trim() {
+	var total int64
+	idle := make([]*object, 0, len(c.objs))
+	for _, o := range c.objs {
+		n, running := o.spooled()
+		total += n
+		if o.active == 0 && !running {
+			idle = append(idle, o)
+		}
+	}
+	if total <= c.opts.SpoolBytes && len(idle) <= maxIdleObjects {
+		return
+	}
+	sort.Slice(idle, func(i, j int) bool { return idle[i].used < idle[j].used })
+	for i, o := range idle {
+		if total <= c.opts.SpoolBytes && len(idle)-i <= maxIdleObjects {
+			break
+		}
+		n, _ := o.spooled()
+		total -= n
+		delete(c.objs, o.id)
+		o.drop()
+	}
+}
+
+// object returns the state for id, creating it. Called with c.mu held.
+func (c *Cache) object(id string, src Source) *object {
 	o, ok := c.objs[id]
 	if !ok {
 		sum := sha256.Sum256([]byte(id))
@@ -126,7 +182,9 @@ func (c *Cache) object(src Source) *object {
 // ReadAt reads from src through the cache. It returns io.EOF only when off is
 // at or past the end; a short read means the end of the object.
 func (c *Cache) ReadAt(ctx context.Context, src Source, p []byte, off int64) (int, error) {
-	return c.object(src).readAt(ctx, p, off)
+	o := c.acquire(src)
+	defer c.release(o)
+	return o.readAt(ctx, p, off)
 }
 
 func (c *Cache) String() string {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -161,4 +162,50 @@ func (blockingSource) Size() int64 { return 100 }
 func (blockingSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, bool, error) {
 	<-ctx.Done()
 	return nil, false, ctx.Err()
+}
+
+type namedSource struct {
+	*memSource
+	id string
+}
+
+func (n namedSource) ID() string { return n.id }
+
+// TestSpoolBudget: idle spools beyond SpoolBytes are dropped, least recently
+// used first; a dropped object read again makes a new transfer, right bytes.
+func TestSpoolBudget(t *testing.T) {
+	dir := t.TempDir()
+	c, _ := New(Options{Bytes: 4 << 20, BlockSize: 256 << 10, Dir: dir, SpoolBytes: 5 << 20})
+	defer c.Close()
+	var srcs []namedSource
+	for i := 0; i < 4; i++ {
+		srcs = append(srcs, namedSource{&memSource{data: randomData(2<<20 + i)}, string(rune('a' + i))})
+	}
+	ctx := context.Background()
+	for _, s := range srcs {
+		p := make([]byte, len(s.data))
+		if n, err := c.ReadAt(ctx, s, p, 0); err != nil || n != len(p) || !bytes.Equal(p, s.data) {
+			t.Fatalf("%s: %d %v", s.id, n, err)
+		}
+	}
+	// Let the last stream finish, then trim.
+	p := make([]byte, 1)
+	c.ReadAt(ctx, srcs[3], p, 0)
+	entries, _ := os.ReadDir(dir)
+	var total int64
+	for _, e := range entries {
+		fi, _ := e.Info()
+		total += fi.Size()
+	}
+	if total > 5<<20 {
+		t.Fatalf("spools take %d bytes, over the 5 MiB budget", total)
+	}
+	before := srcs[0].opens.Load()
+	q := make([]byte, len(srcs[0].data))
+	if n, err := c.ReadAt(ctx, srcs[0], q, 0); err != nil || n != len(q) || !bytes.Equal(q, srcs[0].data) {
+		t.Fatalf("re-read of a dropped spool: %d %v", n, err)
+	}
+	if srcs[0].opens.Load() != before+1 {
+		t.Fatalf("re-read made %d transfers, want 1", srcs[0].opens.Load()-before)
+	}
 }

@@ -21,6 +21,9 @@ type object struct {
 	size  int64
 	spool string
 
+	active int    // readers inside ReadAt (guarded by Cache.mu)
+	used   uint64 // Cache.tick at the last use (guarded by Cache.mu)
+
 	mu       sync.Mutex
 	mode     int
 	inflight map[int64]*fetch // ranged fetches under way, by block
@@ -249,6 +252,19 @@ func (o *object) fromSpool(ctx context.Context, idx int64) ([]byte, error) {
 	}
 	o.c.blocks.Add(o.key(idx), buf)
 	return buf, nil
+}
+
+// spooled reports the bytes in the spool and whether a transfer is filling it.
+func (o *object) spooled() (int64, bool) {
+	o.mu.Lock()
+	st := o.st
+	o.mu.Unlock()
+	if st == nil {
+		return 0, false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.filled, st.running
 }
 
 func (o *object) drop() {

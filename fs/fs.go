@@ -29,12 +29,19 @@ type Options struct {
 	Writes    *Writes // nil: libraries/ is read-only
 	Log       *slog.Logger
 	UID, GID  uint32
+
+	// StagingDir holds files open for writing (<cache-dir>/staging/...);
+	// RecoveryDir keeps the bytes of commits that failed (<cache-dir>/recovery).
+	StagingDir, RecoveryDir string
+
+	Exports *backend.Exports // nil: no exports/ or disks/
 }
 
 // FS is the state shared by every node of one mount.
 type FS struct {
 	Options
 	mounted time.Time
+	inos    guestInos
 }
 
 // root is the top directory: one folder per kind of content.
@@ -54,7 +61,7 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 	if opts.UID == 0 && opts.GID == 0 {
 		opts.UID, opts.GID = uint32(os.Getuid()), uint32(os.Getgid())
 	}
-	f := &FS{Options: opts, mounted: time.Now()}
+	f := &FS{Options: opts, mounted: time.Now(), inos: guestInos{over: map[string]uint64{}}}
 	if opts.Writes != nil {
 		opts.Writes.fs = f
 	}
@@ -86,12 +93,15 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 }
 
 // tops are the root's folders, in listing order.
-var tops = []string{"libraries", "vms"}
+var tops = []string{"libraries", "vms", "exports", "disks"}
 
 func (r *root) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	entries := make([]fuse.DirEntry, 0, len(tops))
 	for _, name := range tops {
 		if name == "vms" && r.fs.Guests == nil {
+			continue
+		}
+		if (name == "exports" || name == "disks") && r.fs.Exports == nil {
 			continue
 		}
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: fuse.S_IFDIR, Ino: ino("top", name)})
@@ -109,6 +119,11 @@ func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 			return nil, syscall.ENOENT
 		}
 		node = &vmsDir{fs: r.fs}
+	case "exports", "disks":
+		if r.fs.Exports == nil {
+			return nil, syscall.ENOENT
+		}
+		node = &exportsDir{fs: r.fs, disks: name == "disks"}
 	default:
 		return nil, syscall.ENOENT
 	}

@@ -6,6 +6,7 @@ import (
 	"path"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -16,43 +17,93 @@ import (
 // guestFile is a regular file in a guest. Reads go through the block cache
 // and its spool: each stream the cache needs is one
 // InitiateFileTransferFromGuest and one GET, keyed on size and mtime.
+// Writes go to a stage (guestwrite.go), committed on close.
 type guestFile struct {
-	gofs.Inode
-	fs   *FS
-	vm   *backend.GuestVM
-	path string
+	guestNode
 
 	mu       sync.Mutex
+	st       *stage // while open for writing
+	unlinked bool   // removed while open: commits go nowhere
 	lastOpen string // source ID at the last open: same version keeps the page cache
 }
 
 var (
 	_ gofs.NodeOpener    = (*guestFile)(nil)
 	_ gofs.NodeGetattrer = (*guestFile)(nil)
+	_ gofs.NodeSetattrer = (*guestFile)(nil)
 )
 
-func (f *guestFile) mountPath() string { return f.Path(nil) }
+// stat is the file as the guest lists it, or as staged.
+func (f *guestFile) stat(ctx context.Context) (backend.GuestStat, error) {
+	f.mu.Lock()
+	if f.st != nil {
+		defer f.mu.Unlock()
+		return f.st.stat(), nil
+	}
+	f.mu.Unlock()
+	p := f.guestPath()
+	return f.vm.Lookup(ctx, path.Dir(p), path.Base(p))
+}
 
 func (f *guestFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if h, ok := fh.(*guestHandle); ok {
-		f.fs.guestAttr(&out.Attr, h.stat) // an open file keeps the version it opened
-		return 0
+	if h, ok := fh.(*guestHandle); ok && !h.write {
+		f.mu.Lock()
+		staged := f.st != nil
+		f.mu.Unlock()
+		if !staged {
+			f.fs.guestAttr(&out.Attr, h.stat) // an open file keeps the version it opened
+			return 0
+		}
 	}
-	return f.fs.guestGetattr(ctx, f.vm, f.path, f.mountPath(), &out.Attr)
+	s, err := f.stat(ctx)
+	if err != nil {
+		return toErrno(f.fs.Log, f.mountPath(), err)
+	}
+	f.fs.guestAttr(&out.Attr, s)
+	return 0
+}
+
+func isWrite(flags uint32) bool {
+	return flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0
 }
 
 func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
-		return nil, 0, syscall.EROFS // guest writes are not implemented yet
+	if isWrite(flags) {
+		if f.fs.ReadOnly {
+			return nil, 0, syscall.EROFS
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.st == nil {
+			p := f.guestPath()
+			s, err := f.vm.Lookup(ctx, path.Dir(p), path.Base(p))
+			if err != nil {
+				return nil, 0, toErrno(f.fs.Log, f.mountPath(), err)
+			}
+			if err := f.stageLocked(s, true); err != nil {
+				return nil, 0, toErrno(f.fs.Log, f.mountPath(), err)
+			}
+		} else {
+			f.st.writers++
+		}
+		h := &guestHandle{f: f, write: true, append: flags&syscall.O_APPEND != 0}
+		if flags&syscall.O_TRUNC != 0 {
+			if err := f.truncateLocked(ctx, 0); err != nil {
+				f.releaseLocked()
+				return nil, 0, toErrno(f.fs.Log, f.mountPath(), err)
+			}
+		}
+		f.lastOpen = ""
+		return h, 0, 0
 	}
-	s, err := f.vm.Lookup(ctx, path.Dir(f.path), path.Base(f.path))
+	s, err := f.stat(ctx)
 	if err != nil {
 		return nil, 0, toErrno(f.fs.Log, f.mountPath(), err)
 	}
-	src := f.vm.Source(f.path, s.Size, s.Mtime)
+	src := f.vm.Source(f.guestPath(), s.Size, s.Mtime)
 	var fl uint32
 	f.mu.Lock()
-	if f.lastOpen == src.ID() {
+	if f.lastOpen == src.ID() && f.st == nil {
 		fl |= fuse.FOPEN_KEEP_CACHE // unchanged size and mtime: keep the kernel's pages
 	}
 	f.lastOpen = src.ID()
@@ -60,30 +111,198 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	return &guestHandle{f: f, src: src, stat: s}, fl, 0
 }
 
-// guestHandle is an open guest file.
-type guestHandle struct {
-	f    *guestFile
-	src  *backend.GuestSource
-	stat backend.GuestStat
+// Setattr: truncation is staged (or, on a file nobody has open for
+// writing, staged and committed at once); mode, owner and times are applied
+// at the commit when the file has unsaved bytes, else at once with one
+// ChangeFileAttributesInGuest.
+func (f *guestFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if f.fs.ReadOnly {
+		return syscall.EROFS
+	}
+	a, nowM, _ := setattrAttr(in)
+	size, truncating := in.GetSize()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if truncating {
+		temporary := f.st == nil
+		if temporary {
+			p := f.guestPath()
+			s, err := f.vm.Lookup(ctx, path.Dir(p), path.Base(p))
+			if err != nil {
+				return toErrno(f.fs.Log, f.mountPath(), err)
+			}
+			if err := f.stageLocked(s, true); err != nil {
+				return toErrno(f.fs.Log, f.mountPath(), err)
+			}
+			defer f.releaseLocked()
+		}
+		if err := f.truncateLocked(ctx, int64(size)); err != nil {
+			return toErrno(f.fs.Log, f.mountPath(), err)
+		}
+		if nowM {
+			a.Mtime = nil // the commit's own time
+		}
+		f.mergeAttrLocked(a)
+		if temporary {
+			if errno := f.commitLocked(ctx); errno != 0 {
+				return errno
+			}
+		}
+	} else if f.st != nil && f.st.dirty {
+		if nowM {
+			a.Mtime = nil
+			f.st.attr.Mtime = nil
+			f.st.written = time.Now()
+		}
+		f.mergeAttrLocked(a)
+	} else if errno := f.chattrLocked(ctx, a); errno != 0 {
+		return errno
+	}
+	var s backend.GuestStat
+	if f.st != nil {
+		s = f.st.stat()
+	} else {
+		p := f.guestPath()
+		var err error
+		if s, err = f.vm.Lookup(ctx, path.Dir(p), path.Base(p)); err != nil {
+			return toErrno(f.fs.Log, f.mountPath(), err)
+		}
+	}
+	f.fs.guestAttr(&out.Attr, s)
+	return 0
 }
 
-var _ gofs.FileReader = (*guestHandle)(nil)
+func (f *guestFile) mergeAttrLocked(a backend.GuestAttr) {
+	st := &f.st.attr
+	if a.Mode != nil {
+		st.Mode = a.Mode
+	}
+	if a.UID != nil {
+		st.UID = a.UID
+	}
+	if a.GID != nil {
+		st.GID = a.GID
+	}
+	if a.Mtime != nil {
+		st.Mtime = a.Mtime
+	}
+	if a.Atime != nil {
+		st.Atime = a.Atime
+	}
+}
+
+// chattrLocked applies attributes to the guest's file at once, skipping
+// what it has already (rsync and cp chown and chmod to what is there).
+func (f *guestFile) chattrLocked(ctx context.Context, a backend.GuestAttr) syscall.Errno {
+	p := f.guestPath()
+	cur, err := f.vm.Lookup(ctx, path.Dir(p), path.Base(p))
+	if err == nil {
+		if a.Mode != nil && *a.Mode == cur.Mode {
+			a.Mode = nil
+		}
+		if a.UID != nil && int64(*a.UID) == cur.UID {
+			a.UID = nil
+		}
+		if a.GID != nil && int64(*a.GID) == cur.GID {
+			a.GID = nil
+		}
+	}
+	if err := f.vm.Chattr(ctx, p, a); err != nil {
+		return toErrno(f.fs.Log, f.mountPath(), err)
+	}
+	if f.st != nil { // open for writing, nothing unsaved: keep the stage's view true
+		f.st.base = mergedStat(f.st.base, a)
+	}
+	return 0
+}
+
+func mergedStat(s backend.GuestStat, a backend.GuestAttr) backend.GuestStat {
+	st := stage{base: s, attr: a, size: s.Size}
+	return st.stat()
+}
+
+// guestHandle is an open guest file: read-only handles read the version
+// they opened through the cache; while the file is staged, every handle
+// reads the staged bytes.
+type guestHandle struct {
+	f      *guestFile
+	src    *backend.GuestSource // read-only handles: the version opened
+	stat   backend.GuestStat
+	write  bool
+	append bool
+}
+
+var (
+	_ gofs.FileReader   = (*guestHandle)(nil)
+	_ gofs.FileWriter   = (*guestHandle)(nil)
+	_ gofs.FileFlusher  = (*guestHandle)(nil)
+	_ gofs.FileFsyncer  = (*guestHandle)(nil)
+	_ gofs.FileReleaser = (*guestHandle)(nil)
+)
 
 func (h *guestHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	n, err := h.f.fs.Cache.ReadAt(ctx, h.src, dest, off)
+	f := h.f
+	f.mu.Lock()
+	src := h.src
+	if st := f.st; st != nil {
+		if st.loaded || h.write {
+			defer f.mu.Unlock()
+			n, err := f.readLocked(ctx, dest, off)
+			if err != nil {
+				return nil, toErrno(f.fs.Log, f.mountPath(), err)
+			}
+			return fuse.ReadResultData(dest[:n]), 0
+		}
+		src = f.vm.Source(f.guestPath(), st.base.Size, st.base.Mtime) // staged, not yet changed
+	}
+	f.mu.Unlock()
+	n, err := f.fs.Cache.ReadAt(ctx, src, dest, off)
 	if err != nil && err != io.EOF {
-		return nil, toErrno(h.f.fs.Log, h.f.mountPath(), err)
+		return nil, toErrno(f.fs.Log, f.mountPath(), err)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (h *guestHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if !h.write {
+		return 0, syscall.EBADF
+	}
+	f := h.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.writeLocked(ctx, data, off, h.append); err != nil {
+		return 0, toErrno(f.fs.Log, f.mountPath(), err)
+	}
+	return uint32(len(data)), 0
+}
+
+// Flush is close(2): the commit, for a handle that may have written.
+func (h *guestHandle) Flush(ctx context.Context) syscall.Errno {
+	if !h.write {
+		return 0
+	}
+	h.f.mu.Lock()
+	defer h.f.mu.Unlock()
+	return h.f.commitLocked(ctx)
+}
+
+func (h *guestHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return h.Flush(ctx)
+}
+
+func (h *guestHandle) Release(ctx context.Context) syscall.Errno {
+	if h.write {
+		h.f.mu.Lock()
+		h.f.releaseLocked()
+		h.f.mu.Unlock()
+	}
+	return 0
 }
 
 // guestLink is a symlink in a guest; readlink answers from the listing's
 // symlinkTarget.
 type guestLink struct {
-	gofs.Inode
-	fs   *FS
-	vm   *backend.GuestVM
-	path string
+	guestNode
 }
 
 var (
@@ -92,13 +311,14 @@ var (
 )
 
 func (l *guestLink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	s, err := l.vm.Lookup(ctx, path.Dir(l.path), path.Base(l.path))
+	p := l.guestPath()
+	s, err := l.vm.Lookup(ctx, path.Dir(p), path.Base(p))
 	if err != nil {
-		return nil, toErrno(l.fs.Log, l.Path(nil), err)
+		return nil, toErrno(l.fs.Log, l.mountPath(), err)
 	}
 	return []byte(s.Target), 0
 }
 
 func (l *guestLink) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return l.fs.guestGetattr(ctx, l.vm, l.path, l.Path(nil), &out.Attr)
+	return l.fs.guestGetattr(ctx, l.vm, l.guestPath(), l.mountPath(), &out.Attr)
 }

@@ -49,7 +49,7 @@ func (d *itemDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	out := make([]fuse.DirEntry, 0, len(l.entries)+len(local))
 	for i, e := range l.entries {
 		delete(local, e.Name)
-		out = append(out, fuse.DirEntry{Name: l.names[i], Mode: fuse.S_IFREG, Ino: fileIno(d.id, e.Name, it.ContentVersion)})
+		out = append(out, fuse.DirEntry{Name: l.names[i], Mode: fuse.S_IFREG, Ino: ino("file", fileKey(it, e.Name))})
 	}
 	for name, sf := range local {
 		out = append(out, fuse.DirEntry{Name: EncodeName(name), Mode: fuse.S_IFREG, Ino: sf.ino})
@@ -74,7 +74,7 @@ func (d *itemDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	d.fs.fileAttr(&out.Attr, f.Size, it.Modified, d.fs.writable(d.sub) == 0)
 	node := &libFile{fs: d.fs, itemID: d.id, libID: d.libID, sub: d.sub, name: f.Name}
-	return d.NewInode(ctx, node, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: fileIno(d.id, f.Name, it.ContentVersion)}), 0
+	return d.NewInode(ctx, node, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: ino("file", fileKey(it, f.Name))}), 0
 }
 
 func (d *itemDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -84,4 +84,11 @@ func (d *itemDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.Att
 	}
 	d.fs.dirAttr(&out.Attr, it.Modified)
 	return 0
+}
+
+// fileKey names a file of one content version: each version is its own inode,
+// so a reader that opened the old one keeps its pages (as after a rename over
+// a local file) while new opens see the new one.
+func fileKey(it backend.Item, name string) string {
+	return it.ID + "@" + it.ContentVersion + "/" + name
 }

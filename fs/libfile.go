@@ -48,12 +48,6 @@ func (f *libFile) setName(n string) {
 	f.mu.Unlock()
 }
 
-// fileIno is a server file's inode number: a new content version of the item
-// is a new inode, so that a reader of the old version keeps its own pages.
-func fileIno(itemID, name, version string) uint64 {
-	return ino("file", itemID+"/"+name+"@"+version)
-}
-
 // current returns the item and the file as the catalog knows them now.
 func (f *libFile) current(ctx context.Context) (backend.Item, backend.File, error) {
 	name := f.fname()
@@ -93,10 +87,6 @@ func (f *libFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.Att
 	}
 	f.fs.fileAttr(&out.Attr, file.Size, it.Modified, f.writable())
 	return 0
-}
-
-func isWrite(flags uint32) bool {
-	return flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0
 }
 
 func (f *libFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {

@@ -61,9 +61,10 @@ func (d *librariesDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fus
 type libraryDir struct {
 	gofs.Inode
 	readOnlyDir
-	fs  *FS
-	id  string
-	sub bool // subscribed: read-only
+	fs   *FS
+	id   string
+	sub  bool // subscribed: read-only
+	memo listingMemo[itemEntry]
 }
 
 type itemEntry backend.Item
@@ -75,11 +76,16 @@ func (d *libraryDir) path() string { return d.Path(nil) }
 
 func (d *libraryDir) list(ctx context.Context) (listing[itemEntry], error) {
 	items, err := d.fs.Catalog.Items(ctx, d.id)
-	entries := make([]itemEntry, len(items))
-	for i, it := range items {
-		entries[i] = itemEntry(it)
+	if len(items) == 0 {
+		return listing[itemEntry]{}, err
 	}
-	return newListing(entries), err
+	return d.memo.get(&items[0], len(items), func() listing[itemEntry] {
+		entries := make([]itemEntry, len(items))
+		for i, it := range items {
+			entries[i] = itemEntry(it)
+		}
+		return newListing(entries)
+	}), err
 }
 
 func (d *libraryDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {

@@ -263,11 +263,11 @@ func (d *itemDir) Create(ctx context.Context, name string, flags uint32, mode ui
 	}
 	n := DecodeName(name)
 	p := d.path() + "/" + name
-	it, l, err := d.list(ctx)
+	_, l, err := d.list(ctx)
 	if err != nil {
 		return nil, nil, 0, toErrno(d.fs.Log, p, err)
 	}
-	f, onServer := l.find(name)
+	_, onServer := l.find(name)
 	if onServer || d.fs.Writes.find(d.id, n) != nil {
 		if flags&syscall.O_EXCL != 0 {
 			return nil, nil, 0, syscall.EEXIST
@@ -278,13 +278,9 @@ func (d *itemDir) Create(ctx context.Context, name string, flags uint32, mode ui
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	ino := h.sf.ino
-	if onServer && d.fs.Writes.find(d.id, n) == nil {
-		ino = fileIno(d.id, f.Name, it.ContentVersion)
-	}
 	size, mtime := h.sf.stat()
 	d.fs.fileAttr(&out.Attr, size, mtime, true)
-	child := d.NewInode(ctx, node, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: ino})
+	child := d.NewInode(ctx, node, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: h.sf.ino})
 	if lf, ok := child.Operations().(*libFile); ok {
 		h.f = lf
 	}

@@ -3,6 +3,7 @@ package fs
 import (
 	"fmt"
 	"strings"
+	"sync"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -124,4 +125,24 @@ func (l listing[T]) stream(mode uint32, kind string, idPrefix string) gofs.DirSt
 		out[i] = fuse.DirEntry{Name: l.names[i], Mode: mode, Ino: ino(kind, idPrefix+e.ServerID())}
 	}
 	return gofs.NewListDirStream(out)
+}
+
+// listingMemo keeps the last listing built from one source list, since
+// `ls -l` looks every entry up and each lookup would otherwise rebuild it.
+type listingMemo[T Named] struct {
+	mu  sync.Mutex
+	key any // identity of the source list (its first element's address)
+	n   int
+	l   listing[T]
+}
+
+// get returns the memoized listing for the source list (key, n), or builds it.
+func (m *listingMemo[T]) get(key any, n int, build func() listing[T]) listing[T] {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if n > 0 && m.key == key && m.n == n {
+		return m.l
+	}
+	m.key, m.n, m.l = key, n, build()
+	return m.l
 }

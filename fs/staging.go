@@ -71,7 +71,7 @@ func NewWrites(lw *backend.LibraryWriter, cacheDir string) (*Writes, error) {
 	w.rescue()
 	// Each mount stages in its own folder, locked while it runs, so that
 	// mounts sharing a cache dir leave each other's files alone.
-	dir, err := os.MkdirTemp(w.staging, "mount-")
+	dir, err := os.MkdirTemp(w.staging, "libraries-")
 	if err != nil {
 		return nil, err
 	}
@@ -632,11 +632,10 @@ func (w *Writes) run(it *itemWrites, files []*staged, removes []string) error {
 	return err
 }
 
-// recover copies sf's bytes to recovery/<item path>/<name> (with a number
-// added if taken) and returns that path.
+// recover copies sf's bytes to recovery/libraries/<lib>/<item>/<name> (with
+// a number added if taken) and returns that path.
 func (w *Writes) recover(itemPath, name string, sf *staged) (string, error) {
-	rel := strings.TrimPrefix(itemPath, "libraries/")
-	dir := filepath.Join(w.recovery, filepath.FromSlash(rel))
+	dir := filepath.Join(w.recovery, filepath.FromSlash(itemPath))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}

@@ -12,6 +12,8 @@ Mounting the embedded simulator at $mnt (Ctrl-C unmounts). In another terminal, 
   sha256sum $mnt/libraries/demo-library/big/big.bin
   cp -r $mnt/libraries/iso-library /tmp/copy && du -sh /tmp/copy
   df -h $mnt
+  mkdir $mnt/exports/DC0_H0_VM0@demo && ls -l $mnt/exports/DC0_H0_VM0@demo $mnt/disks/DC0_H0_VM0@demo
+  rmdir $mnt/exports/DC0_H0_VM0@demo
 
 The GOVC_URL line below points govc at the same simulator.
 MSG

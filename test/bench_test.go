@@ -197,3 +197,100 @@ func shmFile(b testing.TB, name string, size int64) string {
 	b.Cleanup(func() { os.Remove(p) })
 	return p
 }
+
+// BenchmarkLibraryList compares `ls -l` of a 1000-item library through a
+// fresh mount with `govc library.ls` of the same items, in one run, and
+// counts the API calls the mount made.
+func BenchmarkLibraryList(b *testing.B) {
+	const items = 1000
+	s := sim.StartT(b)
+	c := context.Background()
+	lib, err := s.CreateLibrary(c, "many")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < items; i++ {
+		if _, err := s.CreateItem(c, lib, fmt.Sprintf("item-%04d", i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	env := append(os.Environ(), "GOVC_URL="+s.URL.String(), "GOVC_INSECURE=1", "GOVC_PERSIST_SESSION=false")
+	var ls, ls2, gl time.Duration
+	var calls int
+	for i := 0; i < b.N; i++ {
+		m := mount(b, s, "--debug", "--ttl", "1m")
+		before := strings.Count(m.Log(), "msg=api")
+		ls += timeCmd(b, "ls", "-l", m.Path("libraries", "many"))
+		calls += strings.Count(m.Log(), "msg=api") - before
+		ls2 += timeCmd(b, "ls", "-l", m.Path("libraries", "many"))
+		m.Unmount(b)
+		cmd := exec.Command(govc, "library.ls", "many/*")
+		cmd.Env = env
+		start := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil || strings.Count(string(out), "\n") != items {
+			b.Fatalf("govc library.ls: %v (%d lines)", err, strings.Count(string(out), "\n"))
+		}
+		gl += time.Since(start)
+	}
+	b.ReportMetric(ls.Seconds()/float64(b.N), "ls-cold-s")
+	b.ReportMetric(ls2.Seconds()/float64(b.N), "ls-warm-s")
+	b.ReportMetric(gl.Seconds()/float64(b.N), "govc-s")
+	b.ReportMetric(ls.Seconds()/gl.Seconds(), "ls/govc")
+	b.ReportMetric(float64(calls)/float64(b.N), "api-calls")
+}
+
+// BenchmarkExport compares, in one run, `cp -r exports/<vm>` through a
+// fresh mount (the export itself: one lease, the disks spooled, then the
+// copy from the spool) with `govc export.ovf` of the same VM, and a second
+// `cp -r` (from the spool). BENCH_DISKS sets the VM's disk count (default 4;
+// each disk streams about 8 MiB, from 24 MiB of data).
+func BenchmarkExport(b *testing.B) {
+	disks := 4
+	if v, err := strconv.Atoi(os.Getenv("BENCH_DISKS")); err == nil && v > 0 {
+		disks = v
+	}
+	s := sim.StartT(b)
+	vm := simVM(b, s, exportVM, true)
+	for i := 1; i < disks; i++ {
+		addSmallDisk(b, vm, fmt.Sprintf("bench%d", i), 64<<20)
+	}
+	// The simulator generates each disk's stream once: do that before timing.
+	govcRun(b, s, "export.ovf", "-vm", exportVM, "-sha", "256", b.TempDir())
+	var govcT, cold, warm, export, copyT time.Duration
+	var size int64
+	for i := 0; i < b.N; i++ {
+		dir := b.TempDir()
+		cmd := exec.Command(govc, "export.ovf", "-vm", exportVM, "-sha", "256", filepath.Join(dir, "govc"))
+		cmd.Env = append(os.Environ(), "GOVC_URL="+s.URL.String(), "GOVC_INSECURE=1")
+		start := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("govc export.ovf: %v\n%s", err, out)
+		}
+		govcT += time.Since(start)
+		m := mount(b, s)
+		cold += timeCmd(b, "cp", "-r", m.Path("exports", exportVM), filepath.Join(dir, "cold"))
+		warm += timeCmd(b, "cp", "-r", m.Path("exports", exportVM), filepath.Join(dir, "warm"))
+		m.Unmount(b)
+		// Split: the export (ls -l waits for it), then the copy from the spool.
+		m = mount(b, s)
+		export += timeCmd(b, "ls", "-l", m.Path("exports", exportVM))
+		copyT += timeCmd(b, "cp", "-r", m.Path("exports", exportVM), filepath.Join(dir, "split"))
+		m.Unmount(b)
+		size = 0
+		for _, f := range packageFilesTB(b, filepath.Join(dir, "cold")) {
+			size += int64(len(f))
+		}
+	}
+	n := int64(b.N) * size
+	b.ReportMetric(float64(size)/(1<<20), "package-MiB")
+	b.ReportMetric(govcT.Seconds()/float64(b.N), "govc-s")
+	b.ReportMetric(cold.Seconds()/float64(b.N), "cp-cold-s")
+	b.ReportMetric(warm.Seconds()/float64(b.N), "cp-warm-s")
+	b.ReportMetric(cold.Seconds()/govcT.Seconds(), "cold/govc")
+	b.ReportMetric(export.Seconds()/float64(b.N), "ls-l-export-s")
+	b.ReportMetric(copyT.Seconds()/float64(b.N), "cp-after-ls-s")
+	b.ReportMetric(export.Seconds()/govcT.Seconds(), "export/govc")
+	b.ReportMetric(mbps(n, govcT), "govc-MB/s")
+	b.ReportMetric(mbps(n, cold), "cold-MB/s")
+	b.ReportMetric(mbps(n, warm), "warm-MB/s")
+}

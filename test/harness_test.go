@@ -84,18 +84,25 @@ func (s *syncBuffer) String() string {
 // It unmounts in cleanup, even when the test fails.
 func mount(t testing.TB, s *sim.Server, args ...string) *Mount {
 	t.Helper()
-	m := &Mount{Dir: t.TempDir(), CacheDir: t.TempDir(), log: &syncBuffer{}, done: make(chan struct{})}
 	ca, err := s.CertificateFile()
 	if err != nil {
 		t.Fatal(err)
 	}
+	pass, _ := s.URL.User.Password()
+	// Credentials through the environment, as the README recommends.
+	env := []string{"GOVC_USERNAME=" + s.URL.User.Username(), "GOVC_PASSWORD=" + pass, "GOVC_URL="}
+	return mountWith(t, s, env, append([]string{"--ca-certs", ca}, args...)...)
+}
+
+// mountWith mounts with the given environment and flags (no CA or login added).
+func mountWith(t testing.TB, s *sim.Server, env []string, args ...string) *Mount {
+	t.Helper()
+	m := &Mount{Dir: t.TempDir(), CacheDir: t.TempDir(), log: &syncBuffer{}, done: make(chan struct{})}
 	u := *s.URL
 	u.User = nil
-	pass, _ := s.URL.User.Password()
-	all := append([]string{"mount", "--url", u.String(), "--ca-certs", ca, "--cache-dir", m.CacheDir}, args...)
+	all := append([]string{"mount", "--url", u.String(), "--cache-dir", m.CacheDir}, args...)
 	m.cmd = exec.Command(binary, append(all, m.Dir)...)
-	// Credentials through the environment, as the README recommends.
-	m.cmd.Env = append(os.Environ(), "GOVC_USERNAME="+s.URL.User.Username(), "GOVC_PASSWORD="+pass, "GOVC_URL=", "GORACE=halt_on_error=1")
+	m.cmd.Env = append(append(os.Environ(), "GORACE=halt_on_error=1"), env...)
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)

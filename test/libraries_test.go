@@ -462,3 +462,70 @@ func TestRelogin(t *testing.T) {
 		t.Fatalf("no re-login logged:\n%s", m.Log())
 	}
 }
+
+// TestStalledTransfer: a download that sends nothing for --timeout fails the
+// read with EIO and a log line; the next read starts a new transfer.
+func TestStalledTransfer(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s, "--timeout", "2s")
+	s.Library.SetDelay(time.Hour)
+	_, err := os.ReadFile(m.Path("libraries", "demo-library", "multi", "a.bin"))
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("stalled read: %v, want EIO", err)
+	}
+	if !strings.Contains(m.Log(), "no data received") || !strings.Contains(m.Log(), "a.bin") {
+		t.Fatalf("no log line for the stall:\n%s", m.Log())
+	}
+	s.Library.SetDelay(0)
+	want, err := s.Download(ctx(t), "demo-library", "multi", "a.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(m.Path("libraries", "demo-library", "multi", "a.bin"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("after the stall: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestNewVersionSeen: after another client replaces a file (same size, new
+// bytes), opens after the TTL see the new bytes (the kernel's pages of the old
+// version are dropped), while a reader that opened the old version keeps it.
+func TestNewVersionSeen(t *testing.T) {
+	s := sim.StartT(t)
+	s.Library.SetRanges(true)
+	m := mount(t, s, "--ttl", "100ms", "--cache-size", "8MiB")
+	p := m.Path("libraries", "demo-library", "multi", "b.bin")
+	old, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p) // the old reader
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c := ctx(t)
+	_, rc, err := s.Client(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := library.NewManager(rc).GetLibraryByName(c, "demo-library")
+	items, _ := library.NewManager(rc).FindLibraryItems(c, library.FindItem{LibraryID: l.ID, Name: "multi"})
+	size := int64(len(old))
+	if err := s.UploadFile(c, items[0], "b.bin", sim.DemoBytes("new b.bin", size), size); err != nil {
+		t.Fatal(err)
+	}
+	want, err := s.Download(c, "demo-library", "multi", "b.bin")
+	if err != nil || bytes.Equal(want, old) {
+		t.Fatalf("the server did not change the file: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	got, err := os.ReadFile(p)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("open after the change: %v, new bytes: %v", err, bytes.Equal(got, want))
+	}
+	buf := make([]byte, len(old))
+	if n, err := f.ReadAt(buf, 0); n != len(old) || (err != nil && err != io.EOF) || !bytes.Equal(buf, old) {
+		t.Fatalf("the old reader lost its version: %d, %v", n, err)
+	}
+}

@@ -651,7 +651,7 @@ func TestUnmountCommitsHeld(t *testing.T) {
 			if m.exitErr == nil {
 				t.Fatalf("exit status 0 with a failed commit\n%s", m.Log())
 			}
-			rec := filepath.Join(m.CacheDir, "recovery", "demo-library", "hello", tmp)
+			rec := filepath.Join(m.CacheDir, "recovery", "libraries", "demo-library", "hello", tmp)
 			if got, err := os.ReadFile(rec); err != nil || !bytes.Equal(got, want) {
 				t.Fatalf("recovery %s: %d bytes, %v", rec, len(got), err)
 			}

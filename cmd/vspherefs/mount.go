@@ -28,7 +28,7 @@ type mountFlags struct {
 	sim                                   bool
 	guestLogin, guestLoginFile            string
 	cacheSize, cacheDir                   string
-	ttl                                   time.Duration
+	ttl, timeout                          time.Duration
 	readOnly, allowOther, debug           bool
 	libraryDatastore                      string
 }
@@ -61,6 +61,7 @@ func runMount(args []string) error {
 	fl.StringVar(&f.cacheSize, "cache-size", "512MiB", "memory for the block cache")
 	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "disk for staging, spool and recovery")
 	fl.DurationVar(&f.ttl, "ttl", time.Second, "attribute and entry cache lifetime")
+	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "deadline of each API call, and how long a transfer may stall")
 	fl.BoolVar(&f.readOnly, "read-only", false, "refuse every write with EROFS")
 	fl.StringVar(&f.libraryDatastore, "library-datastore", "", "datastore of libraries made by mkdir (default: the first that fits)")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users see the mount")
@@ -83,7 +84,7 @@ func runMount(args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 
-	cfg := backend.Config{Insecure: f.insecure, CACerts: f.caCerts, Thumbprint: f.thumbprint, Log: log, Debug: f.debug}
+	cfg := backend.Config{Insecure: f.insecure, CACerts: f.caCerts, Thumbprint: f.thumbprint, Timeout: f.timeout, Log: log, Debug: f.debug}
 	if f.sim {
 		s, err := sim.Start(sim.Options{Demo: true})
 		if err != nil {
@@ -121,6 +122,16 @@ func runMount(args []string) error {
 		return fmt.Errorf("--cache-dir: %w", err)
 	}
 	defer os.RemoveAll(spool)
+	// Files open for writing are staged per mount; the bytes of failed
+	// commits are kept in recovery/ for the user.
+	if err := os.MkdirAll(filepath.Join(f.cacheDir, "staging"), 0o700); err != nil {
+		return fmt.Errorf("--cache-dir: %w", err)
+	}
+	staging, err := os.MkdirTemp(filepath.Join(f.cacheDir, "staging"), "mount-")
+	if err != nil {
+		return fmt.Errorf("--cache-dir: %w", err)
+	}
+	defer os.RemoveAll(staging)
 
 	ctx := context.Background()
 	conn, err := backend.Dial(ctx, cfg)
@@ -135,6 +146,14 @@ func runMount(args []string) error {
 	defer blocks.Close()
 	downloads := backend.NewDownloads(conn, time.Minute)
 	defer downloads.Close()
+
+	// Export spools live under --cache-dir while mounted; Close aborts any
+	// export still running (no lease outlives the mount) and removes them.
+	exports, err := backend.NewExports(conn, filepath.Join(spool, "exports"), f.ttl)
+	if err != nil {
+		return fmt.Errorf("--cache-dir: %w", err)
+	}
+	defer exports.Close()
 
 	logins, err := backend.NewGuestLogins(f.guestLogin, f.guestLoginFile)
 	if err != nil {
@@ -158,6 +177,11 @@ func runMount(args []string) error {
 		ReadOnly:  f.readOnly,
 		Writes:    writes,
 		Log:       log,
+
+		StagingDir:  staging,
+		RecoveryDir: filepath.Join(f.cacheDir, "recovery"),
+
+		Exports: exports,
 	}, f.allowOther, false)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mountpoint, err)
@@ -171,6 +195,7 @@ func runMount(args []string) error {
 	select {
 	case s := <-sig:
 		log.Info("unmounting", "signal", s.String())
+		exports.Close() // abort exports first: a stat waiting for one would keep the mount busy
 		if err := unmount(server, done, writes.Busy); err != nil {
 			return err
 		}

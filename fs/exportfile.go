@@ -1,0 +1,192 @@
+package fs
+
+import (
+	"context"
+	"io"
+	"os"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/vspherefs/vspherefs/backend"
+)
+
+// exportFile is a file of an export folder: an OVF package file, or a
+// disk's raw image. Stat waits for the export (sizes are exact only then);
+// reads come from the spool, never from a lease.
+type exportFile struct {
+	gofs.Inode
+	fs   *FS
+	dir  *exportDir
+	name string
+
+	mu       sync.Mutex
+	lastOpen string // export ID at the last open: the same export keeps the page cache
+}
+
+var (
+	_ gofs.NodeOpener    = (*exportFile)(nil)
+	_ gofs.NodeGetattrer = (*exportFile)(nil)
+	_ gofs.NodeSetattrer = (*exportFile)(nil)
+	_ gofs.NodeLseeker   = (*exportFile)(nil)
+)
+
+func (f *exportFile) mountPath() string { return f.Path(nil) }
+
+// current waits for the folder's export and finds this file in it.
+func (f *exportFile) current(ctx context.Context) (*backend.ExportResult, spooled, error) {
+	res, err := f.fs.Exports.Get(ctx, f.dir.t)
+	if err != nil {
+		return nil, spooled{}, err
+	}
+	s, ok := f.dir.find(res, f.name)
+	if !ok {
+		return nil, spooled{}, backend.Errorf("export", f.dir.t.Label(), backend.ErrNotFound, "%s is not in the export", f.name)
+	}
+	return res, s, nil
+}
+
+func (f *exportFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if h, ok := fh.(*exportHandle); ok {
+		h.sp.attr(f.fs, &out.Attr, h.mtime) // an open file keeps its export
+		return 0
+	}
+	res, s, err := f.current(ctx)
+	if err != nil {
+		return toErrno(f.fs.Log, f.mountPath(), err)
+	}
+	s.attr(f.fs, &out.Attr, res.Done)
+	return 0
+}
+
+func (f *exportFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
+
+func (f *exportFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	res, s, err := f.current(ctx)
+	if err != nil {
+		return nil, 0, toErrno(f.fs.Log, f.mountPath(), err)
+	}
+	file, err := os.Open(s.path)
+	if err != nil {
+		// The export was dropped (the VM changed) between Get and here.
+		return nil, 0, toErrno(f.fs.Log, f.mountPath(), backend.Errorf("open spool", f.mountPath(), backend.ErrStale, "%v", err))
+	}
+	h := &exportHandle{f: f, file: file, r: file, sp: s, size: s.size, mtime: res.Done}
+	if s.img {
+		st, err := file.Stat()
+		var img *backend.StreamImage
+		if err == nil {
+			img, err = backend.OpenStreamImage(file, st.Size())
+		}
+		if err != nil {
+			file.Close()
+			return nil, 0, toErrno(f.fs.Log, f.mountPath(), backend.Errorf("vmdk", f.mountPath(), backend.ErrIO, "%v", err))
+		}
+		h.r, h.img = img, img
+	}
+	var fl uint32
+	f.mu.Lock()
+	if f.lastOpen == res.ID {
+		fl |= fuse.FOPEN_KEEP_CACHE // the same export: keep the kernel's pages
+	}
+	f.lastOpen = res.ID
+	f.mu.Unlock()
+	return h, fl, 0
+}
+
+// Lseek answers SEEK_DATA and SEEK_HOLE for disk images from the stream's
+// grain tables, so that sparse-aware tools skip the zeros; package files
+// are all data.
+func (f *exportFile) Lseek(ctx context.Context, fh gofs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	h, ok := fh.(*exportHandle)
+	if !ok {
+		return 0, syscall.EBADF
+	}
+	const seekData, seekHole = 3, 4
+	size := uint64(h.size)
+	if off >= size {
+		return 0, syscall.ENXIO
+	}
+	var ext [][2]int64
+	if h.img != nil {
+		ext = h.extents()
+	} else {
+		ext = [][2]int64{{0, h.size}}
+	}
+	i := sort.Search(len(ext), func(i int) bool { return uint64(ext[i][1]) > off })
+	inData := i < len(ext) && uint64(ext[i][0]) <= off
+	switch whence {
+	case seekData:
+		if inData {
+			return off, 0
+		}
+		if i < len(ext) {
+			return uint64(ext[i][0]), 0
+		}
+		return 0, syscall.ENXIO
+	case seekHole:
+		if inData {
+			return uint64(ext[i][1]), 0
+		}
+		return off, 0
+	}
+	return 0, syscall.EINVAL
+}
+
+// exportHandle is an open file of an export: the spooled file itself, or
+// the raw image decoded from it.
+type exportHandle struct {
+	f     *exportFile
+	file  *os.File
+	r     io.ReaderAt
+	img   *backend.StreamImage
+	sp    spooled
+	size  int64
+	mtime time.Time
+
+	extOnce sync.Once
+	ext     [][2]int64
+}
+
+var (
+	_ gofs.FileReader   = (*exportHandle)(nil)
+	_ gofs.FileReleaser = (*exportHandle)(nil)
+)
+
+func (h *exportHandle) extents() [][2]int64 {
+	h.extOnce.Do(func() { h.ext = h.img.Allocated() })
+	return h.ext
+}
+
+func (h *exportHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= h.size {
+		return fuse.ReadResultData(nil), 0
+	}
+	if rest := h.size - off; int64(len(dest)) > rest {
+		dest = dest[:rest]
+	}
+	if h.img == nil {
+		// A spooled file as it is: go-fuse reads it from the fd (splicing
+		// when the kernel lets it), without a copy through dest.
+		return fuse.ReadResultFd(h.file.Fd(), off, len(dest)), 0
+	}
+	n, err := h.r.ReadAt(dest, off)
+	if err != nil && err != io.EOF {
+		return nil, toErrno(h.f.fs.Log, h.f.mountPath(), backend.Errorf("read spool", h.f.mountPath(), backend.ErrIO, "%v", err))
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (h *exportHandle) Release(ctx context.Context) syscall.Errno {
+	h.file.Close()
+	return 0
+}

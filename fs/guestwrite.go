@@ -1,0 +1,276 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/vspherefs/vspherefs/backend"
+)
+
+// stage is a guest file's local copy while it is open for writing: a file
+// under <cache-dir>/staging, written and read in place (never whole in
+// memory), and committed to the guest on close and on fsync when the guest
+// does not have its bytes. It belongs to the guestFile node, so every
+// handle of the file sees the same bytes. All of it is guarded by the
+// node's mu.
+type stage struct {
+	file    *os.File
+	size    int64
+	loaded  bool              // file holds the guest's bytes (or needs none: new, or truncated to 0)
+	dirty   bool              // bytes the guest does not have
+	exists  bool              // the guest has the file (false for a created file before its first commit)
+	attr    backend.GuestAttr // what the writer set while dirty: applied at the commit
+	written time.Time         // last write: shown as mtime until the commit
+	writers int               // open write handles
+	base    backend.GuestStat // the guest's attributes when staged, or after the last commit
+}
+
+// stageLocked gives the file a stage, based on the guest's attributes base
+// (exists) or on those of a file being created, and counts one more writer.
+func (f *guestFile) stageLocked(base backend.GuestStat, exists bool) error {
+	if f.st == nil {
+		file, err := os.CreateTemp(f.fs.stagingDir(), "w-")
+		if err != nil {
+			return err
+		}
+		f.st = &stage{file: file, size: base.Size, loaded: base.Size == 0, exists: exists, base: base}
+		if !exists {
+			f.st.dirty = true // a created file is committed even if nothing is written
+		}
+	}
+	f.st.writers++
+	return nil
+}
+
+// releaseLocked drops one writer; the last one removes the staging file.
+func (f *guestFile) releaseLocked() {
+	st := f.st
+	if st == nil {
+		return
+	}
+	if st.writers--; st.writers > 0 {
+		return
+	}
+	st.file.Close()
+	os.Remove(st.file.Name())
+	f.st = nil
+}
+
+// loadLocked reads the guest's bytes into the stage, for writes that keep
+// some of them (O_APPEND, O_RDWR, partial rewrites, truncation to a
+// non-zero size). They come through the block cache: one transfer.
+func (f *guestFile) loadLocked(ctx context.Context) error {
+	st := f.st
+	if st.loaded {
+		return nil
+	}
+	src := f.vm.Source(f.guestPath(), st.base.Size, st.base.Mtime)
+	buf := make([]byte, f.fs.Cache.BlockSize())
+	for off := int64(0); off < st.base.Size; {
+		n, err := f.fs.Cache.ReadAt(ctx, src, buf, off)
+		if n > 0 {
+			if _, werr := st.file.WriteAt(buf[:n], off); werr != nil {
+				return werr
+			}
+			off += int64(n)
+		}
+		if err != nil && !(err == io.EOF && off >= st.base.Size) {
+			return err
+		}
+		if n == 0 && err == nil {
+			return io.ErrUnexpectedEOF
+		}
+	}
+	st.loaded = true
+	return nil
+}
+
+func (f *guestFile) writeLocked(ctx context.Context, data []byte, off int64, appending bool) error {
+	st := f.st
+	if err := f.loadLocked(ctx); err != nil {
+		return err
+	}
+	if appending {
+		off = st.size
+	}
+	if _, err := st.file.WriteAt(data, off); err != nil {
+		return err
+	}
+	st.size = max(st.size, off+int64(len(data)))
+	st.dirty = true
+	st.written = time.Now()
+	st.attr.Mtime = nil // a write after utimens sets the mtime again, as POSIX has it
+	return nil
+}
+
+func (f *guestFile) readLocked(ctx context.Context, dest []byte, off int64) (int, error) {
+	if err := f.loadLocked(ctx); err != nil {
+		return 0, err
+	}
+	if off >= f.st.size {
+		return 0, nil
+	}
+	if rest := f.st.size - off; int64(len(dest)) > rest {
+		dest = dest[:rest]
+	}
+	n, err := f.st.file.ReadAt(dest, off)
+	if err == io.EOF { // a hole left by a truncation up reads as zeros
+		clear(dest[n:])
+		n, err = len(dest), nil
+	}
+	return n, err
+}
+
+func (f *guestFile) truncateLocked(ctx context.Context, size int64) error {
+	st := f.st
+	if size == 0 {
+		st.loaded = true
+	} else if err := f.loadLocked(ctx); err != nil {
+		return err
+	}
+	if err := st.file.Truncate(size); err != nil {
+		return err
+	}
+	st.size = size
+	st.dirty = true
+	st.written = time.Now()
+	return nil
+}
+
+// commitLocked gives the guest the staged bytes: Upload (temporary name,
+// PUT, MoveFileInGuest over the target, for a file the guest has), then the
+// mode and times the writer set. A failure leaves the guest's file as it
+// was, keeps the bytes in <cache-dir>/recovery, logs one line and is EIO.
+func (f *guestFile) commitLocked(ctx context.Context) syscall.Errno {
+	st := f.st
+	if st == nil || !st.dirty {
+		return 0
+	}
+	if f.unlinked { // written after rm: the bytes go nowhere, as on a local disk
+		st.dirty = false
+		return 0
+	}
+	if err := f.loadLocked(ctx); err != nil { // a created file is loaded; others only if written
+		return f.commitFailed(err)
+	}
+	a := st.attr
+	if a.Mode == nil && st.base.Mode != 0 { // a created file's mode, or the replaced file's
+		m := st.base.Mode
+		a.Mode = &m
+	}
+	p := f.guestPath()
+	s, err := f.vm.Upload(ctx, p, io.NewSectionReader(st.file, 0, st.size), st.size, a, st.exists)
+	if err != nil {
+		return f.commitFailed(err)
+	}
+	st.base, st.exists, st.dirty, st.attr = s, true, false, backend.GuestAttr{}
+	return 0
+}
+
+// commitFailed keeps the staged bytes in <cache-dir>/recovery and logs one
+// line naming the path, the call and the fault.
+func (f *guestFile) commitFailed(err error) syscall.Errno {
+	kept := f.recover()
+	call, fault := "", err.Error()
+	var be *backend.Error
+	if errors.As(err, &be) {
+		call, fault = be.Call, be.Fault
+	}
+	f.fs.Log.Error("commit failed: "+syscall.EIO.Error(), "path", f.mountPath(), "call", call, "fault", fault, "kept", kept)
+	return syscall.EIO
+}
+
+// recover links (or copies) the staging file into the recovery folder, as
+// <vm>/<guest path>.<time>, and returns where.
+func (f *guestFile) recover() string {
+	dst := filepath.Join(f.fs.recoveryDir(), EncodeName(f.vm.Name()), filepath.FromSlash(f.guestPath())) +
+		"." + time.Now().Format("20060102-150405.000000")
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return "(not kept: " + err.Error() + ")"
+	}
+	if err := os.Link(f.st.file.Name(), dst); err == nil {
+		return dst
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return "(not kept: " + err.Error() + ")"
+	}
+	defer out.Close()
+	if _, err := io.Copy(out, io.NewSectionReader(f.st.file, 0, f.st.size)); err != nil {
+		return "(not kept: " + err.Error() + ")"
+	}
+	return dst
+}
+
+// stagedStat is what the file is while staged: the guest's attributes with
+// the staged size, the last write's time and what the writer set.
+func (st *stage) stat() backend.GuestStat {
+	s := st.base
+	s.Size = st.size
+	if st.dirty && !st.written.IsZero() {
+		s.Mtime = st.written
+	}
+	a := st.attr
+	if a.Mode != nil {
+		s.Mode = *a.Mode
+	}
+	if a.UID != nil {
+		s.UID = int64(*a.UID)
+	}
+	if a.GID != nil {
+		s.GID = int64(*a.GID)
+	}
+	if a.Mtime != nil {
+		s.Mtime = *a.Mtime
+	}
+	if a.Atime != nil {
+		s.Atime = *a.Atime
+	}
+	return s
+}
+
+// setattrAttr reads mode, owner and times from a SETATTR. "now" times are
+// returned as now, and reported in nowM and nowA.
+func setattrAttr(in *fuse.SetAttrIn) (a backend.GuestAttr, nowM, nowA bool) {
+	if m, ok := in.GetMode(); ok {
+		a.Mode = &m
+	}
+	if u, ok := in.GetUID(); ok {
+		v := int32(u)
+		a.UID = &v
+	}
+	if g, ok := in.GetGID(); ok {
+		v := int32(g)
+		a.GID = &v
+	}
+	if t, ok := in.GetMTime(); ok {
+		a.Mtime = &t
+		nowM = in.Valid&fuse.FATTR_MTIME_NOW != 0
+	}
+	if t, ok := in.GetATime(); ok {
+		a.Atime = &t
+		nowA = in.Valid&fuse.FATTR_ATIME_NOW != 0
+	}
+	return a, nowM, nowA
+}
+
+func (f *FS) stagingDir() string {
+	if f.StagingDir != "" {
+		return f.StagingDir
+	}
+	return os.TempDir()
+}
+
+func (f *FS) recoveryDir() string {
+	if f.RecoveryDir != "" {
+		return f.RecoveryDir
+	}
+	return filepath.Join(os.TempDir(), "vspherefs-recovery")
+}

@@ -1,0 +1,101 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/vmware/govmomi/find"
+	"github.com/vmware/govmomi/guest"
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/vspherefs/vspherefs/test/sim"
+)
+
+// BenchmarkGuestRead compares, in one run, a cold `dd` of a guest file
+// through a fresh mount with curl GET of a fresh FromGuest URL of the same
+// file (InitiateFileTransferFromGuest made by govmomi, then curl).
+func BenchmarkGuestRead(b *testing.B) {
+	size := benchSize()
+	s := sim.StartT(b)
+	c := context.Background()
+	putGuestFile(b, s, "/tmp/bench.bin", size)
+	gc, _, err := s.Client(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	vm, err := find.NewFinder(gc.Client).VirtualMachine(c, guestVM)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fm, err := guest.NewOperationsManager(gc.Client, vm.Reference()).FileManager(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	auth := &types.NamePasswordAuthentication{Username: "root", Password: "vmware"}
+	var curl, cold time.Duration
+	for i := 0; i < b.N; i++ {
+		info, err := fm.InitiateFileTransferFromGuest(c, auth, "/tmp/bench.bin")
+		if err != nil {
+			b.Fatal(err)
+		}
+		u, err := fm.TransferURL(c, info.Url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		curl += timeCmd(b, "curl", "-sf", "--cacert", mustCert(b, s), "-o", "/dev/null", u.String())
+		m := mount(b, s, "--guest-login", sim.GuestLoginString(), "--cache-size", "512MiB")
+		cold += timeCmd(b, "dd", "if="+m.Path("vms", guestVM, "tmp", "bench.bin"), "of=/dev/null", "bs=1M")
+		if i == b.N-1 {
+			b.ReportMetric(float64(rssKiB(b, m))/1024, "rss-MiB")
+		}
+		m.Unmount(b)
+	}
+	n := int64(b.N) * size
+	b.ReportMetric(mbps(n, curl), "curl-MB/s")
+	b.ReportMetric(mbps(n, cold), "cold-MB/s")
+	b.ReportMetric(curl.Seconds()/cold.Seconds(), "cold/curl")
+}
+
+// BenchmarkGuestLs: `ls -l` of a guest directory of 1000 files through a
+// fresh mount, against `govc guest.ls` of the same directory: time, and the
+// guest API calls the mount made.
+func BenchmarkGuestLs(b *testing.B) {
+	s := sim.StartT(b)
+	dir := filepath.Join(guestHostDir(b, s, guestVM), "tmp", "many")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	for i := range 1000 {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("file-%04d.txt", i)), []byte("x"), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var ls, gls time.Duration
+	var calls int
+	for i := 0; i < b.N; i++ {
+		cmd := exec.Command(govc, "guest.ls", "/tmp/many")
+		cmd.Env = append(os.Environ(), "GOVC_URL="+s.URL.String(), "GOVC_INSECURE=1", "GOVC_VM="+guestVM, "GOVC_GUEST_LOGIN="+sim.GuestLoginString())
+		start := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("govc guest.ls: %v\n%s", err, out)
+		}
+		gls += time.Since(start)
+		m := mount(b, s, "--guest-login", sim.GuestLoginString())
+		before := s.Guest.Stats()
+		ls += timeCmd(b, "ls", "-l", m.Path("vms", guestVM, "tmp", "many"))
+		after := s.Guest.Stats()
+		for k, v := range after.Calls {
+			calls += v - before.Calls[k]
+		}
+		m.Unmount(b)
+	}
+	b.ReportMetric(float64(ls.Microseconds())/1e3/float64(b.N), "ls-ms")
+	b.ReportMetric(float64(gls.Microseconds())/1e3/float64(b.N), "govc-ms")
+	b.ReportMetric(gls.Seconds()/ls.Seconds(), "govc/ls")
+	b.ReportMetric(float64(calls)/float64(b.N), "api-calls")
+}
