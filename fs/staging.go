@@ -75,7 +75,7 @@ func NewWrites(lw *backend.LibraryWriter, cacheDir string) (*Writes, error) {
 	if err != nil {
 		return nil, err
 	}
-	lock, err := os.Create(filepath.Join(dir, ".lock"))
+	lock, err := os.Open(dir) // the folder itself is locked: no file in it but staged ones
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +101,10 @@ func (w *Writes) rescue() {
 	dirs, _ := os.ReadDir(w.staging)
 	for _, d := range dirs {
 		p := filepath.Join(w.staging, d.Name())
-		lock, err := os.Open(filepath.Join(p, ".lock"))
+		if !d.IsDir() || !strings.HasPrefix(d.Name(), "libraries-") {
+			continue // not a library staging folder (guest writes stage alongside)
+		}
+		lock, err := os.Open(p)
 		if err != nil {
 			continue
 		}
@@ -112,9 +115,6 @@ func (w *Writes) rescue() {
 		files, _ := os.ReadDir(p)
 		var kept []string
 		for _, f := range files {
-			if f.Name() == ".lock" {
-				continue
-			}
 			dst := filepath.Join(w.recovery, "staging-"+time.Now().Format("20060102-150405"))
 			if os.MkdirAll(dst, 0o700) == nil && os.Rename(filepath.Join(p, f.Name()), filepath.Join(dst, f.Name())) == nil {
 				kept = append(kept, filepath.Join(dst, f.Name()))
@@ -863,7 +863,7 @@ func (w *Writes) Close(ctx context.Context) []string {
 			os.Remove(sf.path)
 		}
 	}
-	if rest, _ := os.ReadDir(w.staging); len(rest) <= 1 {
+	if rest, _ := os.ReadDir(w.staging); len(rest) == 0 {
 		os.RemoveAll(w.staging)
 	}
 	w.lock.Close()
