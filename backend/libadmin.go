@@ -102,3 +102,10 @@ func PickDatastore(ctx context.Context, c vimConn, name string, need int64) (str
 	}
 	return "", Errorf("Datastore:pick", "", ErrNoSpace, "no accessible datastore with %d bytes free", need)
 }
+
+// RenameLibrary renames a library (a library update).
+func (w *LibraryWriter) RenameLibrary(ctx context.Context, libID, name string) error {
+	return w.c.Do(ctx, "library:update", libID, func(ctx context.Context) error {
+		return w.c.Library().UpdateLibrary(ctx, &library.Library{ID: libID, Name: name})
+	})
+}

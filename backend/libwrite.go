@@ -47,6 +47,11 @@ func NewLibraryWriter(c libraryConn) *LibraryWriter {
 type Staged struct {
 	Name string // file name in the item
 	Path string // local staged file; streamed, never read whole into memory
+	// SHA256 (hex), if the stager hashed the bytes as they were written,
+	// spares the commit a read of the whole file; it must be the hash of
+	// exactly Size bytes of Path.
+	SHA256 string
+	Size   int64
 }
 
 // staged is a Staged file measured for the commit.
@@ -57,8 +62,12 @@ type staged struct {
 }
 
 // measure stats and hashes a staged file in one read (SHA256 for the API
-// versions that take it, SHA1 for the ones that do not).
+// versions that take it, SHA1 for the ones that do not). A SHA256 given by
+// the stager is taken as is; SHA1 is then computed only if the server needs it.
 func measure(f Staged) (staged, error) {
+	if f.SHA256 != "" {
+		return staged{Staged: f, size: f.Size, sha256: f.SHA256}, nil
+	}
 	r, err := os.Open(f.Path)
 	if err != nil {
 		return staged{}, err
@@ -165,14 +174,33 @@ func (w *LibraryWriter) upload(ctx context.Context, sid, itemID string, f staged
 			return err
 		})
 	}
+	sha1sum := func() (string, error) {
+		if f.sha1 != "" {
+			return f.sha1, nil
+		}
+		m, err := measure(Staged{Name: f.Name, Path: f.Path})
+		if err != nil {
+			return "", newError("stage "+f.Name, itemID, ErrIO, err)
+		}
+		if m.size != f.size {
+			return "", Errorf("stage "+f.Name, itemID, ErrIO, "staged file changed size while committed")
+		}
+		return m.sha1, nil
+	}
 	var err error
 	if w.sha1Only.Load() {
-		err = add("SHA1", f.sha1)
+		var sum string
+		if sum, err = sha1sum(); err == nil {
+			err = add("SHA1", sum)
+		}
 	} else if err = add("SHA256", f.sha256); errors.Is(err, ErrInvalid) {
 		// Perhaps a server from before SHA256 (the API then named SHA1 and
 		// MD5 only): if SHA1 is taken where SHA256 was not, keep to SHA1.
-		if err = add("SHA1", f.sha1); err == nil {
-			w.sha1Only.Store(true)
+		var sum string
+		if sum, err = sha1sum(); err == nil {
+			if err = add("SHA1", sum); err == nil {
+				w.sha1Only.Store(true)
+			}
 		}
 	}
 	if err != nil {

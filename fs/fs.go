@@ -26,6 +26,7 @@ type Options struct {
 	Cache     *cache.Cache
 	TTL       time.Duration // attribute and entry cache
 	ReadOnly  bool
+	Writes    *Writes // nil: libraries/ is read-only
 	Log       *slog.Logger
 	UID, GID  uint32
 
@@ -61,6 +62,9 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 		opts.UID, opts.GID = uint32(os.Getuid()), uint32(os.Getgid())
 	}
 	f := &FS{Options: opts, mounted: time.Now(), inos: guestInos{over: map[string]uint64{}}}
+	if opts.Writes != nil {
+		opts.Writes.fs = f
+	}
 	ttl := opts.TTL
 	neg := ttl
 	mo := fuse.MountOptions{
@@ -71,6 +75,9 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 		MaxWrite:     1 << 20,
 		MaxReadAhead: 1 << 20,
 		Debug:        debug,
+		// open(O_TRUNC) arrives as one call, not as an open that stages the
+		// old bytes followed by a truncate.
+		ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
 	}
 	if allowOther {
 		mo.Options = append(mo.Options, "default_permissions")

@@ -14,8 +14,10 @@ import (
 type itemDir struct {
 	gofs.Inode
 	readOnlyDir
-	fs *FS
-	id string
+	fs    *FS
+	id    string
+	libID string
+	sub   bool // in a subscribed library: read-only
 }
 
 type fileEntry struct {
@@ -36,15 +38,32 @@ func (d *itemDir) list(ctx context.Context) (backend.Item, listing[fileEntry], e
 	return it, newListing(entries), err
 }
 
+// Readdir lists the server's files and the files staged here that the
+// server does not have yet (being written, or waiting for their rename).
 func (d *itemDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	it, l, err := d.list(ctx)
 	if err != nil {
 		return nil, toErrno(d.fs.Log, d.path(), err)
 	}
-	return l.stream(fuse.S_IFREG, "file", fileKey(it, "")), 0
+	local := d.fs.Writes.stagedNames(d.id)
+	out := make([]fuse.DirEntry, 0, len(l.entries)+len(local))
+	for i, e := range l.entries {
+		delete(local, e.Name)
+		out = append(out, fuse.DirEntry{Name: l.names[i], Mode: fuse.S_IFREG, Ino: ino("file", fileKey(it, e.Name))})
+	}
+	for name, sf := range local {
+		out = append(out, fuse.DirEntry{Name: EncodeName(name), Mode: fuse.S_IFREG, Ino: sf.ino})
+	}
+	return gofs.NewListDirStream(out), 0
 }
 
 func (d *itemDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if sf := d.fs.Writes.find(d.id, DecodeName(name)); sf != nil {
+		size, mtime := sf.stat()
+		d.fs.fileAttr(&out.Attr, size, mtime, d.fs.writable(d.sub) == 0)
+		node := &libFile{fs: d.fs, itemID: d.id, libID: d.libID, sub: d.sub, name: DecodeName(name)}
+		return d.NewInode(ctx, node, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: sf.ino}), 0
+	}
 	it, l, err := d.list(ctx)
 	if err != nil {
 		return nil, toErrno(d.fs.Log, d.path()+"/"+name, err)
@@ -53,8 +72,8 @@ func (d *itemDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if !ok {
 		return nil, syscall.ENOENT
 	}
-	d.fs.fileAttr(&out.Attr, f.Size, it.Modified, false)
-	node := &libFile{fs: d.fs, itemID: d.id, name: f.Name}
+	d.fs.fileAttr(&out.Attr, f.Size, it.Modified, d.fs.writable(d.sub) == 0)
+	node := &libFile{fs: d.fs, itemID: d.id, libID: d.libID, sub: d.sub, name: f.Name}
 	return d.NewInode(ctx, node, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: ino("file", fileKey(it, f.Name))}), 0
 }
 

@@ -2,7 +2,9 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"io"
+	"path"
 	"sync"
 	"syscall"
 	"time"
@@ -18,50 +20,89 @@ type libFile struct {
 	gofs.Inode
 	fs     *FS
 	itemID string
-	name   string
+	libID  string
+	sub    bool // in a subscribed library: read-only
 
 	mu       sync.Mutex
+	name     string // server-side name; changes when a staged file is renamed
 	lastOpen string // source ID at the last open: same version keeps the page cache
 }
 
 var (
 	_ gofs.NodeOpener    = (*libFile)(nil)
 	_ gofs.NodeGetattrer = (*libFile)(nil)
+	_ gofs.NodeSetattrer = (*libFile)(nil)
 )
 
 func (f *libFile) path() string { return f.Path(nil) }
 
+func (f *libFile) fname() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.name
+}
+
+func (f *libFile) setName(n string) {
+	f.mu.Lock()
+	f.name = n
+	f.mu.Unlock()
+}
+
 // current returns the item and the file as the catalog knows them now.
 func (f *libFile) current(ctx context.Context) (backend.Item, backend.File, error) {
+	name := f.fname()
 	it, files, err := f.fs.Catalog.Files(ctx, f.itemID)
 	if err != nil {
 		return it, backend.File{}, err
 	}
 	for _, file := range files {
-		if file.Name == f.name {
+		if file.Name == name {
 			return it, file, nil
 		}
 	}
-	return it, backend.File{}, backend.Errorf("library/item/file:list", it.Name+"/"+f.name, backend.ErrNotFound, "no such file")
+	return it, backend.File{}, backend.Errorf("library/item/file:list", it.Name+"/"+name, backend.ErrNotFound, "no such file")
 }
 
+func (f *libFile) writable() bool { return f.fs.writable(f.sub) == 0 }
+
 func (f *libFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if h, ok := fh.(*libHandle); ok {
+	switch h := fh.(type) {
+	case *libHandle:
 		// An open file keeps the version it opened.
-		f.fs.fileAttr(&out.Attr, h.src.Size(), h.mtime, false)
+		f.fs.fileAttr(&out.Attr, h.src.Size(), h.mtime, f.writable())
+		return 0
+	case *stagedHandle:
+		size, mtime := h.sf.stat()
+		f.fs.fileAttr(&out.Attr, size, mtime, f.writable())
+		return 0
+	}
+	if sf := f.fs.Writes.find(f.itemID, f.fname()); sf != nil {
+		size, mtime := sf.stat()
+		f.fs.fileAttr(&out.Attr, size, mtime, f.writable())
 		return 0
 	}
 	it, file, err := f.current(ctx)
 	if err != nil {
 		return toErrno(f.fs.Log, f.path(), err)
 	}
-	f.fs.fileAttr(&out.Attr, file.Size, it.Modified, false)
+	f.fs.fileAttr(&out.Attr, file.Size, it.Modified, f.writable())
 	return 0
 }
 
 func (f *libFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
-		return nil, 0, syscall.EROFS
+	if isWrite(flags) {
+		if errno := f.fs.writable(f.sub); errno != 0 {
+			return nil, 0, errno
+		}
+		h, errno := f.openWrite(ctx, path.Dir(f.path()), flags)
+		if errno != 0 {
+			return nil, 0, errno
+		}
+		return h, fuse.FOPEN_DIRECT_IO, 0
+	}
+	if sf := f.fs.Writes.attach(f.itemID, f.fname()); sf != nil {
+		// Being written here: read what is staged.
+		return &stagedHandle{f: f, sf: sf}, fuse.FOPEN_DIRECT_IO, 0
 	}
 	it, file, err := f.current(ctx)
 	if err != nil {
@@ -78,8 +119,77 @@ func (f *libFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	return &libHandle{f: f, src: src, mtime: it.Modified}, fl, 0
 }
 
+// openWrite stages the file for writing: empty with O_TRUNC or for a file
+// the server does not have, else filled with the current bytes first.
+func (f *libFile) openWrite(ctx context.Context, itemPath string, flags uint32) (*stagedHandle, syscall.Errno) {
+	w := f.fs.Writes
+	name := f.fname()
+	it := w.item(f.itemID, f.libID, itemPath)
+	trunc := flags&syscall.O_TRUNC != 0
+	onServer := false
+	var load loader
+	if w.find(f.itemID, name) == nil {
+		itm, file, err := f.current(ctx)
+		switch {
+		case err == nil:
+			onServer = true
+			if !trunc {
+				load = func(ctx context.Context, dst io.Writer) error {
+					body, _, err := f.fs.Downloads.Source(itm, file).Open(ctx, 0, -1)
+					if err != nil {
+						return err
+					}
+					defer body.Close()
+					_, err = io.Copy(dst, body)
+					return err
+				}
+			}
+		case errors.Is(err, backend.ErrNotFound):
+		default:
+			return nil, toErrno(f.fs.Log, f.path(), err)
+		}
+	}
+	sf, err := w.open(ctx, it, name, true, trunc, onServer, load)
+	if err != nil {
+		return nil, toErrno(f.fs.Log, f.path(), err)
+	}
+	return &stagedHandle{f: f, sf: sf, write: true, append: flags&syscall.O_APPEND != 0}, 0
+}
+
+// Setattr: a size change truncates the staged copy (staged and committed at
+// once when no handle is open for writing); mode, owner and times succeed
+// and change nothing, as the API has no such attributes.
 func (f *libFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	return syscall.EROFS
+	if errno := f.fs.writable(f.sub); errno != 0 {
+		return errno
+	}
+	if size, ok := in.GetSize(); ok {
+		if h, ok := fh.(*stagedHandle); ok && h.write {
+			if err := h.sf.truncate(int64(size)); err != nil {
+				return toErrno(f.fs.Log, f.path(), err)
+			}
+		} else {
+			var fl uint32 = syscall.O_WRONLY
+			if size == 0 {
+				fl |= syscall.O_TRUNC
+			}
+			h, errno := f.openWrite(ctx, path.Dir(f.path()), fl)
+			if errno != 0 {
+				return errno
+			}
+			if err := h.sf.truncate(int64(size)); err != nil {
+				errno = toErrno(f.fs.Log, f.path(), err)
+			}
+			if errno == 0 {
+				errno = h.Flush(ctx)
+			}
+			h.Release(ctx)
+			if errno != 0 {
+				return errno
+			}
+		}
+	}
+	return f.Getattr(ctx, fh, out)
 }
 
 // libHandle is an open library file: reads go through the block cache.
@@ -97,4 +207,69 @@ func (h *libHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Read
 		return nil, toErrno(h.f.fs.Log, h.f.path(), err)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// stagedHandle is a library file open for writing (or for reading while it
+// is being written here): reads and writes go to the staged copy, close and
+// fsync commit it.
+type stagedHandle struct {
+	f             *libFile
+	sf            *staged
+	write, append bool
+	once          sync.Once
+}
+
+var (
+	_ gofs.FileReader   = (*stagedHandle)(nil)
+	_ gofs.FileWriter   = (*stagedHandle)(nil)
+	_ gofs.FileFlusher  = (*stagedHandle)(nil)
+	_ gofs.FileFsyncer  = (*stagedHandle)(nil)
+	_ gofs.FileReleaser = (*stagedHandle)(nil)
+)
+
+func (h *stagedHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := h.sf.f.ReadAt(dest, off)
+	if err != nil && err != io.EOF {
+		return nil, toErrno(h.f.fs.Log, h.f.path(), err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (h *stagedHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if !h.write {
+		return 0, syscall.EBADF
+	}
+	n, err := h.sf.write(data, off, h.append)
+	if err != nil {
+		return uint32(n), toErrno(h.f.fs.Log, h.f.path(), err)
+	}
+	return uint32(n), 0
+}
+
+// Flush is every close(): FUSE cannot tell the last one, so each close of a
+// handle that wrote commits the unsaved bytes and waits for the outcome.
+func (h *stagedHandle) Flush(ctx context.Context) syscall.Errno {
+	if !h.write {
+		return 0
+	}
+	committed, errno := h.f.fs.Writes.flush(ctx, h.sf)
+	if committed {
+		// The item has a new content version, so its files have new inode
+		// numbers: drop the kernel's entry before close returns, so that the
+		// next open looks up the new inode (size and pages of the new
+		// version) while readers of the old one keep theirs.
+		if name, parent := h.f.Parent(); parent != nil {
+			parent.NotifyEntry(name)
+		}
+	}
+	return errno
+}
+
+func (h *stagedHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return h.Flush(ctx)
+}
+
+func (h *stagedHandle) Release(ctx context.Context) syscall.Errno {
+	h.once.Do(func() { h.f.fs.Writes.release(h.sf, h.write) })
+	return 0
 }

@@ -49,7 +49,7 @@ func (d *librariesDir) Lookup(ctx context.Context, name string, out *fuse.EntryO
 		return nil, syscall.ENOENT
 	}
 	d.fs.dirAttr(&out.Attr, lib.Modified)
-	return d.NewInode(ctx, &libraryDir{fs: d.fs, id: lib.ID}, gofs.StableAttr{Mode: fuse.S_IFDIR, Ino: ino("library", lib.ID)}), 0
+	return d.NewInode(ctx, &libraryDir{fs: d.fs, id: lib.ID, sub: lib.Subscribed}, gofs.StableAttr{Mode: fuse.S_IFDIR, Ino: ino("library", lib.ID)}), 0
 }
 
 func (d *librariesDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -63,6 +63,7 @@ type libraryDir struct {
 	readOnlyDir
 	fs   *FS
 	id   string
+	sub  bool // subscribed: read-only
 	memo listingMemo[itemEntry]
 }
 
@@ -105,7 +106,7 @@ func (d *libraryDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 		return nil, syscall.ENOENT
 	}
 	d.fs.dirAttr(&out.Attr, it.Modified)
-	return d.NewInode(ctx, &itemDir{fs: d.fs, id: it.ID}, gofs.StableAttr{Mode: fuse.S_IFDIR, Ino: ino("item", it.ID)}), 0
+	return d.NewInode(ctx, &itemDir{fs: d.fs, id: it.ID, libID: d.id, sub: d.sub}, gofs.StableAttr{Mode: fuse.S_IFDIR, Ino: ino("item", it.ID)}), 0
 }
 
 func (d *libraryDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {

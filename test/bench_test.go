@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmware/govmomi/vapi/library"
 
 	"github.com/vspherefs/vspherefs/test/sim"
 )
@@ -103,6 +106,96 @@ func rssKiB(b testing.TB, m *Mount) int64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkLibraryWrite compares, in one run, cp of a file into the mount
+// (staging, hashing and the whole update session included: cp returns when
+// close has committed) with curl -T of the same bytes to a fresh upload
+// endpoint (the PUT alone) and with govc library.import; then a round trip of
+// 4x the size (1 GiB by default): cp in, cp out of a fresh mount, compared.
+func BenchmarkLibraryWrite(b *testing.B) {
+	size := benchSize()
+	s := sim.StartT(b)
+	c := context.Background()
+	lib, _ := s.CreateLibrary(c, "bench")
+	for _, n := range []string{"cp", "curl", "govc"} {
+		if _, err := s.CreateItem(c, lib, n); err != nil {
+			b.Fatal(err)
+		}
+	}
+	src := shmFile(b, "write", size)
+	m := mount(b, s, "--cache-size", "512MiB")
+	_, rc, err := s.Client(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lm := library.NewManager(rc)
+	curlItem, err := lm.FindLibraryItems(c, library.FindItem{LibraryID: lib, Name: "curl"})
+	if err != nil || len(curlItem) != 1 {
+		b.Fatal(err)
+	}
+	var cp, curl, govcT time.Duration
+	for i := 0; i < b.N; i++ {
+		// curl -T to a fresh upload endpoint (a new session each time).
+		sid, err := lm.CreateLibraryItemUpdateSession(c, library.Session{LibraryItemID: curlItem[0]})
+		if err != nil {
+			b.Fatal(err)
+		}
+		info, err := lm.AddLibraryItemFile(c, sid, library.UpdateFile{Name: "data.bin", SourceType: "PUSH", Size: size})
+		if err != nil {
+			b.Fatal(err)
+		}
+		curl += timeCmd(b, "curl", "-sf", "--cacert", mustCert(b, s), "-H", "vmware-api-session-id: "+rc.SessionID(), "-T", src, info.UploadEndpoint.URI)
+		if err := lm.CompleteLibraryItemUpdateSession(c, sid); err != nil {
+			b.Fatal(err)
+		}
+		cp += timeCmd(b, "cp", src, m.Path("libraries", "bench", "cp", "data.bin"))
+		cmd := exec.Command(govc, "library.import", "bench/govc", src)
+		cmd.Env = append(os.Environ(), "GOVC_URL="+s.URL.String(), "GOVC_INSECURE=1")
+		start := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("govc library.import: %v\n%s", err, out)
+		}
+		govcT += time.Since(start)
+	}
+	n := int64(b.N) * size
+	b.ReportMetric(mbps(n, curl), "curl-MB/s")
+	b.ReportMetric(mbps(n, cp), "cp-MB/s")
+	b.ReportMetric(mbps(n, govcT), "govc-MB/s")
+	b.ReportMetric(curl.Seconds()/cp.Seconds(), "cp/curl")
+	b.ReportMetric(govcT.Seconds()/cp.Seconds(), "cp/govc")
+	b.ReportMetric(float64(rssKiB(b, m))/1024, "rss-MiB")
+
+	// Round trip of 4x the size.
+	big := 4 * size
+	os.Remove(src)
+	src = shmFile(b, "roundtrip", big)
+	in := timeCmd(b, "cp", src, m.Path("libraries", "bench", "cp", "round.bin"))
+	m.Unmount(b)
+	m = mount(b, s, "--cache-size", "512MiB")
+	back := src + ".back"
+	defer os.Remove(back)
+	out := timeCmd(b, "cp", m.Path("libraries", "bench", "cp", "round.bin"), back)
+	timeCmd(b, "cmp", src, back)
+	b.Logf("round trip of %d MiB: in %v, out %v", big>>20, in, out)
+	b.ReportMetric(mbps(big, in), "1GiB-in-MB/s")
+	b.ReportMetric(mbps(big, out), "1GiB-out-MB/s")
+	b.ReportMetric(float64(rssKiB(b, m))/1024, "rss-out-MiB")
+}
+
+// shmFile writes size deterministic bytes to tmpfs, removed at cleanup.
+func shmFile(b testing.TB, name string, size int64) string {
+	p := filepath.Join("/dev/shm", fmt.Sprintf("vspherefs-bench-%s-%d", name, os.Getpid()))
+	f, err := os.Create(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.Copy(f, sim.DemoBytes(name, size)); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	b.Cleanup(func() { os.Remove(p) })
+	return p
 }
 
 // BenchmarkLibraryList compares `ls -l` of a 1000-item library through a

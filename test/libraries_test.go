@@ -353,10 +353,10 @@ func TestOddNames(t *testing.T) {
 	}
 }
 
-// TestReadOnly: libraries/ refuses writes with EROFS.
+// TestReadOnly: with --read-only, libraries/ refuses writes with EROFS.
 func TestReadOnly(t *testing.T) {
 	s := sim.StartT(t)
-	m := mount(t, s)
+	m := mount(t, s, "--read-only")
 	p := m.Path("libraries", "demo-library", "hello", "hello.txt")
 	checks := map[string]error{}
 	_, checks["open for write"] = os.OpenFile(p, os.O_WRONLY, 0)
@@ -364,6 +364,9 @@ func TestReadOnly(t *testing.T) {
 	checks["mkdir"] = os.Mkdir(m.Path("libraries", "demo-library", "new"), 0o755)
 	checks["rm"] = os.Remove(p)
 	checks["rename"] = os.Rename(m.Path("libraries", "demo-library", "hello"), m.Path("libraries", "demo-library", "hello2"))
+	checks["chmod"] = os.Chmod(p, 0o600)
+	checks["mkdir library"] = os.Mkdir(m.Path("libraries", "new"), 0o755)
+	checks["truncate"] = os.Truncate(p, 0)
 	for what, err := range checks {
 		if !errors.Is(err, syscall.EROFS) {
 			t.Errorf("%s: %v, want EROFS", what, err)

@@ -30,6 +30,7 @@ type mountFlags struct {
 	cacheSize, cacheDir, spoolSize        string
 	ttl, timeout                          time.Duration
 	readOnly, allowOther, debug           bool
+	libraryDatastore                      string
 }
 
 func envBool(name string) bool {
@@ -63,6 +64,7 @@ func runMount(args []string) error {
 	fl.DurationVar(&f.ttl, "ttl", time.Second, "attribute and entry cache lifetime")
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "deadline of each API call, and how long a transfer may stall")
 	fl.BoolVar(&f.readOnly, "read-only", false, "refuse every write with EROFS")
+	fl.StringVar(&f.libraryDatastore, "library-datastore", "", "datastore of libraries made by mkdir (default: the first that fits)")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users see the mount")
 	fl.BoolVar(&f.debug, "debug", false, "log every API call (never secrets)")
 	fl.Usage = func() {
@@ -164,6 +166,15 @@ func runMount(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--guest-login: %w", err)
 	}
+	var writes *fs.Writes
+	if !f.readOnly {
+		if writes, err = fs.NewWrites(backend.NewLibraryWriter(conn), f.cacheDir); err != nil {
+			return fmt.Errorf("--cache-dir: %w", err)
+		}
+		writes.PickDatastore = func(ctx context.Context) (string, error) {
+			return backend.PickDatastore(ctx, conn, f.libraryDatastore, 0)
+		}
+	}
 	server, err := fs.Mount(mountpoint, fs.Options{
 		Catalog:   backend.NewCatalog(conn, f.ttl),
 		Downloads: downloads,
@@ -171,6 +182,7 @@ func runMount(args []string) error {
 		Cache:     blocks,
 		TTL:       f.ttl,
 		ReadOnly:  f.readOnly,
+		Writes:    writes,
 		Log:       log,
 
 		StagingDir:  staging,
@@ -191,22 +203,35 @@ func runMount(args []string) error {
 	case s := <-sig:
 		log.Info("unmounting", "signal", s.String())
 		exports.Close() // abort exports first: a stat waiting for one would keep the mount busy
-		if err := unmount(server, done); err != nil {
+		if err := unmount(server, done, writes.Busy); err != nil {
 			return err
 		}
 	case <-done: // umount MOUNTPOINT
 	}
 	log.Info("unmounted", "mountpoint", mountpoint)
+	if writes != nil {
+		if lost := writes.Close(ctx); len(lost) > 0 {
+			for _, p := range lost {
+				log.Error("not committed; bytes kept", "recovery", p)
+			}
+			return fmt.Errorf("%d file(s) could not be committed at unmount; their bytes are in %s", len(lost), filepath.Join(f.cacheDir, "recovery"))
+		}
+	}
 	return nil
 }
 
-// unmount retries while the mount is busy, as umount does not force it.
-func unmount(server interface{ Unmount() error }, done <-chan struct{}) error {
+// unmount retries while the mount is busy, as umount does not force it, and
+// for as long as a commit is running (a close waiting for it keeps the
+// mount busy).
+func unmount(server interface{ Unmount() error }, done <-chan struct{}, committing func() bool) error {
 	var err error
 	for i := 0; i < 50; i++ {
 		if err = server.Unmount(); err == nil {
 			<-done
 			return nil
+		}
+		if committing() {
+			i = 0
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -1,0 +1,880 @@
+package fs
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/vmware/govmomi/ovf"
+
+	"github.com/vspherefs/vspherefs/backend"
+)
+
+// Writes is the write side of libraries/. A file opened for writing is
+// staged under <cache-dir>/staging (random writes are local and cheap) and
+// committed through an update session at every close and at fsync with
+// unsaved writes: one session at a time per item, queued, and files waiting
+// for the next session of an item go in together. A commit that fails leaves
+// the item as it was and keeps the bytes in <cache-dir>/recovery.
+type Writes struct {
+	lw       *backend.LibraryWriter
+	staging  string   // this mount's staging folder
+	lock     *os.File // held while the mount runs
+	recovery string
+	fs       *FS // set by Mount
+
+	// PickDatastore chooses the datastore of a library made by mkdir.
+	PickDatastore func(ctx context.Context) (string, error)
+	// HoldTimeout is how long a closed file named like an rsync temporary
+	// file waits for its rename before it is committed under its own name.
+	HoldTimeout time.Duration
+
+	ctx    context.Context // commits run on it: a commit is not interrupted halfway
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	items     map[string]*itemWrites
+	seq       uint64
+	recovered []string // recovery files written, in order
+	closing   bool
+
+	inflight sync.WaitGroup
+	busy     atomic.Int64 // commits running or queued
+}
+
+// NewWrites makes the write side, staging and recovering under cacheDir.
+func NewWrites(lw *backend.LibraryWriter, cacheDir string) (*Writes, error) {
+	w := &Writes{
+		lw:          lw,
+		staging:     filepath.Join(cacheDir, "staging"),
+		recovery:    filepath.Join(cacheDir, "recovery"),
+		HoldTimeout: 30 * time.Second,
+		items:       map[string]*itemWrites{},
+	}
+	if err := os.MkdirAll(w.staging, 0o700); err != nil {
+		return nil, err
+	}
+	w.rescue()
+	// Each mount stages in its own folder, locked while it runs, so that
+	// mounts sharing a cache dir leave each other's files alone.
+	dir, err := os.MkdirTemp(w.staging, "libraries-")
+	if err != nil {
+		return nil, err
+	}
+	lock, err := os.Open(dir) // the folder itself is locked: no file in it but staged ones
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return nil, err
+	}
+	w.lock, w.staging = lock, dir
+	w.ctx, w.cancel = context.WithCancel(context.Background())
+	return w, nil
+}
+
+func (w *Writes) log() *slog.Logger {
+	if w.fs != nil && w.fs.Log != nil {
+		return w.fs.Log
+	}
+	return slog.Default()
+}
+
+// rescue moves the staged files of earlier mounts that ended without Close
+// (their folder is no longer locked) to recovery/staging-<time>/: this mount
+// does not commit them, and nothing is deleted.
+func (w *Writes) rescue() {
+	dirs, _ := os.ReadDir(w.staging)
+	for _, d := range dirs {
+		p := filepath.Join(w.staging, d.Name())
+		if !d.IsDir() || !strings.HasPrefix(d.Name(), "libraries-") {
+			continue // not a library staging folder (guest writes stage alongside)
+		}
+		lock, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			lock.Close() // a running mount's
+			continue
+		}
+		files, _ := os.ReadDir(p)
+		var kept []string
+		for _, f := range files {
+			dst := filepath.Join(w.recovery, "staging-"+time.Now().Format("20060102-150405"))
+			if os.MkdirAll(dst, 0o700) == nil && os.Rename(filepath.Join(p, f.Name()), filepath.Join(dst, f.Name())) == nil {
+				kept = append(kept, filepath.Join(dst, f.Name()))
+			}
+		}
+		if len(kept) > 0 {
+			slog.Warn("staged files of an earlier mount that did not finish were not committed; kept", "files", strings.Join(kept, " "))
+		}
+		os.RemoveAll(p)
+		lock.Close()
+	}
+}
+
+// Busy says whether a commit is running or queued (unmount waits for it).
+func (w *Writes) Busy() bool { return w != nil && w.busy.Load() > 0 }
+
+// itemWrites is the write state of one item.
+type itemWrites struct {
+	id, libID string
+	path      string             // libraries/<lib>/<item> as shown, for logs and recovery; under Writes.mu
+	files     map[string]*staged // by server-side name; under Writes.mu
+	next      *batch             // files waiting for the next session; under Writes.mu
+	session   sync.Mutex         // held while this item's update session runs
+}
+
+// batch is the content of one update session.
+type batch struct {
+	files  map[string]bool
+	remove map[string]bool
+	done   chan struct{}
+	err    error
+}
+
+// staged is one file's local copy while it is open for writing or waits for
+// its commit.
+type staged struct {
+	it  *itemWrites
+	ino uint64
+	// Under Writes.mu:
+	name     string
+	opens    int  // handles on it
+	writers  int  // of which open for writing
+	onServer bool // the item has (or had, when opened) a file of this name
+	unlinked bool // removed or renamed over: nothing more to commit
+	ready    bool // closed with bytes to commit (queued, or held)
+	inBatch  bool // a session is reading it
+	timer    *time.Timer
+
+	path   string
+	f      *os.File
+	loaded chan struct{} // closed once the current bytes are in (open without O_TRUNC)
+	loadEr error
+
+	io sync.RWMutex // writes and truncates hold it shared; a commit holds it
+
+	mu     sync.Mutex
+	size   int64
+	dirty  bool // changed since the last commit, or never committed
+	failed bool // the last commit of these bytes failed: they are in recovery
+	mtime  time.Time
+	hash   hash.Hash // SHA256 of bytes [0, hashed) while writes are sequential
+	hashed int64
+}
+
+// item returns the write state of an item, making it.
+func (w *Writes) item(id, libID, path string) *itemWrites {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	it := w.items[id]
+	if it == nil {
+		it = &itemWrites{id: id, libID: libID, path: path, files: map[string]*staged{}}
+		w.items[id] = it
+	} else if path != "" {
+		it.path = path
+	}
+	return it
+}
+
+// find returns the live staged file of item/name, or nil.
+func (w *Writes) find(itemID, name string) *staged {
+	if w == nil {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if it := w.items[itemID]; it != nil {
+		return it.files[name]
+	}
+	return nil
+}
+
+// stagedNames lists the staged files of an item that the server does not have yet.
+func (w *Writes) stagedNames(itemID string) map[string]*staged {
+	out := map[string]*staged{}
+	if w == nil {
+		return out
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if it := w.items[itemID]; it != nil {
+		for n, sf := range it.files {
+			out[n] = sf
+		}
+	}
+	return out
+}
+
+// loader copies a file's current bytes into dst; nil means the file is new.
+type loader func(ctx context.Context, dst io.Writer) error
+
+// open returns the staged copy of it/name for a new handle, making it if
+// needed: empty if trunc or load is nil, else filled by load.
+func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, trunc, onServer bool, load loader) (*staged, error) {
+	w.mu.Lock()
+	sf := it.files[name]
+	fresh := sf == nil
+	if fresh {
+		w.seq++
+		f, err := os.CreateTemp(w.staging, "f-*")
+		if err != nil {
+			w.mu.Unlock()
+			return nil, err
+		}
+		sf = &staged{it: it, name: name, ino: ino("staged", fmt.Sprintf("%s/%d", it.id, w.seq)), path: f.Name(), f: f,
+			onServer: onServer, loaded: make(chan struct{}), mtime: time.Now(), hash: sha256.New()}
+		it.files[name] = sf
+		if !onServer {
+			sf.dirty = true // a new file is committed even if nothing is written
+		}
+	}
+	sf.opens++
+	if write {
+		sf.writers++
+		if sf.timer != nil {
+			sf.timer.Stop()
+			sf.timer = nil
+		}
+	}
+	w.mu.Unlock()
+
+	if fresh {
+		if load != nil && !trunc {
+			sf.io.Lock()
+			sf.mu.Lock()
+			err := load(ctx, io.MultiWriter(sf.f, sf.hash))
+			if err == nil {
+				var st os.FileInfo
+				if st, err = sf.f.Stat(); err == nil {
+					sf.size, sf.hashed = st.Size(), st.Size()
+				}
+			}
+			sf.mu.Unlock()
+			sf.io.Unlock()
+			sf.loadEr = err
+		}
+		close(sf.loaded)
+	} else {
+		<-sf.loaded
+	}
+	if sf.loadEr != nil {
+		w.release(sf, write)
+		return nil, sf.loadEr
+	}
+	if trunc {
+		if err := sf.truncate(0); err != nil {
+			w.release(sf, write)
+			return nil, err
+		}
+	}
+	return sf, nil
+}
+
+// write stores data at off (at the end for O_APPEND) and returns the bytes written.
+func (sf *staged) write(data []byte, off int64, appendMode bool) (int, error) {
+	sf.io.RLock()
+	defer sf.io.RUnlock()
+	sf.mu.Lock()
+	defer sf.mu.Unlock()
+	if appendMode {
+		off = sf.size
+	}
+	n, err := sf.f.WriteAt(data, off)
+	if n > 0 {
+		sf.dirty, sf.failed = true, false
+		sf.mtime = time.Now()
+		if sf.hash != nil && off == sf.hashed && off >= sf.size {
+			sf.hash.Write(data[:n])
+			sf.hashed += int64(n)
+		} else {
+			sf.hash = nil // not sequential: the commit hashes the file
+		}
+		sf.size = max(sf.size, off+int64(n))
+	}
+	return n, err
+}
+
+func (sf *staged) truncate(size int64) error {
+	sf.io.RLock()
+	defer sf.io.RUnlock()
+	sf.mu.Lock()
+	defer sf.mu.Unlock()
+	if err := sf.f.Truncate(size); err != nil {
+		return err
+	}
+	switch {
+	case size == 0:
+		sf.hash, sf.hashed = sha256.New(), 0
+	case size != sf.hashed:
+		sf.hash = nil
+	}
+	sf.size = size
+	sf.dirty, sf.failed = true, false
+	sf.mtime = time.Now()
+	return nil
+}
+
+func (sf *staged) stat() (size int64, mtime time.Time) {
+	sf.mu.Lock()
+	defer sf.mu.Unlock()
+	return sf.size, sf.mtime
+}
+
+func (sf *staged) isDirty() bool {
+	sf.mu.Lock()
+	defer sf.mu.Unlock()
+	return sf.dirty
+}
+
+// rsyncTemp matches the names rsync writes before renaming over the real
+// name: "." + name + "." + six random characters (mkstemp).
+var rsyncTemp = regexp.MustCompile(`^\..+\.[A-Za-z0-9]{6}$`)
+
+// flush commits sf's unsaved bytes, unless its commit is held: a name like
+// rsync's temporary files waits for its rename, and an .ovf (with the files
+// it references) waits until every referenced file is staged or on the server.
+// It says whether a session committed them.
+func (w *Writes) flush(ctx context.Context, sf *staged) (bool, syscall.Errno) {
+	w.mu.Lock()
+	if sf.inBatch {
+		// A session is sending these bytes for another handle: its outcome is ours.
+		it := sf.it
+		w.mu.Unlock()
+		it.session.Lock()
+		it.session.Unlock()
+		w.mu.Lock()
+	}
+	if sf.unlinked || !sf.isDirty() {
+		failed := sf.failedNow()
+		w.mu.Unlock()
+		if failed {
+			return false, syscall.EIO
+		}
+		return false, 0
+	}
+	sf.ready = true
+	it := sf.it
+	w.mu.Unlock()
+	names, held := w.plan(ctx, it, sf)
+	if held {
+		return false, 0
+	}
+	errno := w.commitErrno(it, names, nil)
+	return errno == 0, errno
+}
+
+// plan decides what to commit now for sf: nil and true if sf is held;
+// otherwise the ready files of its item that are not held.
+func (w *Writes) plan(ctx context.Context, it *itemWrites, sf *staged) ([]string, bool) {
+	var server map[string]bool
+	for attempt := 0; ; attempt++ {
+		w.mu.Lock()
+		ready := map[string]*staged{}
+		hasOVF := false
+		for n, f := range it.files {
+			if f.ready && !f.unlinked && !rsyncTemp.MatchString(n) {
+				ready[n] = f
+				hasOVF = hasOVF || isOVF(n)
+			}
+		}
+		if sf != nil && rsyncTemp.MatchString(sf.name) {
+			w.holdTimer(sf)
+			w.mu.Unlock()
+			return nil, true
+		}
+		if hasOVF && server == nil && attempt == 0 {
+			w.mu.Unlock()
+			server = map[string]bool{}
+			if _, files, err := w.fs.Catalog.Files(ctx, it.id); err == nil {
+				for _, f := range files {
+					server[f.Name] = true
+				}
+			}
+			continue
+		}
+		held := map[string]bool{}
+		for n, f := range ready {
+			if !isOVF(n) {
+				continue
+			}
+			refs := ovfRefs(f.path)
+			missing := false
+			for _, r := range refs {
+				if _, ok := ready[r]; !ok && !server[r] {
+					missing = true
+				}
+			}
+			if missing {
+				held[n] = true
+				for _, r := range refs {
+					if _, ok := ready[r]; ok {
+						held[r] = true
+					}
+				}
+			}
+		}
+		if sf != nil && held[sf.name] {
+			w.mu.Unlock()
+			return nil, true
+		}
+		var names []string
+		for n := range ready {
+			if !held[n] {
+				names = append(names, n)
+			}
+		}
+		w.mu.Unlock()
+		return names, false
+	}
+}
+
+func isOVF(name string) bool { return strings.EqualFold(filepath.Ext(name), ".ovf") }
+
+// ovfRefs lists the files a staged .ovf references (none if it does not parse:
+// then validation says why).
+func ovfRefs(path string) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	e, err := ovf.Unmarshal(f)
+	if err != nil {
+		return nil
+	}
+	var refs []string
+	for _, r := range e.References {
+		refs = append(refs, filepath.Base(r.Href))
+	}
+	return refs
+}
+
+// holdTimer commits a held rsync-temp-named file under its own name if no
+// rename comes; call with w.mu held.
+func (w *Writes) holdTimer(sf *staged) {
+	if sf.timer != nil || w.HoldTimeout <= 0 || w.closing {
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(w.HoldTimeout, func() {
+		w.mu.Lock()
+		if sf.timer != t || sf.unlinked || !sf.ready || w.closing {
+			w.mu.Unlock()
+			return
+		}
+		sf.timer = nil
+		name := sf.name
+		w.mu.Unlock()
+		_ = w.commitErrno(sf.it, []string{name}, nil)
+	})
+	sf.timer = t
+}
+
+// stopTimer cancels a hold timer; call with w.mu held.
+func (w *Writes) stopTimer(sf *staged) {
+	if sf.timer != nil {
+		sf.timer.Stop()
+	}
+	sf.timer = nil
+}
+
+// commitErrno commits and maps the outcome to what close() returns.
+func (w *Writes) commitErrno(it *itemWrites, names, remove []string) syscall.Errno {
+	if err := w.commit(it, names, remove); err != nil {
+		return syscall.EIO
+	}
+	return 0
+}
+
+// commit puts files and removals in the item's next session and waits for
+// it. Sessions of one item run one at a time; whoever gets to run a session
+// takes everything queued by then.
+func (w *Writes) commit(it *itemWrites, names, remove []string) error {
+	w.busy.Add(1)
+	defer w.busy.Add(-1)
+	w.inflight.Add(1)
+	defer w.inflight.Done()
+	w.mu.Lock()
+	b := it.next
+	if b == nil {
+		b = &batch{files: map[string]bool{}, remove: map[string]bool{}, done: make(chan struct{})}
+		it.next = b
+	}
+	for _, n := range names {
+		b.files[n] = true
+		delete(b.remove, n)
+	}
+	for _, n := range remove {
+		b.remove[n] = true
+		delete(b.files, n)
+	}
+	w.mu.Unlock()
+
+	it.session.Lock()
+	defer it.session.Unlock()
+	select {
+	case <-b.done: // ran by another caller while this one waited
+		return b.err
+	default:
+	}
+	w.mu.Lock()
+	if it.next == b {
+		it.next = nil
+	}
+	var files []*staged
+	for n := range b.files {
+		if sf := it.files[n]; sf != nil && !sf.unlinked {
+			sf.ready = false
+			sf.inBatch = true
+			w.stopTimer(sf)
+			files = append(files, sf)
+		}
+	}
+	var removes []string
+	for n := range b.remove {
+		removes = append(removes, n)
+	}
+	w.mu.Unlock()
+	sort.Slice(files, func(i, j int) bool { return files[i].name < files[j].name })
+	sort.Strings(removes)
+	b.err = w.run(it, files, removes)
+	close(b.done)
+	return b.err
+}
+
+// run is one update session: it holds the files' bytes still while the
+// session reads them.
+func (w *Writes) run(it *itemWrites, files []*staged, removes []string) error {
+	var list []backend.Staged
+	w.mu.Lock()
+	names := make([]string, len(files))
+	for i, sf := range files {
+		names[i] = sf.name
+	}
+	itemPath := it.path
+	w.mu.Unlock()
+	for i, sf := range files {
+		sf.io.Lock()
+		sf.mu.Lock()
+		s := backend.Staged{Name: names[i], Path: sf.path, Size: sf.size}
+		if sf.hash != nil && sf.hashed == sf.size {
+			s.SHA256 = hex.EncodeToString(sf.hash.Sum(nil))
+		}
+		sf.dirty = false
+		sf.mu.Unlock()
+		list = append(list, s)
+	}
+	start := time.Now()
+	err := w.lw.Commit(w.ctx, it.id, list, removes)
+	if err == nil {
+		var total int64
+		for _, s := range list {
+			total += s.Size
+		}
+		w.log().Debug("committed", "item", itemPath, "files", strings.Join(names, ","), "removed", strings.Join(removes, ","),
+			"bytes", total, "took", time.Since(start).Round(time.Millisecond))
+		if w.fs != nil {
+			w.fs.Catalog.Invalidate(it.libID, it.id)
+		}
+	} else {
+		var be *backend.Error
+		call, fault := "commit", err.Error()
+		if errors.As(err, &be) {
+			call, fault = be.Call, be.Fault
+		}
+		for i, sf := range files {
+			rec, rerr := w.recover(itemPath, names[i], sf)
+			if rerr != nil {
+				rec = "not kept: " + rerr.Error()
+			} else {
+				w.mu.Lock()
+				w.recovered = append(w.recovered, rec)
+				w.mu.Unlock()
+			}
+			w.log().Error(syscall.EIO.Error(), "path", itemPath+"/"+EncodeName(names[i]), "call", call, "fault", fault, "recovery", rec)
+			sf.mu.Lock()
+			sf.dirty, sf.failed = true, true
+			sf.mu.Unlock()
+		}
+		for _, n := range removes {
+			w.log().Error(syscall.EIO.Error(), "path", itemPath+"/"+EncodeName(n), "call", call, "fault", fault)
+		}
+	}
+	for _, sf := range files {
+		sf.io.Unlock()
+	}
+	w.mu.Lock()
+	for _, sf := range files {
+		sf.inBatch = false
+		if err == nil {
+			sf.onServer = true
+		}
+		w.settle(sf)
+	}
+	w.mu.Unlock()
+	return err
+}
+
+// recover copies sf's bytes to recovery/libraries/<lib>/<item>/<name> (with
+// a number added if taken) and returns that path.
+func (w *Writes) recover(itemPath, name string, sf *staged) (string, error) {
+	dir := filepath.Join(w.recovery, filepath.FromSlash(itemPath))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	base := filepath.Join(dir, EncodeName(name))
+	var dst *os.File
+	var err error
+	for i := 0; i < 1000; i++ {
+		p := base
+		if i > 0 {
+			p = fmt.Sprintf("%s.%d", base, i)
+		}
+		dst, err = os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if !errors.Is(err, os.ErrExist) {
+			break
+		}
+	}
+	if err != nil {
+		return "", err
+	}
+	src, err := os.Open(sf.path)
+	if err != nil {
+		dst.Close()
+		return "", err
+	}
+	defer src.Close()
+	sf.mu.Lock()
+	size := sf.size
+	sf.mu.Unlock()
+	if _, err := dst.ReadFrom(io.LimitReader(src, size)); err != nil { // copy_file_range where it can
+		dst.Close()
+		return "", err
+	}
+	return dst.Name(), dst.Close()
+}
+
+// attach adds a reading handle to the staged copy of it/name, if there is one.
+func (w *Writes) attach(itemID, name string) *staged {
+	if w == nil {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	it := w.items[itemID]
+	if it == nil {
+		return nil
+	}
+	sf := it.files[name]
+	if sf == nil || sf.unlinked {
+		return nil
+	}
+	sf.opens++
+	return sf
+}
+
+// release ends one handle on sf.
+func (w *Writes) release(sf *staged, write bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	sf.opens--
+	if write {
+		sf.writers--
+	}
+	if sf.opens > 0 || sf.inBatch {
+		return
+	}
+	if !sf.unlinked && !sf.ready && sf.isDirty() && !sf.failedNow() && sf.loadEr == nil {
+		// Written without a flush (e.g. through a mapping): commit now,
+		// nobody is waiting for the outcome.
+		sf.ready = true
+		it := sf.it
+		w.busy.Add(1)
+		w.inflight.Add(1)
+		go func() {
+			defer w.inflight.Done()
+			defer w.busy.Add(-1)
+			if names, held := w.plan(w.ctx, it, sf); !held {
+				_ = w.commit(it, names, nil)
+			}
+		}()
+		return
+	}
+	w.settle(sf)
+}
+
+func (sf *staged) failedNow() bool {
+	sf.mu.Lock()
+	defer sf.mu.Unlock()
+	return sf.failed
+}
+
+// settle drops sf once nothing needs it; call with w.mu held.
+func (w *Writes) settle(sf *staged) {
+	if sf.opens > 0 || sf.inBatch || (sf.ready && !sf.unlinked) {
+		return
+	}
+	if cur := sf.it.files[sf.name]; cur == sf {
+		delete(sf.it.files, sf.name)
+	}
+	w.stopTimer(sf)
+	sf.f.Close()
+	os.Remove(sf.path)
+}
+
+// unlink forgets a staged file of name (removed, or replaced by a rename).
+// It returns whether there was one; call with w.mu held.
+func (w *Writes) unlinkLocked(it *itemWrites, name string) *staged {
+	sf := it.files[name]
+	if sf == nil {
+		return nil
+	}
+	sf.unlinked = true
+	sf.ready = false
+	delete(it.files, name)
+	w.stopTimer(sf)
+	w.settle(sf)
+	return sf
+}
+
+// remove removes name from the item: the staged copy goes, and a file the
+// server has is removed through an update session.
+func (w *Writes) remove(ctx context.Context, it *itemWrites, name string, onServer bool) syscall.Errno {
+	w.mu.Lock()
+	sf := w.unlinkLocked(it, name)
+	w.mu.Unlock()
+	if !onServer {
+		if sf == nil {
+			return syscall.ENOENT
+		}
+		return 0
+	}
+	return w.commitErrno(it, nil, []string{name})
+}
+
+// rename renames a file within its item. Only a file the server does not
+// have yet can be renamed (rsync's temporary file, or one still open): it
+// is then committed under the new name, its bytes sent once. Anything else
+// is EXDEV, so that mv copies and deletes.
+func (w *Writes) rename(ctx context.Context, it *itemWrites, from, to string, noReplace bool, targetOnServer bool) syscall.Errno {
+	w.mu.Lock()
+	sf := it.files[from]
+	if sf == nil || sf.onServer || sf.unlinked || sf.inBatch {
+		w.mu.Unlock()
+		return syscall.EXDEV
+	}
+	if t := it.files[to]; (t != nil || targetOnServer) && noReplace {
+		w.mu.Unlock()
+		return syscall.EEXIST
+	}
+	if t := it.files[to]; t != nil && t != sf {
+		targetOnServer = targetOnServer || t.onServer
+		w.unlinkLocked(it, to)
+	}
+	delete(it.files, from)
+	sf.name = to
+	it.files[to] = sf
+	w.stopTimer(sf)
+	ready := sf.ready
+	w.mu.Unlock()
+	if !ready {
+		return 0 // still open: its close commits it under the new name
+	}
+	names, held := w.plan(ctx, it, sf)
+	if held {
+		return 0
+	}
+	return w.commitErrno(it, names, nil)
+}
+
+// renameItem keeps the shown path of an item's write state in step.
+func (w *Writes) renameItem(itemID, path string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if it := w.items[itemID]; it != nil {
+		it.path = path
+	}
+}
+
+// hasStaged says whether an item has staged files that are not unlinked.
+func (w *Writes) hasStaged(itemID string) bool {
+	return len(w.stagedNames(itemID)) > 0
+}
+
+// Close waits for the commits in flight, then commits what is still held
+// (rsync-temp-named files under their own names, OVF items as they stand, and
+// bytes written but never flushed). It returns the recovery files of the
+// commits that failed here, so that the caller can list them and exit non-zero.
+func (w *Writes) Close(ctx context.Context) []string {
+	w.mu.Lock()
+	start := len(w.recovered)
+	w.closing = true
+	for _, it := range w.items {
+		for _, sf := range it.files {
+			w.stopTimer(sf)
+		}
+	}
+	w.mu.Unlock()
+	w.inflightWait(ctx)
+	w.mu.Lock()
+	var items []*itemWrites
+	for _, it := range w.items {
+		items = append(items, it)
+	}
+	w.mu.Unlock()
+	for _, it := range items {
+		w.mu.Lock()
+		var names []string
+		for n, sf := range it.files {
+			if !sf.unlinked && (sf.ready || (sf.isDirty() && !sf.failedNow())) {
+				sf.ready = true
+				names = append(names, n)
+			}
+		}
+		w.mu.Unlock()
+		if len(names) == 0 {
+			continue
+		}
+		_ = w.commit(it, names, nil) // a failure is logged and recovered
+	}
+	w.cancel()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, it := range w.items {
+		for _, sf := range it.files {
+			sf.f.Close()
+			os.Remove(sf.path)
+		}
+	}
+	if rest, _ := os.ReadDir(w.staging); len(rest) == 0 {
+		os.RemoveAll(w.staging)
+	}
+	w.lock.Close()
+	return append([]string(nil), w.recovered[start:]...)
+}
+
+func (w *Writes) inflightWait(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { w.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
