@@ -1,0 +1,251 @@
+package fs
+
+// The commit queue of libraries/: one update session per item at a time;
+// files that wait together go into the next session together.
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vspherefs/vspherefs/backend"
+)
+
+// flush commits sf's unsaved bytes, unless its commit is held: a name like
+// rsync's temporary files waits for its rename, and an .ovf (with the files
+// it references) waits until every referenced file is staged or on the server.
+// It says whether a session committed them.
+func (w *Writes) flush(ctx context.Context, sf *staged) (bool, syscall.Errno) {
+	w.mu.Lock()
+	if sf.inBatch {
+		// A session is sending these bytes for another handle: its outcome is ours.
+		it := sf.it
+		w.mu.Unlock()
+		it.session.Lock()
+		it.session.Unlock()
+		w.mu.Lock()
+	}
+	if sf.unlinked || !sf.isDirty() {
+		failed := sf.failedNow()
+		w.mu.Unlock()
+		if failed {
+			return false, syscall.EIO
+		}
+		return false, 0
+	}
+	sf.ready = true
+	it := sf.it
+	w.mu.Unlock()
+	names, held := w.plan(ctx, it, sf)
+	if held {
+		return false, 0
+	}
+	errno := w.commitErrno(it, names, nil)
+	return errno == 0, errno
+}
+
+// plan decides what to commit now for sf: nil and true if sf is held;
+// otherwise the ready files of its item that are not held.
+func (w *Writes) plan(ctx context.Context, it *itemWrites, sf *staged) ([]string, bool) {
+	var server map[string]bool
+	for attempt := 0; ; attempt++ {
+		w.mu.Lock()
+		ready := map[string]*staged{}
+		hasOVF := false
+		for n, f := range it.files {
+			if f.ready && !f.unlinked && !rsyncTemp.MatchString(n) {
+				ready[n] = f
+				hasOVF = hasOVF || isOVF(n)
+			}
+		}
+		if sf != nil && rsyncTemp.MatchString(sf.name) {
+			w.holdTimer(sf)
+			w.mu.Unlock()
+			return nil, true
+		}
+		if hasOVF && server == nil && attempt == 0 {
+			w.mu.Unlock()
+			server = map[string]bool{}
+			if _, files, err := w.fs.Catalog.Files(ctx, it.id); err == nil {
+				for _, f := range files {
+					server[f.Name] = true
+				}
+			}
+			continue
+		}
+		held := map[string]bool{}
+		for n, f := range ready {
+			if !isOVF(n) {
+				continue
+			}
+			refs := ovfRefs(f.path)
+			missing := false
+			for _, r := range refs {
+				if _, ok := ready[r]; !ok && !server[r] {
+					missing = true
+				}
+			}
+			if missing {
+				held[n] = true
+				for _, r := range refs {
+					if _, ok := ready[r]; ok {
+						held[r] = true
+					}
+				}
+			}
+		}
+		if sf != nil && held[sf.name] {
+			w.mu.Unlock()
+			return nil, true
+		}
+		var names []string
+		for n := range ready {
+			if !held[n] {
+				names = append(names, n)
+			}
+		}
+		w.mu.Unlock()
+		return names, false
+	}
+}
+
+// commitErrno commits and maps the outcome to what close() returns.
+func (w *Writes) commitErrno(it *itemWrites, names, remove []string) syscall.Errno {
+	if err := w.commit(it, names, remove); err != nil {
+		return syscall.EIO
+	}
+	return 0
+}
+
+// commit puts files and removals in the item's next session and waits for
+// it. Sessions of one item run one at a time; whoever gets to run a session
+// takes everything queued by then.
+func (w *Writes) commit(it *itemWrites, names, remove []string) error {
+	w.busy.Add(1)
+	defer w.busy.Add(-1)
+	w.inflight.Add(1)
+	defer w.inflight.Done()
+	w.mu.Lock()
+	b := it.next
+	if b == nil {
+		b = &batch{files: map[string]bool{}, remove: map[string]bool{}, done: make(chan struct{})}
+		it.next = b
+	}
+	for _, n := range names {
+		b.files[n] = true
+		delete(b.remove, n)
+	}
+	for _, n := range remove {
+		b.remove[n] = true
+		delete(b.files, n)
+	}
+	w.mu.Unlock()
+
+	it.session.Lock()
+	defer it.session.Unlock()
+	select {
+	case <-b.done: // ran by another caller while this one waited
+		return b.err
+	default:
+	}
+	w.mu.Lock()
+	if it.next == b {
+		it.next = nil
+	}
+	var files []*staged
+	for n := range b.files {
+		if sf := it.files[n]; sf != nil && !sf.unlinked {
+			sf.ready = false
+			sf.inBatch = true
+			w.stopTimer(sf)
+			files = append(files, sf)
+		}
+	}
+	var removes []string
+	for n := range b.remove {
+		removes = append(removes, n)
+	}
+	w.mu.Unlock()
+	sort.Slice(files, func(i, j int) bool { return files[i].name < files[j].name })
+	sort.Strings(removes)
+	b.err = w.run(it, files, removes)
+	close(b.done)
+	return b.err
+}
+
+// run is one update session: it holds the files' bytes still while the
+// session reads them.
+func (w *Writes) run(it *itemWrites, files []*staged, removes []string) error {
+	var list []backend.Staged
+	w.mu.Lock()
+	names := make([]string, len(files))
+	for i, sf := range files {
+		names[i] = sf.name
+	}
+	itemPath := it.path
+	w.mu.Unlock()
+	for i, sf := range files {
+		sf.io.Lock()
+		sf.mu.Lock()
+		s := backend.Staged{Name: names[i], Path: sf.path, Size: sf.size}
+		if sf.hash != nil && sf.hashed == sf.size {
+			s.SHA256 = hex.EncodeToString(sf.hash.Sum(nil))
+		}
+		sf.dirty = false
+		sf.mu.Unlock()
+		list = append(list, s)
+	}
+	start := time.Now()
+	err := w.lw.Commit(w.ctx, it.id, list, removes)
+	if err == nil {
+		var total int64
+		for _, s := range list {
+			total += s.Size
+		}
+		w.log().Debug("committed", "item", itemPath, "files", strings.Join(names, ","), "removed", strings.Join(removes, ","),
+			"bytes", total, "took", time.Since(start).Round(time.Millisecond))
+		if w.fs != nil {
+			w.fs.Catalog.Invalidate(it.libID, it.id)
+		}
+	} else {
+		var be *backend.Error
+		call, fault := "commit", err.Error()
+		if errors.As(err, &be) {
+			call, fault = be.Call, be.Fault
+		}
+		for i, sf := range files {
+			rec, rerr := w.recover(itemPath, names[i], sf)
+			if rerr != nil {
+				rec = "not kept: " + rerr.Error()
+			} else {
+				w.mu.Lock()
+				w.recovered = append(w.recovered, rec)
+				w.mu.Unlock()
+			}
+			w.log().Error(syscall.EIO.Error(), "path", itemPath+"/"+EncodeName(names[i]), "call", call, "fault", fault, "recovery", rec)
+			sf.mu.Lock()
+			sf.dirty, sf.failed = true, true
+			sf.mu.Unlock()
+		}
+		for _, n := range removes {
+			w.log().Error(syscall.EIO.Error(), "path", itemPath+"/"+EncodeName(n), "call", call, "fault", fault)
+		}
+	}
+	for _, sf := range files {
+		sf.io.Unlock()
+	}
+	w.mu.Lock()
+	for _, sf := range files {
+		sf.inBatch = false
+		if err == nil {
+			sf.onServer = true
+		}
+		w.settle(sf)
+	}
+	w.mu.Unlock()
+	return err
+}
