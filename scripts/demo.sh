@@ -12,6 +12,10 @@ Mounting the embedded simulator at $mnt (Ctrl-C unmounts). In another terminal, 
   sha256sum $mnt/libraries/demo-library/big/big.bin
   cp -r $mnt/libraries/iso-library /tmp/copy && du -sh /tmp/copy
   df -h $mnt
+  echo hello > $mnt/libraries/demo-library/hello/new.txt && ls -l $mnt/libraries/demo-library/hello
+  ls -l $mnt/vms/ $mnt/vms/DC0_H0_VM0/etc && cat $mnt/vms/DC0_H0_VM0/etc/hostname
+  rsync -a /etc/apt/ $mnt/vms/DC0_H0_VM0/tmp/apt/ && ls -lR $mnt/vms/DC0_H0_VM0/tmp | head
+  ls -l $mnt/exports/demo-off $mnt/disks/demo-off
   mkdir $mnt/exports/DC0_H0_VM0@demo && ls -l $mnt/exports/DC0_H0_VM0@demo $mnt/disks/DC0_H0_VM0@demo
   rmdir $mnt/exports/DC0_H0_VM0@demo
 
