@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi/find"
+	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
@@ -123,5 +124,28 @@ func (s *Server) createGuestDemo(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return task.Wait(ctx)
+	info, err := task.WaitForResult(ctx)
+	if err != nil {
+		return err
+	}
+	// One 1 GiB disk, so that exports/demo-off/ has a package to read.
+	vm := object.NewVirtualMachine(c.Client, info.Result.(types.ManagedObjectReference))
+	devs := object.VirtualDeviceList{}
+	scsi, err := devs.CreateSCSIController("pvscsi")
+	if err != nil {
+		return err
+	}
+	if err := vm.AddDevice(ctx, scsi); err != nil {
+		return err
+	}
+	if devs, err = vm.Device(ctx); err != nil {
+		return err
+	}
+	ctrl, err := devs.FindDiskController("")
+	if err != nil {
+		return err
+	}
+	disk := devs.CreateDisk(ctrl, ds.Reference(), fmt.Sprintf("[%s] %s/%s.vmdk", ds.Name(), DemoOffVM, DemoOffVM))
+	disk.CapacityInKB = 1 << 20
+	return vm.AddDevice(ctx, disk)
 }
