@@ -144,11 +144,14 @@ func (v *GuestVM) attrsSet(p string, a GuestAttr) {
 		}
 		if a.Mode != nil {
 			s.Mode = *a.Mode & 0o7777
+			if v.windows {
+				s.Mode = winMode(s.Type, *a.Mode&0o200 == 0)
+			}
 		}
-		if a.UID != nil {
+		if a.UID != nil && !v.windows {
 			s.UID = int64(*a.UID)
 		}
-		if a.GID != nil {
+		if a.GID != nil && !v.windows {
 			s.GID = int64(*a.GID)
 		}
 		if a.Mtime != nil {
