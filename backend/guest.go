@@ -27,7 +27,7 @@ type Guests struct {
 	fms    map[types.ManagedObjectReference]fmEntry
 	vms    timed[[]VM]
 	lists  map[listKey]timed[[]GuestStat]
-	gen    int64                                                  // bumped by every change to lists (guestlist.go)
+	gen    int64                                                 // bumped by every change to lists (guestlist.go)
 	drives map[types.ManagedObjectReference]map[byte]timed[bool] // Windows drive probes (guestwin.go)
 }
 
