@@ -161,7 +161,10 @@ func (v *GuestVM) attrsSet(p string, a GuestAttr) {
 			s.Atime = *a.Atime
 		}
 		if a.Mtime != nil {
-			s.stale = false // the mtime is what we just set
+			s.stale = false // the mtime is what we just set (on a POSIX guest)
+		}
+		if v.windows && (a.Mtime != nil || a.Atime != nil) {
+			s.stale = true // Windows keeps less (NTFS 100 ns, FAT 2 s): read it back
 		}
 		v.set(p, s)
 	})
