@@ -22,11 +22,13 @@ type Guests struct {
 	logins *GuestLogins
 	ttl    time.Duration // lifetime of cached VM and directory lists
 
-	mu    sync.Mutex
-	fms   map[types.ManagedObjectReference]fmEntry
-	vms   timed[[]VM]
-	lists map[listKey]timed[[]GuestStat]
-	gen   int64 // bumped by every change to lists (guestlist.go)
+	born   time.Time // shown as the time of Windows drives
+	mu     sync.Mutex
+	fms    map[types.ManagedObjectReference]fmEntry
+	vms    timed[[]VM]
+	lists  map[listKey]timed[[]GuestStat]
+	gen    int64                                                 // bumped by every change to lists (guestlist.go)
+	drives map[types.ManagedObjectReference]map[byte]timed[bool] // Windows drive probes (guestwin.go)
 }
 
 type listKey struct {
@@ -42,8 +44,8 @@ type fmEntry struct {
 // NewGuests makes the guest operations of a connection; VM and directory
 // lists are cached for ttl.
 func NewGuests(c *Conn, logins *GuestLogins, ttl time.Duration) *Guests {
-	return &Guests{c: c, logins: logins, ttl: ttl, fms: map[types.ManagedObjectReference]fmEntry{},
-		lists: map[listKey]timed[[]GuestStat]{}}
+	return &Guests{c: c, logins: logins, ttl: ttl, born: time.Now(), fms: map[types.ManagedObjectReference]fmEntry{},
+		lists: map[listKey]timed[[]GuestStat]{}, drives: map[types.ManagedObjectReference]map[byte]timed[bool]{}}
 }
 
 // VMs lists the VMs, cached for the TTL.
@@ -68,6 +70,9 @@ func (g *Guests) VMs(ctx context.Context) ([]VM, error) {
 // TTL, whatever the number of entries stat'ed.
 func (v *GuestVM) Dir(ctx context.Context, dir string) ([]GuestStat, error) {
 	k := listKey{v.ref, path.Clean(dir)}
+	if v.windows && k.dir == "/" {
+		return v.drives(ctx)
+	}
 	v.g.mu.Lock()
 	if t, ok := v.g.lists[k]; ok && t.fresh(v.g.ttl) {
 		v.g.mu.Unlock()
@@ -89,6 +94,9 @@ func (v *GuestVM) Dir(ctx context.Context, dir string) ([]GuestStat, error) {
 
 // Lookup finds a name in a directory's cached list.
 func (v *GuestVM) Lookup(ctx context.Context, dir, name string) (GuestStat, error) {
+	if v.windows && path.Clean(dir) == "/" {
+		return v.lookupDrive(ctx, name)
+	}
 	list, err := v.Dir(ctx, dir)
 	if err != nil {
 		return GuestStat{}, err
@@ -141,14 +149,15 @@ func (v *GuestVM) after(err error, ok func(), paths ...string) error {
 
 // GuestVM is one VM's guest filesystem.
 type GuestVM struct {
-	g    *Guests
-	ref  types.ManagedObjectReference
-	name string
+	g       *Guests
+	ref     types.ManagedObjectReference
+	name    string
+	windows bool // drives at the top level (guestwin.go)
 }
 
 // VM returns the guest of a VM. It makes no call.
-func (g *Guests) VM(ref types.ManagedObjectReference, name string) *GuestVM {
-	return &GuestVM{g: g, ref: ref, name: name}
+func (g *Guests) VM(vm VM) *GuestVM {
+	return &GuestVM{g: g, ref: vm.Ref, name: vm.Name, windows: vm.Windows}
 }
 
 // Name is the VM's name.
@@ -227,6 +236,9 @@ func statOf(f types.GuestFileInfo) GuestStat {
 	if f.Attributes == nil {
 		return s
 	}
+	if w, ok := f.Attributes.(*types.GuestWindowsFileAttributes); ok {
+		s.Mode = winMode(s.Type, w.ReadOnly != nil && *w.ReadOnly)
+	}
 	a := f.Attributes.GetGuestFileAttributes()
 	if a.ModificationTime != nil {
 		s.Mtime = *a.ModificationTime
@@ -254,6 +266,13 @@ func (v *GuestVM) List(ctx context.Context, dir string) ([]GuestStat, error) {
 }
 
 func (v *GuestVM) list(ctx context.Context, call, dir, pattern string) ([]GuestStat, error) {
+	if v.windows && path.Clean(dir) == "/" {
+		return v.drives(ctx)
+	}
+	dir, err := v.gpath(dir)
+	if err != nil {
+		return nil, err
+	}
 	var out []GuestStat
 	index := int32(0)
 	for {
@@ -285,6 +304,9 @@ func (v *GuestVM) Stat(ctx context.Context, p string) (GuestStat, error) {
 		return GuestStat{Name: "/", Type: GuestDir, Mode: 0o755, UID: -1, GID: -1}, nil
 	}
 	dir, name := path.Split(p)
+	if v.windows && path.Clean(dir) == "/" {
+		return v.lookupDrive(ctx, name)
+	}
 	list, err := v.list(ctx, "ListFilesInGuest", dir, "^"+regexp.QuoteMeta(name)+"$")
 	if err != nil {
 		return GuestStat{}, err
@@ -300,8 +322,12 @@ func (v *GuestVM) Stat(ctx context.Context, p string) (GuestStat, error) {
 // Mkdir makes a directory, applies mode if it is not 0 and differs from
 // what the guest gave it, and returns its attributes as read back.
 func (v *GuestVM) Mkdir(ctx context.Context, p string, mode uint32) (GuestStat, error) {
-	err := v.do(ctx, "MakeDirectoryInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
-		return fm.MakeDirectory(ctx, auth, p, false)
+	gp, err := v.target(p)
+	if err != nil {
+		return GuestStat{}, err
+	}
+	err = v.do(ctx, "MakeDirectoryInGuest", gp, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+		return fm.MakeDirectory(ctx, auth, gp, false)
 	})
 	if err != nil {
 		v.forget(p)
@@ -312,7 +338,7 @@ func (v *GuestVM) Mkdir(ctx context.Context, p string, mode uint32) (GuestStat, 
 		v.forget(p)
 		return GuestStat{}, err
 	}
-	if mode &= 0o7777; mode != 0 && s.Mode != mode {
+	if mode &= 0o7777; mode != 0 && s.Mode != mode && !v.windows {
 		if err := v.Chattr(ctx, p, GuestAttr{Mode: &mode}); err != nil {
 			return GuestStat{}, err
 		}
@@ -325,16 +351,24 @@ func (v *GuestVM) Mkdir(ctx context.Context, p string, mode uint32) (GuestStat, 
 
 // Rmdir removes an empty directory.
 func (v *GuestVM) Rmdir(ctx context.Context, p string) error {
-	err := v.do(ctx, "DeleteDirectoryInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
-		return fm.DeleteDirectory(ctx, auth, p, false)
+	gp, err := v.target(p)
+	if err != nil {
+		return err
+	}
+	err = v.do(ctx, "DeleteDirectoryInGuest", gp, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+		return fm.DeleteDirectory(ctx, auth, gp, false)
 	})
 	return v.after(err, func() { v.change(func() { v.gone(p) }) }, p)
 }
 
 // Remove removes a file or symlink.
 func (v *GuestVM) Remove(ctx context.Context, p string) error {
-	err := v.do(ctx, "DeleteFileInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
-		return fm.DeleteFile(ctx, auth, p)
+	gp, err := v.target(p)
+	if err != nil {
+		return err
+	}
+	err = v.do(ctx, "DeleteFileInGuest", gp, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+		return fm.DeleteFile(ctx, auth, gp)
 	})
 	return v.after(err, func() { v.change(func() { v.gone(p) }) }, p)
 }
@@ -346,16 +380,34 @@ func (v *GuestVM) MoveFile(ctx context.Context, src, dst string, overwrite bool)
 }
 
 func (v *GuestVM) moveFile(ctx context.Context, src, dst string, overwrite bool) error {
-	return v.do(ctx, "MoveFileInGuest", src, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
-		return fm.MoveFile(ctx, auth, src, dst, overwrite)
+	gsrc, gdst, err := v.targets(src, dst)
+	if err != nil {
+		return err
+	}
+	return v.do(ctx, "MoveFileInGuest", gsrc, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+		return fm.MoveFile(ctx, auth, gsrc, gdst, overwrite)
 	})
+}
+
+// targets is target of both paths of a move.
+func (v *GuestVM) targets(src, dst string) (string, string, error) {
+	gsrc, err := v.target(src)
+	if err != nil {
+		return "", "", err
+	}
+	gdst, err := v.target(dst)
+	return gsrc, gdst, err
 }
 
 // MoveDir renames a directory; an existing dst is ErrExists (the API has no
 // overwrite for directories).
 func (v *GuestVM) MoveDir(ctx context.Context, src, dst string) error {
-	err := v.do(ctx, "MoveDirectoryInGuest", src, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
-		return fm.MoveDirectory(ctx, auth, src, dst)
+	gsrc, gdst, err := v.targets(src, dst)
+	if err != nil {
+		return err
+	}
+	err = v.do(ctx, "MoveDirectoryInGuest", gsrc, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+		return fm.MoveDirectory(ctx, auth, gsrc, gdst)
 	})
 	return v.after(err, func() { v.renamed(src, dst) }, src, dst)
 }
@@ -383,11 +435,18 @@ func (a GuestAttr) posix() *types.GuestPosixFileAttributes {
 
 // Chattr changes mode, owner and times in one ChangeFileAttributesInGuest.
 func (v *GuestVM) Chattr(ctx context.Context, p string, a GuestAttr) error {
+	if v.windows {
+		a.UID, a.GID = nil, nil // no owner on Windows: chown changes nothing
+	}
 	if a.empty() {
 		return nil
 	}
-	err := v.do(ctx, "ChangeFileAttributesInGuest", p, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
-		return fm.ChangeFileAttributes(ctx, auth, p, a.posix())
+	gp, err := v.target(p)
+	if err != nil {
+		return err
+	}
+	err = v.do(ctx, "ChangeFileAttributesInGuest", gp, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+		return fm.ChangeFileAttributes(ctx, auth, gp, v.attrs(a))
 	})
 	return v.after(err, func() { v.attrsSet(p, a) }, p)
 }

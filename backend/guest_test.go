@@ -51,7 +51,7 @@ func newGuestEnv(t *testing.T, login string) *guestEnv {
 	e := &guestEnv{s: s, c: c, g: NewGuests(c, logins, time.Second)}
 	for _, v := range vms {
 		if v.Name == "DC0_H0_VM0" {
-			e.vm = e.g.VM(v.Ref, v.Name)
+			e.vm = e.g.VM(v)
 			e.dir, err = s.Guest.Dir(s.Model().Map().Get(v.Ref).(*simulator.VirtualMachine))
 			if err != nil {
 				t.Fatal(err)
@@ -74,8 +74,13 @@ func TestListVMs(t *testing.T) {
 	for _, v := range vms {
 		on[v.Name] = v.On
 	}
-	if len(vms) != 5 || !on["DC0_H0_VM0"] || on[sim.DemoOffVM] {
+	if len(vms) != 6 || !on["DC0_H0_VM0"] || on[sim.DemoOffVM] || !on[sim.DemoWindowsVM] {
 		t.Fatalf("%+v", vms)
+	}
+	for _, v := range vms {
+		if v.Windows != (v.Name == sim.DemoWindowsVM) {
+			t.Errorf("%s: Windows %v", v.Name, v.Windows)
+		}
 	}
 }
 
@@ -251,14 +256,14 @@ func TestGuestFaults(t *testing.T) {
 	logins, _ := NewGuestLogins("root:vmware", "")
 	for _, v := range vms {
 		if v.Name == sim.DemoOffVM {
-			_, err := NewGuests(e.c, logins, time.Second).VM(v.Ref, v.Name).List(ctx, "/")
+			_, err := NewGuests(e.c, logins, time.Second).VM(v).List(ctx, "/")
 			if !errors.Is(err, ErrHostDown) {
 				t.Fatalf("powered-off VM: %v", err)
 			}
 		}
 	}
 	none, _ := NewGuestLogins("", "")
-	if _, err := NewGuests(e.c, none, time.Second).VM(e.vm.ref, e.vm.name).List(ctx, "/"); !errors.Is(err, ErrPermission) {
+	if _, err := NewGuests(e.c, none, time.Second).VM(VM{Ref: e.vm.ref, Name: e.vm.name}).List(ctx, "/"); !errors.Is(err, ErrPermission) {
 		t.Fatalf("no login: %v", err)
 	}
 }
@@ -339,7 +344,43 @@ func TestGuestDirCached(t *testing.T) {
 		t.Fatalf("patched list\n%+v\nguest says\n%+v", cached, fresh)
 	}
 	vms, err := e.g.VMs(ctx)
-	if err != nil || len(vms) != 5 {
+	if err != nil || len(vms) != 6 {
 		t.Fatalf("%v %v", vms, err)
+	}
+}
+
+func TestGuestWindowsPaths(t *testing.T) {
+	v := &GuestVM{name: "w", windows: true}
+	for p, want := range map[string]string{
+		"/C:":                 `C:\`,
+		"/C:/":                `C:\`,
+		"/D:/Users/a b/x.txt": `D:\Users\a b\x.txt`,
+	} {
+		if got, err := v.gpath(p); err != nil || got != want {
+			t.Errorf("gpath(%q) = %q, %v; want %q", p, got, err, want)
+		}
+	}
+	for p, kind := range map[string]error{
+		"/":         ErrNotPermitted,
+		"/foo":      ErrNotPermitted,
+		"/c:":       ErrNotPermitted, // drives are shown upper-case
+		"/C:/a:b":   ErrInvalid,
+		`/C:/a\b`:   ErrInvalid,
+		"/C:/what?": ErrInvalid,
+	} {
+		if _, err := v.gpath(p); !errors.Is(err, kind) {
+			t.Errorf("gpath(%q): %v, want %v", p, err, kind)
+		}
+	}
+	for _, p := range []string{"/C:", "/X"} {
+		if _, err := v.target(p); !errors.Is(err, ErrNotPermitted) {
+			t.Errorf("target(%q): %v", p, err)
+		}
+	}
+	if _, err := v.target("/C:/x"); err != nil {
+		t.Errorf("target(/C:/x): %v", err)
+	}
+	if p, err := (&GuestVM{}).gpath("/a:b"); err != nil || p != "/a:b" {
+		t.Errorf("POSIX guest path: %q %v", p, err)
 	}
 }

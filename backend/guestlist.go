@@ -144,11 +144,14 @@ func (v *GuestVM) attrsSet(p string, a GuestAttr) {
 		}
 		if a.Mode != nil {
 			s.Mode = *a.Mode & 0o7777
+			if v.windows {
+				s.Mode = winMode(s.Type, *a.Mode&0o200 == 0)
+			}
 		}
-		if a.UID != nil {
+		if a.UID != nil && !v.windows {
 			s.UID = int64(*a.UID)
 		}
-		if a.GID != nil {
+		if a.GID != nil && !v.windows {
 			s.GID = int64(*a.GID)
 		}
 		if a.Mtime != nil {
@@ -158,7 +161,10 @@ func (v *GuestVM) attrsSet(p string, a GuestAttr) {
 			s.Atime = *a.Atime
 		}
 		if a.Mtime != nil {
-			s.stale = false // the mtime is what we just set
+			s.stale = false // the mtime is what we just set (on a POSIX guest)
+		}
+		if v.windows && (a.Mtime != nil || a.Atime != nil) {
+			s.stale = true // Windows keeps less (NTFS 100 ns, FAT 2 s): read it back
 		}
 		v.set(p, s)
 	})

@@ -42,12 +42,16 @@ func (s *GuestSource) Size() int64 { return s.size }
 // and n are. A file whose size or mtime changed since it was listed is
 // ErrStale: its bytes would not be the version the cache holds.
 func (s *GuestSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, bool, error) {
-	call, on := "InitiateFileTransferFromGuest", s.v.name+":"+s.path
+	gp, err := s.v.gpath(s.path)
+	if err != nil {
+		return nil, false, err
+	}
+	call, on := "InitiateFileTransferFromGuest", s.v.name+":"+gp
 	var info *types.FileTransferInformation
 	var u string
-	err := s.v.do(ctx, call, s.path, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+	err = s.v.do(ctx, call, gp, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		var err error
-		if info, err = fm.InitiateFileTransferFromGuest(ctx, auth, s.path); err != nil {
+		if info, err = fm.InitiateFileTransferFromGuest(ctx, auth, gp); err != nil {
 			return err
 		}
 		tu, err := transferURL(ctx, fm, info.Url)
@@ -147,10 +151,15 @@ func (v *GuestVM) Upload(ctx context.Context, p string, r io.ReadSeeker, size in
 // upload is one InitiateFileTransferToGuest of dst and its PUT; p is the
 // path the caller asked for, for errors.
 func (v *GuestVM) upload(ctx context.Context, p, dst string, r io.Reader, size int64, a GuestAttr, overwrite bool) error {
-	call, on := "InitiateFileTransferToGuest", v.name+":"+p
+	gdst, err := v.target(dst)
+	if err != nil {
+		return err
+	}
+	gp, _ := v.gpath(p)
+	call, on := "InitiateFileTransferToGuest", v.name+":"+gp
 	var u string
-	err := v.do(ctx, call, dst, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
-		raw, err := fm.InitiateFileTransferToGuest(ctx, auth, dst, GuestAttr{Mode: a.Mode, UID: a.UID, GID: a.GID}.posix(), size, overwrite)
+	err = v.do(ctx, call, gdst, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+		raw, err := fm.InitiateFileTransferToGuest(ctx, auth, gdst, v.attrs(GuestAttr{Mode: a.Mode, UID: a.UID, GID: a.GID}), size, overwrite)
 		if err != nil {
 			return err
 		}

@@ -29,6 +29,7 @@ var errnoTable = []struct {
 	{backend.ErrNoSpace, syscall.ENOSPC},
 	{backend.ErrIsDir, syscall.EISDIR},
 	{backend.ErrNotDir, syscall.ENOTDIR},
+	{backend.ErrNotPermitted, syscall.EPERM},
 	{context.Canceled, syscall.EINTR},
 }
 

@@ -154,6 +154,9 @@ func (d *guestDir) Create(ctx context.Context, name string, flags uint32, mode u
 	}
 	dir := d.guestPath()
 	p := guestJoin(dir, name)
+	if err := d.vm.CanCreate(p); err != nil { // a Windows guest: not at the top level, not every name
+		return nil, nil, 0, toErrno(d.fs.Log, d.mountPath()+"/"+name, err)
+	}
 	s, err := d.vm.Lookup(ctx, dir, name)
 	exists := err == nil
 	switch {

@@ -80,6 +80,9 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 			if err != nil {
 				return nil, 0, toErrno(f.fs.Log, f.mountPath(), err)
 			}
+			if f.vm.Windows() && s.Mode&0o200 == 0 {
+				return nil, 0, syscall.EACCES // read-only: Windows writes it for nobody, not even root
+			}
 			if err := f.stageLocked(s, true); err != nil {
 				return nil, 0, toErrno(f.fs.Log, f.mountPath(), err)
 			}

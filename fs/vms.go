@@ -55,7 +55,7 @@ func (d *vmsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*
 		if n == name {
 			v := vms[i]
 			d.fs.dirAttr(&out.Attr, d.fs.mounted)
-			node := &guestDir{guestNode{fs: d.fs, vm: d.fs.Guests.VM(v.Ref, v.Name)}}
+			node := &guestDir{guestNode{fs: d.fs, vm: d.fs.Guests.VM(v)}}
 			return d.NewInode(ctx, node, gofs.StableAttr{Mode: fuse.S_IFDIR, Ino: ino("vm", v.Ref.Value)}), 0
 		}
 	}

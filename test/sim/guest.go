@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,19 +115,28 @@ func (g *Guest) count(f func(*GuestStats)) {
 }
 
 // Dir is the host directory holding the guest "/" of a VM (for tests that
-// look behind the API), created with its demo tree if new.
+// look behind the API), created with its demo tree if new. A Windows
+// guest's drives are its folders C, D….
 func (g *Guest) Dir(vm *simulator.VirtualMachine) (string, error) {
 	var name string
-	g.reg.WithLock(&simulator.Context{Map: g.reg}, vm, func() { name = vm.Name })
-	if _, err := g.vm(vm.Self, name); err != nil {
+	var windows bool
+	g.reg.WithLock(&simulator.Context{Map: g.reg}, vm, func() { name, windows = vm.Name, isWindows(vm) })
+	if _, err := g.vm(vm.Self, name, windows); err != nil {
 		return "", err
 	}
 	return filepath.Join(g.home, vm.Self.Value, "fs"), nil
 }
 
-// vm returns the guest of a VM, creating it (with the Linux-like demo tree,
-// named for the VM) the first time the VM is used.
-func (g *Guest) vm(ref types.ManagedObjectReference, name string) (*guestVM, error) {
+// isWindows says whether a VM's guest is Windows, as its guestId says
+// (called with the VM locked).
+func isWindows(vm *simulator.VirtualMachine) bool {
+	return vm.Config != nil && strings.HasPrefix(vm.Config.GuestId, "win") ||
+		vm.Guest != nil && vm.Guest.GuestFamily == string(types.VirtualMachineGuestOsFamilyWindowsGuest)
+}
+
+// vm returns the guest of a VM, creating it (with the Linux-like or Windows
+// demo tree, named for the VM) the first time the VM is used.
+func (g *Guest) vm(ref types.ManagedObjectReference, name string, windows bool) (*guestVM, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if v, ok := g.vms[ref]; ok {
@@ -134,12 +144,16 @@ func (g *Guest) vm(ref types.ManagedObjectReference, name string) (*guestVM, err
 	}
 	dir := filepath.Join(g.home, ref.Value)
 	_, statErr := os.Stat(dir)
-	gfs, err := openGuestFS(dir)
+	gfs, err := openGuestFS(dir, windows)
 	if err != nil {
 		return nil, err
 	}
 	if os.IsNotExist(statErr) {
-		if err := populateGuest(gfs, name); err != nil {
+		populate := populateGuest
+		if windows {
+			populate = populateWindowsGuest
+		}
+		if err := populate(gfs, name); err != nil {
 			return nil, fmt.Errorf("guest tree for %s: %w", ref.Value, err)
 		}
 	}
@@ -196,7 +210,8 @@ func (g *Guest) prepare(ctx *simulator.Context, ref types.ManagedObjectReference
 	}
 	var state types.VirtualMachinePowerState
 	var name string
-	ctx.WithLock(vm, func() { state, name = vm.Runtime.PowerState, vm.Name })
+	var windows bool
+	ctx.WithLock(vm, func() { state, name, windows = vm.Runtime.PowerState, vm.Name, isWindows(vm) })
 	if state != types.VirtualMachinePowerStatePoweredOn {
 		return nil, &types.InvalidPowerState{
 			RequestedState: types.VirtualMachinePowerStatePoweredOn,
@@ -208,7 +223,7 @@ func (g *Guest) prepare(ctx *simulator.Context, ref types.ManagedObjectReference
 	if !ok || creds.Username != g.login.Username() || creds.Password != pass {
 		return nil, new(types.InvalidGuestLogin)
 	}
-	v, err := g.vm(ref, name)
+	v, err := g.vm(ref, name, windows)
 	if err != nil {
 		return nil, &types.GuestOperationsUnavailable{}
 	}

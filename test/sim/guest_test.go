@@ -36,13 +36,19 @@ type guestEnv struct {
 
 func newGuestEnv(t *testing.T, opts ...Options) *guestEnv {
 	t.Helper()
+	return newGuestEnvOf(t, "DC0_H0_VM0", opts...)
+}
+
+// newGuestEnvOf is newGuestEnv for the VM of that name.
+func newGuestEnvOf(t *testing.T, name string, opts ...Options) *guestEnv {
+	t.Helper()
 	s := StartT(t, opts...)
 	ctx := context.Background()
 	c, _, err := s.Client(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vm, err := find.NewFinder(c.Client).VirtualMachine(ctx, "DC0_H0_VM0")
+	vm, err := find.NewFinder(c.Client).VirtualMachine(ctx, name)
 	if err != nil {
 		t.Fatal(err)
 	}

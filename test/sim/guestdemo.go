@@ -34,6 +34,8 @@ type GuestDemoFile struct {
 	Size int64
 	Text string
 	Mode os.FileMode // 0: 0644
+
+	Hidden, ReadOnly bool // Windows attributes
 }
 
 // guestDemoTime is the demo files' mtime: fixed, with a sub-second part so
@@ -50,32 +52,7 @@ func populateGuest(g *guestFS, vm string) error {
 	}
 	for _, f := range GuestDemo {
 		n, _ := g.name(f.Path)
-		if err := g.root.MkdirAll(dirName(n), 0o755); err != nil {
-			return err
-		}
-		mode := f.Mode
-		if mode == 0 {
-			mode = 0o644
-		}
-		fh, err := g.root.OpenFile(n, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
-		if err != nil {
-			return err
-		}
-		var r io.Reader = DemoBytes("guest"+f.Path, f.Size)
-		if text := f.Text; text != "" {
-			if strings.Contains(text, "%s") {
-				text = fmt.Sprintf(text, vm)
-			}
-			r = strings.NewReader(text)
-		}
-		_, err = io.Copy(fh, r)
-		if cerr := fh.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-		if err := g.root.Chtimes(n, guestDemoTime, guestDemoTime); err != nil {
+		if err := writeDemoFile(g, n, f, vm); err != nil {
 			return err
 		}
 	}
@@ -85,11 +62,81 @@ func populateGuest(g *guestFS, vm string) error {
 	return g.root.Symlink("../var/log/syslog", "fs/home/syslog")
 }
 
+// WindowsDemo lists the files a Windows guest starts with, on drives C:
+// and D:; bytes as GuestDemo's, from DemoBytes("guest"+Path, Size).
+var WindowsDemo = []GuestDemoFile{
+	{Path: `C:\Windows\System32\drivers\etc\hosts`, Text: "127.0.0.1 localhost\r\n"},
+	{Path: `C:\Windows\win.ini`, Text: "; for 16-bit app support\r\n", ReadOnly: true},
+	{Path: `C:\Users\Administrator\Desktop\notes.txt`, Text: "%s: guest files through vspherefs\r\n"},
+	{Path: `C:\Users\Administrator\Documents\report.bin`, Size: 300<<10 + 3},
+	{Path: `C:\Users\Administrator\NTUSER.DAT`, Size: 8192, Hidden: true},
+	{Path: `C:\pagefile.sys`, Size: 4096, Hidden: true},
+	{Path: `D:\data\archive.bin`, Size: 1<<20 + 11},
+}
+
+// populateWindowsGuest writes WindowsDemo into a new Windows guest, with
+// empty C:\Temp and C:\Windows\Temp.
+func populateWindowsGuest(g *guestFS, vm string) error {
+	for _, d := range []string{"fs/C", "fs/D", "fs/C/Temp", "fs/C/Windows/Temp", "fs/C/ProgramData"} {
+		if err := g.root.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	g.hidden["fs/C/ProgramData"] = true
+	for _, f := range WindowsDemo {
+		n, _ := g.name(f.Path)
+		if err := writeDemoFile(g, n, f, vm); err != nil {
+			return err
+		}
+		if f.ReadOnly {
+			if err := g.root.Chmod(n, 0o444); err != nil {
+				return err
+			}
+		}
+		g.hidden[n] = f.Hidden
+	}
+	return nil
+}
+
+// writeDemoFile writes one demo file at name n under the guest's root.
+func writeDemoFile(g *guestFS, n string, f GuestDemoFile, vm string) error {
+	if err := g.root.MkdirAll(dirName(n), 0o755); err != nil {
+		return err
+	}
+	mode := f.Mode
+	if mode == 0 {
+		mode = 0o644
+	}
+	fh, err := g.root.OpenFile(n, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
+	if err != nil {
+		return err
+	}
+	var r io.Reader = DemoBytes("guest"+f.Path, f.Size)
+	if text := f.Text; text != "" {
+		if strings.Contains(text, "%s") {
+			text = fmt.Sprintf(text, vm)
+		}
+		r = strings.NewReader(text)
+	}
+	_, err = io.Copy(fh, r)
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return g.root.Chtimes(n, guestDemoTime, guestDemoTime)
+}
+
 // DemoOffVM is the powered-off VM the demo adds.
 const DemoOffVM = "demo-off"
 
+// DemoWindowsVM is the powered-on Windows VM the demo adds.
+const DemoWindowsVM = "demo-win"
+
 // createGuestDemo adds the demo's powered-off VM, next to vcsim's (powered
-// on) default VMs, for tests and demos of InvalidPowerState.
+// on) default VMs, for tests and demos of InvalidPowerState, and a
+// powered-on Windows VM.
 func (s *Server) createGuestDemo(ctx context.Context) error {
 	c, _, err := s.Client(ctx)
 	if err != nil {
@@ -115,21 +162,46 @@ func (s *Server) createGuestDemo(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	spec := types.VirtualMachineConfigSpec{
-		Name:    DemoOffVM,
-		GuestId: string(types.VirtualMachineGuestOsIdentifierOtherLinux64Guest),
-		Files:   &types.VirtualMachineFileInfo{VmPathName: fmt.Sprintf("[%s]", ds.Name())},
+	for _, vm := range []struct {
+		name, guestID string
+		on            bool
+	}{
+		{DemoOffVM, string(types.VirtualMachineGuestOsIdentifierOtherLinux64Guest), false},
+		{DemoWindowsVM, string(types.VirtualMachineGuestOsIdentifierWindows2019srv_64Guest), true},
+	} {
+		spec := types.VirtualMachineConfigSpec{
+			Name:    vm.name,
+			GuestId: vm.guestID,
+			Files:   &types.VirtualMachineFileInfo{VmPathName: fmt.Sprintf("[%s]", ds.Name())},
+		}
+		task, err := folders.VmFolder.CreateVM(ctx, spec, pool, nil)
+		if err != nil {
+			return err
+		}
+		res, err := task.WaitForResult(ctx)
+		if err != nil {
+			return err
+		}
+		obj := object.NewVirtualMachine(c.Client, res.Result.(types.ManagedObjectReference))
+		if err := addDemoDisk(ctx, obj, ds, vm.name); err != nil {
+			return err
+		}
+		if !vm.on {
+			continue
+		}
+		task, err = obj.PowerOn(ctx)
+		if err != nil {
+			return err
+		}
+		if err := task.Wait(ctx); err != nil {
+			return err
+		}
 	}
-	task, err := folders.VmFolder.CreateVM(ctx, spec, pool, nil)
-	if err != nil {
-		return err
-	}
-	info, err := task.WaitForResult(ctx)
-	if err != nil {
-		return err
-	}
-	// One 1 GiB disk, so that exports/demo-off/ has a package to read.
-	vm := object.NewVirtualMachine(c.Client, info.Result.(types.ManagedObjectReference))
+	return nil
+}
+
+// addDemoDisk gives a demo VM one 1 GiB disk, so that its export holds a package.
+func addDemoDisk(ctx context.Context, vm *object.VirtualMachine, ds *object.Datastore, name string) error {
 	devs := object.VirtualDeviceList{}
 	scsi, err := devs.CreateSCSIController("pvscsi")
 	if err != nil {
@@ -145,7 +217,7 @@ func (s *Server) createGuestDemo(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	disk := devs.CreateDisk(ctrl, ds.Reference(), fmt.Sprintf("[%s] %s/%s.vmdk", ds.Name(), DemoOffVM, DemoOffVM))
+	disk := devs.CreateDisk(ctrl, ds.Reference(), fmt.Sprintf("[%s] %s/%s.vmdk", ds.Name(), name, name))
 	disk.CapacityInKB = 1 << 20
 	return vm.AddDevice(ctx, disk)
 }

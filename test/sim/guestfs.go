@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -19,10 +20,14 @@ import (
 // PUT is never visible in the guest). All access goes through an os.Root, so
 // no guest path or symlink reaches outside the VM's directory.
 type guestFS struct {
-	root *os.Root
+	root    *os.Root
+	windows bool // a Windows guest: paths C:\..., drives fs/C, fs/D; attributes as guestwin.go says
+
+	mu     sync.Mutex
+	hidden map[string]bool // Windows: names under the root with the hidden attribute
 }
 
-func openGuestFS(dir string) (*guestFS, error) {
+func openGuestFS(dir string, windows bool) (*guestFS, error) {
 	for _, d := range []string{"fs", "spool"} {
 		if err := os.MkdirAll(dir+"/"+d, 0o755); err != nil {
 			return nil, err
@@ -32,11 +37,22 @@ func openGuestFS(dir string) (*guestFS, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &guestFS{root: r}, nil
+	return &guestFS{root: r, windows: windows, hidden: map[string]bool{}}, nil
 }
 
 // name maps an absolute guest path to its name under the root.
 func (g *guestFS) name(p string) (string, types.BaseMethodFault) {
+	if g.windows {
+		return g.winName(p)
+	}
+	return g.resolve(p)
+}
+
+// resolve is name without the checks that need the disk.
+func (g *guestFS) resolve(p string) (string, types.BaseMethodFault) {
+	if g.windows {
+		return winResolve(p)
+	}
 	if !strings.HasPrefix(p, "/") {
 		return "", &types.InvalidArgument{InvalidProperty: "path"}
 	}
@@ -86,11 +102,16 @@ func (g *guestFS) info(name, p string, fi os.FileInfo) types.GuestFileInfo {
 		gi.Type = string(types.GuestFileTypeDirectory)
 	case fi.Mode()&fs.ModeSymlink != 0:
 		gi.Type = string(types.GuestFileTypeSymlink)
-		n, _ := g.name(p)
+		n, _ := g.resolve(p)
 		target, _ = g.root.Readlink(n)
 		if st, err := g.root.Stat(n); err == nil {
 			attrFrom = st
 		}
+	}
+	if g.windows {
+		n, _ := g.resolve(p)
+		gi.Attributes = g.winAttr(n, attrFrom)
+		return gi
 	}
 	a := posixAttr(attrFrom)
 	a.SymlinkTarget = target
@@ -133,7 +154,7 @@ func (g *guestFS) list(p string, index, maxResults int32, pattern string, page i
 	}
 	var all []types.GuestFileInfo
 	if !fi.IsDir() {
-		all = append(all, g.info(path.Base(p), p, fi))
+		all = append(all, g.info(g.base(p), p, fi))
 	} else {
 		d, err := g.root.Open(n)
 		if err != nil {
@@ -153,7 +174,7 @@ func (g *guestFS) list(p string, index, maxResults int32, pattern string, page i
 			if err != nil {
 				continue // removed meanwhile
 			}
-			all = append(all, g.info(e.Name(), path.Join(p, e.Name()), efi))
+			all = append(all, g.info(e.Name(), g.join(p, e.Name()), efi))
 		}
 	}
 	res := &types.GuestListFileInfo{}
@@ -225,9 +246,13 @@ func (g *guestFS) deleteFile(p string) types.BaseMethodFault {
 	if fi.IsDir() {
 		return &types.NotAFile{FileFault: types.FileFault{File: p}}
 	}
+	if g.readOnly(fi) {
+		return new(types.GuestPermissionDenied) // Windows deletes no read-only file
+	}
 	if err := g.root.Remove(n); err != nil {
 		return osFault(err, p)
 	}
+	g.forgetHidden(n)
 	return nil
 }
 
@@ -236,8 +261,8 @@ func (g *guestFS) deleteDir(p string, recursive bool) types.BaseMethodFault {
 	if f != nil {
 		return f
 	}
-	if n == "fs" {
-		return new(types.GuestPermissionDenied) // not even root removes "/"
+	if g.isRoot(n) {
+		return new(types.GuestPermissionDenied) // not even root removes "/" (or a drive)
 	}
 	fi, err := g.root.Lstat(n)
 	if err != nil {
@@ -257,6 +282,7 @@ func (g *guestFS) deleteDir(p string, recursive bool) types.BaseMethodFault {
 	if err != nil {
 		return osFault(err, p)
 	}
+	g.forgetHidden(n)
 	return nil
 }
 
@@ -285,10 +311,14 @@ func (g *guestFS) moveFile(src, dst string, overwrite bool) types.BaseMethodFaul
 		if !overwrite {
 			return &types.FileAlreadyExists{FileFault: types.FileFault{File: dst}}
 		}
+		if g.readOnly(di) {
+			return new(types.GuestPermissionDenied) // Windows replaces no read-only file
+		}
 	}
 	if err := g.root.Rename(sn, dn); err != nil {
 		return osFault(err, dst)
 	}
+	g.movedHidden(sn, dn)
 	return nil
 }
 
@@ -310,6 +340,9 @@ func (g *guestFS) moveDir(src, dst string) types.BaseMethodFault {
 	if !fi.IsDir() {
 		return &types.NotADirectory{FileFault: types.FileFault{File: src}}
 	}
+	if g.isRoot(sn) || g.isRoot(dn) {
+		return new(types.GuestPermissionDenied)
+	}
 	if _, err := g.root.Lstat(dn); err == nil {
 		return &types.FileAlreadyExists{FileFault: types.FileFault{File: dst}}
 	}
@@ -319,6 +352,7 @@ func (g *guestFS) moveDir(src, dst string) types.BaseMethodFault {
 	if err := g.root.Rename(sn, dn); err != nil {
 		return osFault(err, dst)
 	}
+	g.movedHidden(sn, dn)
 	return nil
 }
 
@@ -333,7 +367,11 @@ func (g *guestFS) chattr(p string, a types.BaseGuestFileAttributes) types.BaseMe
 	if err != nil {
 		return osFault(err, p)
 	}
-	if px, ok := a.(*types.GuestPosixFileAttributes); ok {
+	if g.windows {
+		if f := g.winChattr(n, p, fi, a); f != nil {
+			return f
+		}
+	} else if px, ok := a.(*types.GuestPosixFileAttributes); ok {
 		if px.Permissions != 0 {
 			if err := g.root.Chmod(n, fileMode(px.Permissions)); err != nil {
 				return osFault(err, p)
@@ -364,6 +402,9 @@ func (g *guestFS) chattr(p string, a types.BaseGuestFileAttributes) types.BaseMe
 		if base.ModificationTime != nil {
 			mtime = *base.ModificationTime
 		}
+		if g.windows { // NTFS keeps 100 ns
+			atime, mtime = ntfsTime(atime), ntfsTime(mtime)
+		}
 		if err := g.root.Chtimes(n, atime, mtime); err != nil {
 			return osFault(err, p)
 		}
@@ -390,9 +431,12 @@ func fileMode(perm int64) os.FileMode {
 func (g *guestFS) mktemp(dir, prefix, suffix string, isDir bool) (string, types.BaseMethodFault) {
 	if dir == "" {
 		dir = "/tmp"
+		if g.windows {
+			dir = `C:\Windows\Temp`
+		}
 	}
 	for range 100 {
-		p := path.Join(dir, prefix+randomHex(4)+suffix)
+		p := g.join(dir, prefix+randomHex(4)+suffix)
 		n, f := g.name(p)
 		if f != nil {
 			return "", f

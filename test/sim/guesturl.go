@@ -231,6 +231,8 @@ func (g *Guest) putAllowed(t *ticket) types.BaseMethodFault {
 		return &types.NotAFile{FileFault: types.FileFault{File: t.path}}
 	case err == nil && !t.overwrite:
 		return &types.FileAlreadyExists{FileFault: types.FileFault{File: t.path}}
+	case err == nil && t.vm.fs.readOnly(fi):
+		return new(types.GuestPermissionDenied)
 	case err != nil && !os.IsNotExist(err):
 		return osFault(err, t.path)
 	}
@@ -247,6 +249,12 @@ func (g *Guest) putAllowed(t *ticket) types.BaseMethodFault {
 // applyPutAttr gives the new file the attributes asked for; what was not
 // asked for is kept from the file it replaced.
 func (g *Guest) applyPutAttr(t *ticket, old os.FileInfo, oldErr error) {
+	if t.vm.fs.windows { // a new file: not read-only, not hidden, unless asked
+		if t.attr != nil {
+			_ = t.vm.fs.chattr(t.path, t.attr)
+		}
+		return
+	}
 	a := &types.GuestPosixFileAttributes{}
 	if px, ok := t.attr.(*types.GuestPosixFileAttributes); ok && px != nil {
 		c := *px
