@@ -420,6 +420,25 @@ type GuestAttr struct {
 	Mtime, Atime *time.Time
 }
 
+// Apply sets on s what a sets, as a POSIX guest keeps it.
+func (a GuestAttr) Apply(s *GuestStat) {
+	if a.Mode != nil {
+		s.Mode = *a.Mode & 0o7777
+	}
+	if a.UID != nil {
+		s.UID = int64(*a.UID)
+	}
+	if a.GID != nil {
+		s.GID = int64(*a.GID)
+	}
+	if a.Mtime != nil {
+		s.Mtime = *a.Mtime
+	}
+	if a.Atime != nil {
+		s.Atime = *a.Atime
+	}
+}
+
 func (a GuestAttr) empty() bool {
 	return a.Mode == nil && a.UID == nil && a.GID == nil && a.Mtime == nil && a.Atime == nil
 }

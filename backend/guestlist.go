@@ -142,24 +142,14 @@ func (v *GuestVM) attrsSet(p string, a GuestAttr) {
 		if !ok {
 			return
 		}
-		if a.Mode != nil {
-			s.Mode = *a.Mode & 0o7777
-			if v.windows {
+		if v.windows {
+			// Windows keeps times and the read-only bit, no owner.
+			if a.Mode != nil {
 				s.Mode = winMode(s.Type, *a.Mode&0o200 == 0)
 			}
+			a = GuestAttr{Mtime: a.Mtime, Atime: a.Atime}
 		}
-		if a.UID != nil && !v.windows {
-			s.UID = int64(*a.UID)
-		}
-		if a.GID != nil && !v.windows {
-			s.GID = int64(*a.GID)
-		}
-		if a.Mtime != nil {
-			s.Mtime = *a.Mtime
-		}
-		if a.Atime != nil {
-			s.Atime = *a.Atime
-		}
+		a.Apply(&s)
 		if a.Mtime != nil {
 			s.stale = false // the mtime is what we just set (on a POSIX guest)
 		}

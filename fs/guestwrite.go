@@ -217,22 +217,7 @@ func (st *stage) stat() backend.GuestStat {
 	if st.dirty && !st.written.IsZero() {
 		s.Mtime = st.written
 	}
-	a := st.attr
-	if a.Mode != nil {
-		s.Mode = *a.Mode
-	}
-	if a.UID != nil {
-		s.UID = int64(*a.UID)
-	}
-	if a.GID != nil {
-		s.GID = int64(*a.GID)
-	}
-	if a.Mtime != nil {
-		s.Mtime = *a.Mtime
-	}
-	if a.Atime != nil {
-		s.Atime = *a.Atime
-	}
+	st.attr.Apply(&s)
 	return s
 }
 
