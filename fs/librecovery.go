@@ -21,8 +21,8 @@ func (w *Writes) rescue() {
 	dirs, _ := os.ReadDir(w.staging)
 	for _, d := range dirs {
 		p := filepath.Join(w.staging, d.Name())
-		if !d.IsDir() || !strings.HasPrefix(d.Name(), "libraries-") {
-			continue // not a library staging folder (guest writes stage alongside)
+		if !d.IsDir() || !(strings.HasPrefix(d.Name(), "libraries-") || strings.HasPrefix(d.Name(), "mount-")) {
+			continue // library writes stage in libraries-*, guest writes in mount-*
 		}
 		lock, err := os.Open(p)
 		if err != nil {

@@ -685,3 +685,84 @@ func TestKilledWriterCommitted(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestLibraryRename: mv of a library renames it on the server.
+func TestLibraryRename(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s)
+	run(t, "mv", m.Path("libraries", "iso-library"), m.Path("libraries", "isos"))
+	c := ctx(t)
+	_, rc, err := s.Client(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := library.NewManager(rc).GetLibraryByName(c, "isos"); err != nil {
+		t.Fatalf("renamed library on the server: %v", err)
+	}
+	if _, err := library.NewManager(rc).GetLibraryByName(c, "iso-library"); err == nil {
+		t.Fatal("old library name still on the server")
+	}
+	want, err := s.Download(c, "isos", "tools", "tools.iso")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(m.Path("libraries", "isos", "tools", "tools.iso")); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read under the new name: %v", err)
+	}
+}
+
+// TestCrashedMountRescue: the staged bytes of a mount that was killed (library
+// and guest files) are not lost: the next mount with the same --cache-dir moves them to
+// recovery/staging-<time>/ and says so in its log.
+func TestCrashedMountRescue(t *testing.T) {
+	s := sim.StartT(t)
+	cacheDir := t.TempDir()
+	login := sim.GuestLoginString()
+	m := mount(t, s, "--cache-dir", cacheDir, "--guest-login", login)
+	data := randBytes(42, 300000)
+	f, err := os.Create(m.Path("libraries", "demo-library", "hello", "unsaved.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	guestData := randBytes(43, 200000)
+	g, err := os.Create(m.Path("vms", guestVM, "tmp", "unsaved.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if _, err := g.Write(guestData); err != nil {
+		t.Fatal(err)
+	}
+	_ = m.cmd.Process.Kill() // the mount dies with the files open
+	<-m.done
+	f.Close()
+	g.Close()
+	_ = syscall.Unmount(m.Dir, syscall.MNT_DETACH)
+
+	m2 := mount(t, s, "--cache-dir", cacheDir, "--guest-login", login)
+	if !m2.WaitLog("not committed") {
+		t.Fatalf("no log line for the rescued files:\n%s", m2.Log())
+	}
+	kept, _ := filepath.Glob(filepath.Join(cacheDir, "recovery", "staging-*", "*"))
+	for _, want := range [][]byte{data, guestData} {
+		found := false
+		for _, k := range kept {
+			if b, err := os.ReadFile(k); err == nil && bytes.Equal(b, want) {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("staged bytes (%d) are not in recovery: %v", len(want), kept)
+		}
+	}
+	if spools, _ := filepath.Glob(filepath.Join(cacheDir, "spool-*")); len(spools) != 1 {
+		t.Errorf("the dead mount's spool was not removed: %v", spools)
+	}
+	if got := serverFiles(t, s, "demo-library", "hello"); strings.Join(got, ",") != "hello.txt" {
+		t.Fatalf("the killed mount's file reached the server: %v", got)
+	}
+}

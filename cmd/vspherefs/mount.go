@@ -128,17 +128,17 @@ func runMount(args []string) error {
 	if err := os.MkdirAll(f.cacheDir, 0o700); err != nil {
 		return fmt.Errorf("--cache-dir: %w", err)
 	}
-	spool, err := os.MkdirTemp(f.cacheDir, "spool-")
+	// Spools are caches: those of mounts that died are removed. Files open
+	// for writing are staged per mount (a dead mount's staged files are moved
+	// to recovery/ by the next writable mount); failed commits keep their
+	// bytes in recovery/ for the user.
+	removeStale(f.cacheDir, "spool-")
+	spool, err := lockedTempDir(f.cacheDir, "spool-")
 	if err != nil {
 		return fmt.Errorf("--cache-dir: %w", err)
 	}
 	defer os.RemoveAll(spool)
-	// Files open for writing are staged per mount; the bytes of failed
-	// commits are kept in recovery/ for the user.
-	if err := os.MkdirAll(filepath.Join(f.cacheDir, "staging"), 0o700); err != nil {
-		return fmt.Errorf("--cache-dir: %w", err)
-	}
-	staging, err := os.MkdirTemp(filepath.Join(f.cacheDir, "staging"), "mount-")
+	staging, err := lockedTempDir(filepath.Join(f.cacheDir, "staging"), "mount-")
 	if err != nil {
 		return fmt.Errorf("--cache-dir: %w", err)
 	}
