@@ -206,6 +206,22 @@ func (c *Conn) Do(ctx context.Context, call, on string, fn func(ctx context.Cont
 	}
 }
 
+// WithLogin runs a long call (a task, an export) with the SOAP client and no
+// deadline of its own, logging in again once if the session was lost.
+func (c *Conn) WithLogin(ctx context.Context, fn func(vc *vim25.Client) error) error {
+	c.mu.RLock()
+	gen := c.gen
+	c.mu.RUnlock()
+	err := fn(c.Vim())
+	if err != nil && isNotAuthenticated(err) && ctx.Err() == nil {
+		if lerr := c.relogin(ctx, gen); lerr != nil {
+			return lerr
+		}
+		err = fn(c.Vim())
+	}
+	return err
+}
+
 func errText(err error) string {
 	if err == nil {
 		return ""

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -437,15 +438,11 @@ func (x *Exports) run(ctx context.Context, j *exportJob, t ExportTarget) {
 		ref := t.Snapshot.Ref
 		req.Snapshot, req.SnapshotRef = t.Snapshot.Name, &ref
 	}
-	x.conn.mu.RLock()
-	gen := x.conn.gen
-	x.conn.mu.RUnlock()
-	files, err := Export(ctx, x.conn.Vim(), req)
-	if err != nil && isNotAuthenticated(err) && ctx.Err() == nil {
-		if lerr := x.conn.relogin(ctx, gen); lerr == nil {
-			files, err = Export(ctx, x.conn.Vim(), req)
-		}
-	}
+	var files []ExportedFile
+	err := x.conn.WithLogin(ctx, func(vc *vim25.Client) (err error) {
+		files, err = Export(ctx, vc, req)
+		return err
+	})
 	if err == nil {
 		var bytes int64
 		for _, f := range files {
@@ -487,7 +484,7 @@ func (j *exportJob) progress(log *slog.Logger) func(ExportProgress) {
 // memory, quiesced when VMware Tools run).
 func (x *Exports) CreateSnapshot(ctx context.Context, vm types.ManagedObjectReference, name string) error {
 	defer x.Invalidate()
-	return CreateSnapshot(ctx, x.conn.Vim(), vm, name)
+	return x.conn.WithLogin(ctx, func(vc *vim25.Client) error { return CreateSnapshot(ctx, vc, vm, name) })
 }
 
 // RemoveSnapshot drops a snapshot's export and removes the snapshot.
@@ -497,5 +494,7 @@ func (x *Exports) RemoveSnapshot(ctx context.Context, t ExportTarget) error {
 	}
 	x.Drop(t)
 	defer x.Invalidate()
-	return RemoveSnapshotRef(ctx, x.conn.Vim(), t.Snapshot.Ref, t.Label())
+	return x.conn.WithLogin(ctx, func(vc *vim25.Client) error {
+		return RemoveSnapshotRef(ctx, vc, t.Snapshot.Ref, t.Label())
+	})
 }

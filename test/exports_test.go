@@ -560,3 +560,38 @@ func TestExportsReadOnlyFlag(t *testing.T) {
 	}
 	checkManifest(t, m.Path("exports", exportVM), exportVM+".mf")
 }
+
+// TestExportsRelogin: after the server drops every session, snapshot
+// mkdir/rmdir and an export log in again and go on.
+func TestExportsRelogin(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s)
+	if _, err := os.ReadDir(m.Path("exports")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sessions.Expire(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	snap := m.Path("exports", runningVM+"@relogin")
+	if err := os.Mkdir(snap, 0o755); err != nil {
+		t.Fatalf("mkdir after the sessions expired: %v\n%s", err, m.Log())
+	}
+	if err := s.Sessions.Expire(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(snap, runningVM+".mf")); err != nil {
+		t.Fatalf("export after the sessions expired: %v\n%s", err, m.Log())
+	}
+	if err := s.Sessions.Expire(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(snap); err != nil {
+		t.Fatalf("rmdir after the sessions expired: %v\n%s", err, m.Log())
+	}
+	if s.Exports.ActiveLeases() != 0 {
+		t.Fatal("a lease is left")
+	}
+	if n := strings.Count(m.Log(), "logging in again"); n < 3 {
+		t.Fatalf("%d re-logins logged, want one after each expiry:\n%s", n, m.Log())
+	}
+}
