@@ -596,3 +596,30 @@ func TestVMsSessionLost(t *testing.T) {
 		t.Errorf("no re-login logged:\n%s", m.Log())
 	}
 }
+
+// TestVMsOddGuestNames: guest file names are shown as the guest has them,
+// '%' included, and files made through the mount get exactly the name given.
+func TestVMsOddGuestNames(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s, "--guest-login", sim.GuestLoginString())
+	host := filepath.Join(guestHostDir(t, s, guestVM), "tmp")
+	names := []string{"100%", "a%2Fb", "sp ace", "ünï", "%"}
+	for _, n := range names {
+		if err := os.WriteFile(filepath.Join(host, n), []byte("guest:"+n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range names {
+		b, err := os.ReadFile(m.Path("vms", guestVM, "tmp", n))
+		if err != nil || string(b) != "guest:"+n {
+			t.Errorf("%q: %q %v", n, b, err)
+		}
+		mine := "made-" + n
+		if err := os.WriteFile(m.Path("vms", guestVM, "tmp", mine), []byte(mine), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(filepath.Join(host, mine)); err != nil || string(b) != mine {
+			t.Errorf("made %q: in the guest %q %v", mine, b, err)
+		}
+	}
+}
