@@ -528,3 +528,34 @@ func TestNewVersionSeen(t *testing.T) {
 		t.Fatalf("the old reader lost its version: %d, %v", n, err)
 	}
 }
+
+// TestRangedRandomRead: with Range support, a random read fetches the blocks
+// it needs (plus a bounded read-ahead), not the file from byte 0; without it,
+// the one stream serves later random reads from the spool.
+func TestRangedRandomRead(t *testing.T) {
+	s := sim.StartT(t)
+	s.Library.SetRanges(true)
+	m := mount(t, s)
+	f, err := os.Open(m.Path("libraries", "demo-library", "big", "big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	want, err := s.Download(ctx(t), "demo-library", "big", "big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, before := s.Library.Stats()
+	buf := make([]byte, 4096)
+	off := int64(50 << 20)
+	if _, err := f.ReadAt(buf, off); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, want[off:off+4096]) {
+		t.Fatal("random read differs")
+	}
+	_, ranged, after := s.Library.Stats()
+	if ranged == 0 || after-before > 12<<20 {
+		t.Fatalf("a 4 KiB read at 50 MiB fetched %d bytes in %d ranged GETs", after-before, ranged)
+	}
+}
