@@ -10,6 +10,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 )
@@ -42,10 +43,11 @@ type Cache struct {
 	ctx    context.Context // background fetches outlive the reader that started them
 	cancel context.CancelFunc
 
-	sem  chan struct{} // bounds parallel ranged fetches
-	mu   sync.Mutex
-	objs map[string]*object
-	tick uint64 // use counter, for dropping the least recently used spools
+	sem     chan struct{} // bounds parallel ranged fetches
+	mu      sync.Mutex
+	objs    map[string]*object
+	tick    uint64    // use counter, for dropping the least recently used spools
+	trimmed time.Time // last trim
 
 	// Fetches counts transfers started (ranged GETs and streams), for tests and benchmarks.
 	Fetches atomic.Int64
@@ -130,7 +132,11 @@ func (c *Cache) release(o *object) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	o.active--
-	c.trim()
+	// trim looks at every object: not on each read, at most every 100 ms.
+	if now := time.Now(); now.Sub(c.trimmed) >= 100*time.Millisecond {
+		c.trimmed = now
+		c.trim()
+	}
 }
 
 // trim drops the least recently used idle objects while their spools take

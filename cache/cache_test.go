@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // memSource serves data, honouring offsets only when ranged; it can fail the
@@ -188,7 +189,8 @@ func TestSpoolBudget(t *testing.T) {
 			t.Fatalf("%s: %d %v", s.id, n, err)
 		}
 	}
-	// Let the last stream finish, then trim.
+	// Let the last stream finish and the trim interval pass, then trim.
+	time.Sleep(150 * time.Millisecond)
 	p := make([]byte, 1)
 	c.ReadAt(ctx, srcs[3], p, 0)
 	entries, _ := os.ReadDir(dir)
