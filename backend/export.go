@@ -42,6 +42,14 @@ type ExportRequest struct {
 	// renewal and at the end of each disk (one call at a time, from
 	// Export's goroutines; none after Export returns).
 	Progress func(ExportProgress)
+	// DiskReady, if set, is told of each disk (by its index in lease order)
+	// as soon as it is spooled and matches its own entry in the lease's
+	// manifest, while the lease goes on for the other disks: from then on
+	// its bytes can be served. A disk that the manifest has no entry for
+	// yet is not told of: it is checked with the others at the end, and
+	// can only be served once Export has returned. Called from Export's
+	// goroutine, one disk at a time.
+	DiskReady func(i int, f ExportedFile)
 }
 
 // ExportProgress is how far an export's disk transfers are.
@@ -55,6 +63,9 @@ type ExportedFile struct {
 	Path string // in the spool directory
 	Size int64
 	Disk *ExportedDisk // set for the disks
+	// Ready is when the file could first be served: a disk once spooled
+	// and checked against the lease's manifest, the .ovf and .mf at the end.
+	Ready time.Time
 }
 
 // ExportedDisk describes an exported disk.
@@ -132,8 +143,9 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 	}
 	keeper := keepAlive(lease, info.LeaseTimeout, total, cancel, report)
 	mf := new(strings.Builder)
-	sums := map[string]string{} // device key -> sha1
-	for _, item := range items {
+	sums := map[string]string{}   // device key -> sha1
+	verified := map[string]bool{} // device key -> checked on its own, served early
+	for i, item := range items {
 		f, sum1, sum256, derr := download(tctx, c, item, req.Dir, keeper, req.Stall)
 		if f.Path != "" {
 			written = append(written, f.Path)
@@ -146,8 +158,24 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 		}
 		sums[item.DeviceId] = sum1
 		fmt.Fprintf(mf, "SHA256(%s)= %s\n", f.Name, sum256)
-		files = append(files, f)
 		report(keeper.done.Load(), total)
+		// Check this disk now if the manifest has its entry already: then
+		// it can be served while the lease goes on for the others.
+		ok, cerr := checkDisk(tctx, lease, f, sum1, on)
+		if cerr != nil {
+			if kerr := keeper.Stop(); kerr != nil {
+				return nil, vimError("HttpNfcLeaseProgress", on, kerr)
+			}
+			return nil, cerr
+		}
+		if ok {
+			verified[item.DeviceId] = true
+			f.Ready = time.Now()
+			if req.DiskReady != nil {
+				req.DiskReady(i, f)
+			}
+		}
+		files = append(files, f)
 	}
 	if err := keeper.Stop(); err != nil {
 		return nil, vimError("HttpNfcLeaseProgress", on, err)
@@ -157,6 +185,12 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 	}
 	if err := lease.Complete(ctx); err != nil {
 		return nil, vimError("HttpNfcLeaseComplete", on, err)
+	}
+	end := time.Now()
+	for i := range files {
+		if !verified[files[i].Disk.DeviceKey] {
+			files[i].Ready = end
+		}
 	}
 
 	cdp := types.OvfCreateDescriptorParams{Name: name}
@@ -182,6 +216,7 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 	if err != nil {
 		return nil, newError("export", on, ErrIO, err)
 	}
+	ovfFile.Ready, mfFile.Ready = end, end
 	return append(append([]ExportedFile{ovfFile}, files...), mfFile), nil
 }
 
@@ -276,28 +311,61 @@ func download(ctx context.Context, c *vim25.Client, item nfc.FileItem, dir strin
 	return f, hexSum(h1), hexSum(h256), nil
 }
 
-// checkManifest compares the spooled disks with HttpNfcLeaseGetManifest.
+// checkManifest compares the spooled disks with HttpNfcLeaseGetManifest,
+// once every disk is transferred.
 func checkManifest(ctx context.Context, lease *nfc.Lease, files []ExportedFile, sums map[string]string, on string) error {
 	entries, err := lease.GetManifest(ctx)
 	if err != nil {
 		return vimError("HttpNfcLeaseGetManifest", on, err)
 	}
 	for _, f := range files {
-		key := f.Disk.DeviceKey
-		found := false
-		for _, e := range entries {
-			if e.Key != key {
-				continue
-			}
-			found = true
-			if !strings.EqualFold(e.Sha1, sums[key]) || (e.Size > 0 && e.Size != f.Size) {
-				return Errorf("HttpNfcLeaseGetManifest", on, ErrIO,
-					"%s: spooled %d bytes with SHA1 %s, the server says %d bytes with SHA1 %s", f.Name, f.Size, sums[key], e.Size, e.Sha1)
-			}
-		}
-		if !found {
+		e := manifestEntry(entries, f.Disk.DeviceKey)
+		if e == nil {
 			return Errorf("HttpNfcLeaseGetManifest", on, ErrIO, "%s: not in the lease's manifest", f.Name)
 		}
+		if err := matchEntry(e, f, sums[f.Disk.DeviceKey], on); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkDisk compares one disk, just spooled, with its entry in the lease's
+// manifest while the lease goes on for the others. The seed does not say
+// when a lease's manifest is complete: an entry that is not there yet (or
+// has no SHA1), or a GetManifest that fails, only means the disk is checked
+// with the others at the end (false, nil). A mismatch fails the export.
+func checkDisk(ctx context.Context, lease *nfc.Lease, f ExportedFile, sum1, on string) (bool, error) {
+	entries, err := lease.GetManifest(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		return false, nil
+	}
+	e := manifestEntry(entries, f.Disk.DeviceKey)
+	if e == nil || e.Sha1 == "" {
+		return false, nil
+	}
+	if err := matchEntry(e, f, sum1, on); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func manifestEntry(entries []types.HttpNfcLeaseManifestEntry, key string) *types.HttpNfcLeaseManifestEntry {
+	for i := range entries {
+		if entries[i].Key == key {
+			return &entries[i]
+		}
+	}
+	return nil
+}
+
+func matchEntry(e *types.HttpNfcLeaseManifestEntry, f ExportedFile, sum1, on string) error {
+	if !strings.EqualFold(e.Sha1, sum1) || (e.Size > 0 && e.Size != f.Size) {
+		return Errorf("HttpNfcLeaseGetManifest", on, ErrIO,
+			"%s: spooled %d bytes with SHA1 %s, the server says %d bytes with SHA1 %s", f.Name, f.Size, sum1, e.Size, e.Sha1)
 	}
 	return nil
 }

@@ -308,3 +308,33 @@ func TestExportLeaseLost(t *testing.T) {
 		t.Fatal("lease left")
 	}
 }
+
+// TestExportDiskReady: each disk is told of once spooled and checked against
+// its own manifest entry, before the lease is completed, with the bytes and
+// size that the export then returns.
+func TestExportDiskReady(t *testing.T) {
+	s, c := simClient(t, sim.Options{})
+	vm := findVM(t, c, "DC0_H0_VM1", true)
+	var ready []ExportedFile
+	var active []int
+	files, err := Export(context.Background(), c.Client, ExportRequest{VM: vm.Reference(), Dir: t.TempDir(),
+		DiskReady: func(i int, f ExportedFile) {
+			if i != len(ready) {
+				t.Errorf("disk %d told of after %d", i, len(ready))
+			}
+			ready = append(ready, f)
+			active = append(active, s.Exports.ActiveLeases())
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ready) != 1 || active[0] != 1 {
+		t.Fatalf("disks told of %d, active leases then %v", len(ready), active)
+	}
+	if f := files[1]; f.Path != ready[0].Path || f.Size != ready[0].Size || f.Ready.IsZero() || !f.Ready.Equal(ready[0].Ready) {
+		t.Errorf("told %+v, returned %+v", ready[0], f)
+	}
+	if !files[0].Ready.After(ready[0].Ready) {
+		t.Errorf(".ovf ready at %v, before the disk (%v)", files[0].Ready, ready[0].Ready)
+	}
+}

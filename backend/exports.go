@@ -130,7 +130,55 @@ type exportJob struct {
 	finished, dropped bool
 
 	lastLog time.Time // Progress is called one at a time
+
+	// Disks served before the export ends: spooled and checked against
+	// their own manifest entries (by index in lease order). wake is closed
+	// and replaced whenever one is added.
+	readyMu sync.Mutex
+	ready   map[int]ExportedFile
+	wake    chan struct{}
 }
+
+// diskReady makes a disk servable before the export ends.
+func (j *exportJob) diskReady(i int, f ExportedFile) {
+	j.readyMu.Lock()
+	j.ready[i] = f
+	close(j.wake)
+	j.wake = make(chan struct{})
+	j.readyMu.Unlock()
+}
+
+// failed is the job's error once it has ended in one, else nil.
+func (j *exportJob) failed() error {
+	select {
+	case <-j.done:
+		return j.err
+	default:
+		return nil
+	}
+}
+
+// SpooledFile is a file of an export that can be read from the spool: of
+// a finished export, or a disk served while its export goes on.
+type SpooledFile struct {
+	ExportedFile
+	ExportID string // changes when the target is exported again
+	job      *exportJob
+}
+
+// Err is the export's error if it has failed since the file was served
+// (a disk can be served before its export ends): from then on the file
+// must not be read, so that nothing is served from an export that failed.
+func (f SpooledFile) Err() error {
+	if f.job == nil {
+		return nil
+	}
+	return f.job.failed()
+}
+
+// FileMatch picks a file of an export: disk is the file's index among the
+// disks in lease order, -1 for the .ovf and .mf.
+type FileMatch func(disk int, f ExportedFile) bool
 
 // retryAfter is how long a failed export answers with its error before the
 // next access tries again (so that ls -l of a package exports once).
@@ -253,23 +301,31 @@ func (x *Exports) Check(ctx context.Context, t ExportTarget) error {
 
 // Names are the file names of the target's package: from the finished
 // export if there is one, else from the configuration (no export needed).
-// The second result is the number of disks.
+// The disks come first, in lease order, then the .ovf and the .mf: the
+// disks are served as they are spooled, the others only at the end, so
+// that is the order to copy them in. The second result is the number of
+// disks.
 func (x *Exports) Names(ctx context.Context, t ExportTarget) ([]string, int, error) {
 	if err := x.Check(ctx, t); err != nil {
 		return nil, 0, err
 	}
 	if r, ok := x.Peek(ctx, t); ok {
-		names := make([]string, len(r.Files))
-		for i, f := range r.Files {
-			names[i] = f.Name
+		var disks, rest []string
+		for _, f := range r.Files {
+			if f.Disk != nil {
+				disks = append(disks, f.Name)
+			} else {
+				rest = append(rest, f.Name)
+			}
 		}
-		return names, len(r.Disks()), nil
+		return append(disks, rest...), len(disks), nil
 	}
 	n, err := x.diskCount(ctx, t)
 	if err != nil {
 		return nil, 0, err
 	}
-	return PackageNames(t.Name, n), n, nil
+	p := PackageNames(t.Name, n) // .ovf, disks, .mf
+	return append(append(p[1:n+1:n+1], p[0]), p[n+1]), n, nil
 }
 
 // diskCount counts the target's virtual disks in its configuration.
@@ -329,14 +385,8 @@ func (x *Exports) diskCount(ctx context.Context, t ExportTarget) (int, error) {
 // Peek returns the target's finished export, if there is one and it is
 // still current; it never starts one.
 func (x *Exports) Peek(ctx context.Context, t ExportTarget) (*ExportResult, bool) {
-	v, err := x.current(ctx, t)
-	if err != nil {
-		return nil, false
-	}
-	x.mu.Lock()
-	j := x.jobs[t.Key()]
-	x.mu.Unlock()
-	if j == nil || (t.Snapshot == nil && (v.On || j.cv != v.ChangeVersion)) {
+	j := x.peekJob(ctx, t)
+	if j == nil {
 		return nil, false
 	}
 	select {
@@ -349,10 +399,116 @@ func (x *Exports) Peek(ctx context.Context, t ExportTarget) (*ExportResult, bool
 	return nil, false
 }
 
+// peekJob is the target's current export job, running or finished, if any.
+func (x *Exports) peekJob(ctx context.Context, t ExportTarget) *exportJob {
+	v, err := x.current(ctx, t)
+	if err != nil {
+		return nil
+	}
+	x.mu.Lock()
+	j := x.jobs[t.Key()]
+	x.mu.Unlock()
+	if j == nil || (t.Snapshot == nil && (v.On || j.cv != v.ChangeVersion)) {
+		return nil
+	}
+	return j
+}
+
 // Get returns the target's export, starting it if there is none (or the
 // VM changed since), and waiting for it: the sizes of the package's files
 // are only known once their bytes are spooled.
 func (x *Exports) Get(ctx context.Context, t ExportTarget) (*ExportResult, error) {
+	j, err := x.job(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-j.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if j.err != nil {
+		return nil, j.err
+	}
+	return &j.res, nil
+}
+
+// File returns the file of the target's export that match picks, starting
+// the export if there is none (or the VM changed since), and waiting only
+// as long as that file needs: a disk as soon as it is spooled and checked
+// against its entry in the lease's manifest (while the lease goes on for
+// the others), the .ovf and .mf (and a disk the manifest had no entry for
+// yet) once the whole export is done. ErrNotFound if match picks nothing.
+func (x *Exports) File(ctx context.Context, t ExportTarget, match FileMatch) (SpooledFile, error) {
+	j, err := x.job(ctx, t)
+	if err != nil {
+		return SpooledFile{}, err
+	}
+	for {
+		f, ok, wake := j.find(match)
+		if ok {
+			return f, nil
+		}
+		if wake == nil { // finished
+			if err := j.failed(); err != nil {
+				return SpooledFile{}, err
+			}
+			return SpooledFile{}, Errorf("export", t.Label(), ErrNotFound, "no such file in the export")
+		}
+		select {
+		case <-wake:
+		case <-j.done:
+		case <-ctx.Done():
+			return SpooledFile{}, ctx.Err()
+		}
+	}
+}
+
+// FileReady is File without starting an export or waiting: the file if it
+// can be served now.
+func (x *Exports) FileReady(ctx context.Context, t ExportTarget, match FileMatch) (SpooledFile, bool) {
+	j := x.peekJob(ctx, t)
+	if j == nil {
+		return SpooledFile{}, false
+	}
+	f, ok, _ := j.find(match)
+	return f, ok
+}
+
+// find looks for a servable file: in the result once the job is done (an
+// error if it failed), else among the disks served early; wake, when the
+// job still runs, is closed at the next change.
+func (j *exportJob) find(match FileMatch) (f SpooledFile, ok bool, wake <-chan struct{}) {
+	if j.failed() != nil {
+		return SpooledFile{}, false, nil
+	}
+	select {
+	case <-j.done:
+		disk := 0
+		for _, ef := range j.res.Files {
+			i := -1
+			if ef.Disk != nil {
+				i, disk = disk, disk+1
+			}
+			if match(i, ef) {
+				return SpooledFile{ExportedFile: ef, ExportID: j.id, job: j}, true, nil
+			}
+		}
+		return SpooledFile{}, false, nil
+	default:
+	}
+	j.readyMu.Lock()
+	defer j.readyMu.Unlock()
+	for i, ef := range j.ready {
+		if match(i, ef) {
+			return SpooledFile{ExportedFile: ef, ExportID: j.id, job: j}, true, nil
+		}
+	}
+	return SpooledFile{}, false, j.wake
+}
+
+// job finds the target's current export job or starts one.
+func (x *Exports) job(ctx context.Context, t ExportTarget) (*exportJob, error) {
 	if err := x.Check(ctx, t); err != nil {
 		return nil, err
 	}
@@ -383,15 +539,7 @@ func (x *Exports) Get(ctx context.Context, t ExportTarget) (*ExportResult, error
 		j = x.startLocked(t, cv)
 	}
 	x.mu.Unlock()
-	select {
-	case <-j.done:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if j.err != nil {
-		return nil, j.err
-	}
-	return &j.res, nil
+	return j, nil
 }
 
 // Drop forgets the target's export: one running is aborted, its spool removed
@@ -417,6 +565,7 @@ func (x *Exports) startLocked(t ExportTarget, cv string) *exportJob {
 	x.seq++
 	safe := strings.NewReplacer("/", "_", "@", "_").Replace(t.Key())
 	j := &exportJob{key: t.Key(), label: t.Label(), cv: cv, done: make(chan struct{}),
+		ready: map[int]ExportedFile{}, wake: make(chan struct{}),
 		id:  fmt.Sprintf("%s#%d", t.Key(), x.seq),
 		dir: filepath.Join(x.dir, fmt.Sprintf("%d-%s", x.seq, safe))}
 	var ctx context.Context
@@ -433,13 +582,28 @@ func (x *Exports) run(ctx context.Context, j *exportJob, t ExportTarget) {
 	defer j.cancel()
 	start := time.Now()
 	x.log.Info("export started: one lease, disks spooled, then served from the spool", "export", j.label, "spool", j.dir)
-	req := ExportRequest{VM: t.VM, Name: t.Name, Dir: j.dir, Progress: j.progress(x.log), Stall: x.conn.cfg.Timeout}
+	req := ExportRequest{VM: t.VM, Name: t.Name, Dir: j.dir, Progress: j.progress(x.log), Stall: x.conn.cfg.Timeout,
+		DiskReady: func(i int, f ExportedFile) {
+			x.log.Info("disk spooled and checked against the lease's manifest: served while the export goes on",
+				"export", j.label, "file", f.Name, "bytes", f.Size)
+			j.diskReady(i, f)
+		}}
 	if t.Snapshot != nil {
 		ref := t.Snapshot.Ref
 		req.Snapshot, req.SnapshotRef = t.Snapshot.Name, &ref
 	}
 	var files []ExportedFile
+	attempt := 0
 	err := x.conn.WithLogin(ctx, func(vc *vim25.Client) (err error) {
+		// A second attempt (after a lost session) spools afresh into its
+		// own folder, and its disks are served only once checked in turn:
+		// a disk opened from the first stays as it was checked.
+		if attempt++; attempt > 1 {
+			req.Dir = filepath.Join(j.dir, fmt.Sprintf("retry-%d", attempt))
+			j.readyMu.Lock()
+			j.ready = map[int]ExportedFile{}
+			j.readyMu.Unlock()
+		}
 		files, err = Export(ctx, vc, req)
 		return err
 	})

@@ -7,7 +7,6 @@ import (
 	"sort"
 	"sync"
 	"syscall"
-	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -16,8 +15,10 @@ import (
 )
 
 // exportFile is a file of an export folder: an OVF package file, or a
-// disk's raw image. Stat waits for the export (sizes are exact only then);
-// reads come from the spool, never from a lease.
+// disk's raw image. Stat waits for the file's bytes to be spooled and
+// checked (sizes are exact only then): a disk's while the export goes on,
+// the .ovf's and .mf's until it ends. Reads come from the spool, never from
+// a lease, and fail with EIO if the export fails after all.
 type exportFile struct {
 	gofs.Inode
 	fs   *FS
@@ -37,29 +38,16 @@ var (
 
 func (f *exportFile) mountPath() string { return f.Path(nil) }
 
-// current waits for the folder's export and finds this file in it.
-func (f *exportFile) current(ctx context.Context) (*backend.ExportResult, spooled, error) {
-	res, err := f.fs.Exports.Get(ctx, f.dir.t)
-	if err != nil {
-		return nil, spooled{}, err
-	}
-	s, ok := f.dir.find(res, f.name)
-	if !ok {
-		return nil, spooled{}, backend.Errorf("export", f.dir.t.Label(), backend.ErrNotFound, "%s is not in the export", f.name)
-	}
-	return res, s, nil
-}
-
 func (f *exportFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if h, ok := fh.(*exportHandle); ok {
-		h.sp.attr(f.fs, &out.Attr, h.mtime) // an open file keeps its export
+		h.sp.attr(f.fs, &out.Attr) // an open file keeps its export
 		return 0
 	}
-	res, s, err := f.current(ctx)
+	s, err := f.dir.find(ctx, f.name)
 	if err != nil {
 		return toErrno(f.fs.Log, f.mountPath(), err)
 	}
-	s.attr(f.fs, &out.Attr, res.Done)
+	s.attr(f.fs, &out.Attr)
 	return 0
 }
 
@@ -71,7 +59,7 @@ func (f *exportFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	res, s, err := f.current(ctx)
+	s, err := f.dir.find(ctx, f.name)
 	if err != nil {
 		return nil, 0, toErrno(f.fs.Log, f.mountPath(), err)
 	}
@@ -80,7 +68,7 @@ func (f *exportFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 		// The export was dropped (the VM changed) between Get and here.
 		return nil, 0, toErrno(f.fs.Log, f.mountPath(), backend.Errorf("open spool", f.mountPath(), backend.ErrStale, "%v", err))
 	}
-	h := &exportHandle{f: f, file: file, r: file, sp: s, size: s.size, mtime: res.Done}
+	h := &exportHandle{f: f, file: file, r: file, sp: s, size: s.size}
 	if s.img {
 		st, err := file.Stat()
 		var img *backend.StreamImage
@@ -95,10 +83,10 @@ func (f *exportFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	}
 	var fl uint32
 	f.mu.Lock()
-	if f.lastOpen == res.ID {
+	if f.lastOpen == s.id {
 		fl |= fuse.FOPEN_KEEP_CACHE // the same export: keep the kernel's pages
 	}
-	f.lastOpen = res.ID
+	f.lastOpen = s.id
 	f.mu.Unlock()
 	return h, fl, 0
 }
@@ -145,13 +133,14 @@ func (f *exportFile) Lseek(ctx context.Context, fh gofs.FileHandle, off uint64, 
 // exportHandle is an open file of an export: the spooled file itself, or
 // the raw image decoded from it.
 type exportHandle struct {
-	f     *exportFile
-	file  *os.File
-	r     io.ReaderAt
-	img   *backend.StreamImage
-	sp    spooled
-	size  int64
-	mtime time.Time
+	f    *exportFile
+	file *os.File
+	r    io.ReaderAt
+	img  *backend.StreamImage
+	sp   spooled
+	size int64
+
+	failOnce sync.Once // the export's failure is logged once per open file
 
 	extOnce sync.Once
 	ext     [][2]int64
@@ -168,6 +157,16 @@ func (h *exportHandle) extents() [][2]int64 {
 }
 
 func (h *exportHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if err := h.sp.failed(); err != nil {
+		// Served before its export ended, which then failed: nothing more
+		// of it is served (the kernel may hold pages read before, which
+		// were checked against the manifest).
+		h.failOnce.Do(func() {
+			h.f.fs.Log.Error("export failed after this file was served: reads fail from now on",
+				"path", h.f.mountPath(), "err", err.Error())
+		})
+		return nil, syscall.EIO
+	}
 	if off >= h.size {
 		return fuse.ReadResultData(nil), 0
 	}

@@ -186,7 +186,12 @@ func (d *exportsDir) Rmdir(ctx context.Context, name string) syscall.Errno {
 // exportDir is exports/<vm>/ (the OVF package govc export.ovf writes) or
 // disks/<vm>/ (disk-N.img, each disk's raw image). Names come from the
 // configuration, so listing needs no export; the first lookup of a file
-// starts the export and waits for it, since sizes are only known then.
+// starts the export and waits for that file, since sizes are only known
+// then: a disk's as soon as it is spooled and checked against the lease's
+// manifest, the .ovf's and .mf's at the end of the export. The disks come
+// first, in listing and in inode order (cp and tar take a folder's files
+// in inode order), so a copy of the folder reads each disk while the next
+// one is exported.
 type exportDir struct {
 	gofs.Inode
 	readOnlyDir
@@ -239,15 +244,23 @@ func (d *exportDir) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileH
 	}
 	h := &exportDirHandle{d: d}
 	for _, n := range names {
-		h.entries = append(h.entries, fuse.DirEntry{Name: n, Mode: fuse.S_IFREG, Ino: d.fileIno(n)})
+		h.entries = append(h.entries, fuse.DirEntry{Name: n, Mode: fuse.S_IFREG, Ino: d.fileIno(names, n)})
 	}
 	return h, 0, 0
 }
 
-func (d *exportDir) fileIno(name string) uint64 {
+// fileIno numbers a folder's files in listing order, from a base that the
+// folder's key hashes to: GNU cp and tar copy a folder's files in inode
+// order, and that must be the disks' order, the .ovf and .mf last.
+func (d *exportDir) fileIno(names []string, name string) uint64 {
 	kind := "exportfile"
 	if d.disks {
 		kind = "diskimage"
+	}
+	for i, n := range names {
+		if n == name && i < 1<<16-2 {
+			return ino(kind, d.t.Key())&^(1<<16-1) + uint64(i) + 2
+		}
 	}
 	return ino(kind, d.t.Key()+"/"+name)
 }
@@ -271,59 +284,71 @@ func (d *exportDir) lookup(ctx context.Context, name string, out *fuse.EntryOut,
 	if !known {
 		return nil, syscall.ENOENT // never export for a name that cannot be there
 	}
-	var res *backend.ExportResult
+	var s spooled
 	if wait {
-		if res, err = d.fs.Exports.Get(ctx, d.t); err != nil {
+		if s, err = d.find(ctx, name); err != nil {
 			return nil, toErrno(d.fs.Log, path, err)
 		}
 	} else {
-		var ok bool
-		if res, ok = d.fs.Exports.Peek(ctx, d.t); !ok {
+		f, ok := d.fs.Exports.FileReady(ctx, d.t, d.match(name))
+		if !ok {
 			return nil, syscall.EAGAIN // readdirplus: no attributes yet, and none cached
 		}
+		s = d.spooled(f)
 	}
-	f, ok := d.find(res, name)
-	if !ok {
-		return nil, syscall.ENOENT
-	}
-	f.attr(d.fs, &out.Attr, res.Done)
+	s.attr(d.fs, &out.Attr)
 	node := &exportFile{fs: d.fs, dir: d, name: name}
-	return d.NewInode(ctx, node, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: d.fileIno(name)}), 0
+	return d.NewInode(ctx, node, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: d.fileIno(names, name)}), 0
 }
 
-// spooled is a file of a finished export as this folder shows it.
+// spooled is a file of an export as this folder shows it, ready to read.
 type spooled struct {
-	path string
-	size int64
-	img  bool // the raw image of a streamOptimized disk
+	path  string
+	size  int64
+	mtime time.Time // when it became ready: the same at every stat
+	id    string    // the export's ID
+	img   bool      // the raw image of a streamOptimized disk
 	// blocks is what the file occupies, in bytes: less than size for a
 	// sparse disk image, so that du and sparse-aware copies see the holes.
 	blocks int64
+	// failed is the export's error once it has failed: a disk can be
+	// served before its export ends, and is no longer once it failed.
+	failed func() error
 }
 
 // attr fills a file's attributes.
-func (s spooled) attr(f *FS, a *fuse.Attr, mtime time.Time) {
-	f.fileAttr(a, s.size, mtime, false)
+func (s spooled) attr(f *FS, a *fuse.Attr) {
+	f.fileAttr(a, s.size, s.mtime, false)
 	if s.img {
 		a.Blocks = uint64(s.blocks+511) / 512
 	}
 }
 
-func (d *exportDir) find(res *backend.ExportResult, name string) (spooled, bool) {
+// match picks the file called name out of the folder's export.
+func (d *exportDir) match(name string) backend.FileMatch {
 	if d.disks {
-		for i, f := range res.Disks() {
-			if backend.DiskImageName(i) == name {
-				return spooled{path: f.Path, size: f.Disk.Capacity, blocks: f.Disk.Allocated, img: true}, true
-			}
-		}
-		return spooled{}, false
+		return func(i int, f backend.ExportedFile) bool { return f.Disk != nil && backend.DiskImageName(i) == name }
 	}
-	for _, f := range res.Files {
-		if packageName(f.Name) == name {
-			return spooled{path: f.Path, size: f.Size}, true
-		}
+	return func(i int, f backend.ExportedFile) bool { return packageName(f.Name) == name }
+}
+
+// find starts the folder's export if needed, and waits for the file called
+// name: for a disk, until it is spooled and checked; for the rest, until the
+// export is done.
+func (d *exportDir) find(ctx context.Context, name string) (spooled, error) {
+	f, err := d.fs.Exports.File(ctx, d.t, d.match(name))
+	if err != nil {
+		return spooled{}, err
 	}
-	return spooled{}, false
+	return d.spooled(f), nil
+}
+
+func (d *exportDir) spooled(f backend.SpooledFile) spooled {
+	s := spooled{path: f.Path, size: f.Size, mtime: f.Ready, id: f.ExportID, failed: f.Err}
+	if d.disks {
+		s.size, s.blocks, s.img = f.Disk.Capacity, f.Disk.Allocated, true
+	}
+	return s
 }
 
 func (d *exportDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
