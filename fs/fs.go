@@ -35,6 +35,11 @@ type Options struct {
 	StagingDir, RecoveryDir string
 
 	Exports *backend.Exports // nil: no exports/ or disks/
+
+	// InoSweep and InoGrace tune the table of renamed and removed guest
+	// nodes (guestInos): 0 for the defaults; tests set them small.
+	InoSweep int
+	InoGrace time.Duration
 }
 
 // FS is the state shared by every node of one mount.
@@ -61,7 +66,8 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 	if opts.UID == 0 && opts.GID == 0 {
 		opts.UID, opts.GID = uint32(os.Getuid()), uint32(os.Getgid())
 	}
-	f := &FS{Options: opts, mounted: time.Now(), inos: guestInos{over: map[string]uint64{}}}
+	f := &FS{Options: opts, mounted: time.Now()}
+	f.inos.init(opts.InoSweep, opts.InoGrace, opts.Log)
 	if opts.Writes != nil {
 		opts.Writes.fs = f
 	}

@@ -63,11 +63,11 @@ func (d *guestDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) 
 	seen := make(map[string]bool, len(list))
 	for _, s := range list {
 		seen[s.Name] = true
-		entries = append(entries, fuse.DirEntry{Name: s.Name, Mode: guestType(s.Type), Ino: d.fs.guestIno(d.vm, guestJoin(dir, s.Name))})
+		entries = append(entries, fuse.DirEntry{Name: s.Name, Mode: guestType(s.Type), Ino: d.childIno(s.Name)})
 	}
 	for name := range d.Children() {
 		if !seen[name] && d.created(name) != nil {
-			entries = append(entries, fuse.DirEntry{Name: name, Mode: fuse.S_IFREG, Ino: d.fs.guestIno(d.vm, guestJoin(dir, name))})
+			entries = append(entries, fuse.DirEntry{Name: name, Mode: fuse.S_IFREG, Ino: d.childIno(name)})
 		}
 	}
 	return gofs.NewListDirStream(entries), 0
@@ -83,6 +83,7 @@ func (d *guestDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 				d.fs.guestAttr(&out.Attr, f.st.stat())
 			}
 			f.mu.Unlock()
+			d.fs.inos.use(f.EmbeddedInode())
 			return f.EmbeddedInode(), 0
 		}
 	}
@@ -104,10 +105,11 @@ func (d *guestDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 // newChild returns the node of a listed child: the live one if the tree
 // has it (it may be staged), else a new one.
 func (d *guestDir) newChild(ctx context.Context, name string, s backend.GuestStat) *gofs.Inode {
-	id := gofs.StableAttr{Mode: guestType(s.Type), Ino: d.fs.guestIno(d.vm, guestJoin(d.guestPath(), name))}
-	if c := d.GetChild(name); c != nil && c.StableAttr() == id {
+	if c := d.GetChild(name); c != nil && c.StableAttr().Mode == guestType(s.Type) {
+		d.fs.inos.use(c)
 		return c
 	}
+	id := gofs.StableAttr{Mode: guestType(s.Type), Ino: d.newIno(name)}
 	var node gofs.InodeEmbedder
 	switch s.Type {
 	case backend.GuestDir:
@@ -179,9 +181,10 @@ func (d *guestDir) Create(ctx context.Context, name string, flags uint32, mode u
 			now := time.Now()
 			s = backend.GuestStat{Name: name, Type: backend.GuestFile, Mode: mode & 0o7777, UID: -1, GID: -1, Mtime: now, Atime: now}
 			f = &guestFile{guestNode: d.child()}
-			n = d.NewInode(ctx, f, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: d.fs.guestIno(d.vm, p)})
+			n = d.NewInode(ctx, f, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: d.newIno(name)})
 		} else {
 			n = f.EmbeddedInode()
+			d.fs.inos.use(n)
 		}
 	}
 	f.mu.Lock()
@@ -234,7 +237,7 @@ func (d *guestDir) Unlink(ctx context.Context, name string) syscall.Errno {
 		f.unlinked = true
 		f.mu.Unlock()
 	}
-	d.fs.inos.gone(d.vm, p)
+	d.fs.inos.displace(d.GetChild(name)) // may be open: its number stays taken
 	return 0
 }
 
@@ -246,7 +249,7 @@ func (d *guestDir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if err := d.vm.Rmdir(ctx, p); err != nil {
 		return toErrno(d.fs.Log, d.mountPath()+"/"+name, err)
 	}
-	d.fs.inos.gone(d.vm, p)
+	d.fs.inos.displace(d.GetChild(name))
 	return 0
 }
 
@@ -311,16 +314,15 @@ func (d *guestDir) Rename(ctx context.Context, name string, newParent gofs.Inode
 	if err != nil {
 		return toErrno(d.fs.Log, mp, err)
 	}
-	if targetExists {
-		if c := nd.GetChild(newName); c != nil {
-			if f, ok := c.Operations().(*guestFile); ok {
-				f.mu.Lock()
-				f.unlinked = true // replaced: its open writers write to nothing
-				f.mu.Unlock()
-			}
+	if c := nd.GetChild(newName); c != nil && c != node {
+		if f, ok := c.Operations().(*guestFile); ok && targetExists {
+			f.mu.Lock()
+			f.unlinked = true // replaced: its open writers write to nothing
+			f.mu.Unlock()
 		}
+		d.fs.inos.displace(c) // go-fuse drops it from the tree; it may be open
 	}
-	d.fs.inos.moved(d.vm, src, dst, node)
+	d.fs.inos.displace(node) // keeps its numbers, under paths they were not made for
 	return 0
 }
 

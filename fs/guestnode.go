@@ -2,9 +2,11 @@ package fs
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
@@ -48,67 +50,141 @@ func guestJoin(dir, name string) string {
 	return dir + "/" + name
 }
 
-// guestInos gives guest paths inode numbers: a hash of VM and path, except
-// where a rename or removal happened. A renamed file keeps its number under
-// its new path (as POSIX has it), and a path left behind gets a new one, so
-// that two live objects never share a number (go-fuse would take them for
-// one node). Only renamed and removed paths take memory.
+// guestInos gives guest objects inode numbers. An object the kernel holds
+// has a node in go-fuse's tree, and keeps the number it was made with for
+// as long as the node lives: a renamed file keeps its number under its new
+// path (as POSIX has it), because go-fuse moves the node. A path with no
+// node gets a new object's number: the hash of VM and path, unless a live
+// node has that number (it was renamed away from the path, or removed
+// while open); then the hash of path and that node's sequence number, and
+// so on. So two live objects never share a number (go-fuse would take them
+// for one node: writes to a new file would go to a removed one).
+//
+// The table holds only the displaced nodes: those renamed, removed or
+// replaced. A node the kernel has forgotten (Inode.Forgotten: no kernel
+// reference, in no directory) never comes back, except through a lookup
+// that read it from the tree just before: go-fuse then takes it back. So a
+// sweep, when the table has doubled since the last one, drops the entries
+// of nodes forgotten and neither displaced nor handed to a lookup for
+// grace (a lookup gets from the tree to go-fuse in microseconds). The
+// table is bounded by the nodes the kernel holds, not by the history.
 type guestInos struct {
-	mu   sync.Mutex
-	over map[string]uint64 // vm id + path -> number
-	seq  uint64
+	mu    sync.Mutex
+	taken map[uint64]*displaced // number -> the live node that has it
+	seq   uint64
+	swept int           // entries after the last sweep
+	min   int           // a sweep waits for at least this many new entries
+	grace time.Duration // a forgotten node is kept this long after its last use
+	log   *slog.Logger
 }
 
-func (t *guestInos) key(vm *backend.GuestVM, p string) string { return vm.ID() + p }
+type displaced struct {
+	node *gofs.Inode
+	seq  uint64    // the next number for the node's old path is hashed with it
+	used time.Time // displaced, or last handed to a lookup
+}
 
-// ino is the number of the object at p now.
-func (t *guestInos) ino(vm *backend.GuestVM, p string) uint64 {
-	k := t.key(vm, p)
-	t.mu.Lock()
-	n, ok := t.over[k]
-	t.mu.Unlock()
-	if ok {
-		return n
+// init sets the table up: sweeps no sooner than min new entries (4096 if
+// 0), forgotten nodes kept grace (2s if 0) after their last use.
+func (t *guestInos) init(min int, grace time.Duration, log *slog.Logger) {
+	if min <= 0 {
+		min = 4096
 	}
-	return ino("guest", k)
+	if grace <= 0 {
+		grace = 2 * time.Second
+	}
+	t.taken, t.min, t.grace, t.log = map[uint64]*displaced{}, min, grace, log
 }
 
-// fresh gives p a number no object had (called with t.mu held).
-func (t *guestInos) fresh(k string) {
-	t.seq++
-	t.over[k] = ino("guest", k+"#"+strconv.FormatUint(t.seq, 10))
-}
-
-// gone: the object at p was removed; whatever is made there next is new.
-func (t *guestInos) gone(vm *backend.GuestVM, p string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.fresh(t.key(vm, p))
-}
-
-// moved: the object at src, node moved, is now at dst, with whatever of
-// its subtree the kernel knows. Each keeps its number under its new path;
-// the paths left behind get new ones.
-func (t *guestInos) moved(vm *backend.GuestVM, src, dst string, node *gofs.Inode) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var walk func(rel string, n *gofs.Inode)
-	walk = func(rel string, n *gofs.Inode) {
-		t.over[t.key(vm, dst+rel)] = n.StableAttr().Ino
-		t.fresh(t.key(vm, src+rel))
-		for name, c := range n.Children() {
-			walk(rel+"/"+name, c)
+// free is the number for a new object at p, where the tree has no node:
+// one no live node has (called with t.mu held).
+func (t *guestInos) free(vm *backend.GuestVM, p string) uint64 {
+	k := vm.ID() + p
+	n := ino("guest", k)
+	for range len(t.taken) + 1 {
+		e, ok := t.taken[n]
+		if !ok {
+			return n
 		}
+		n = ino("guest", k+"#"+strconv.FormatUint(e.seq, 10))
 	}
-	if node == nil {
-		t.fresh(t.key(vm, dst))
-		t.fresh(t.key(vm, src))
+	t.seq++ // a cycle of hash collisions: a number never hashed before
+	return ino("guest", k+"#new#"+strconv.FormatUint(t.seq, 10))
+}
+
+// use notes that a lookup is handing out n, which may be displaced.
+func (t *guestInos) use(n *gofs.Inode) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e, ok := t.taken[n.StableAttr().Ino]; ok && e.node == n {
+		e.used = time.Now()
+	}
+}
+
+// displace records that n, and whatever of its subtree the tree has, are
+// no longer (or soon no longer) at the paths their numbers were made for:
+// renamed, removed or replaced.
+func (t *guestInos) displace(n *gofs.Inode) {
+	if n == nil {
 		return
 	}
-	walk("", node)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var walk func(n *gofs.Inode)
+	walk = func(n *gofs.Inode) {
+		num := n.StableAttr().Ino
+		if e, ok := t.taken[num]; ok && e.node == n {
+			e.used = time.Now()
+		} else {
+			t.seq++
+			t.taken[num] = &displaced{node: n, seq: t.seq, used: time.Now()}
+		}
+		for _, c := range n.Children() {
+			walk(c)
+		}
+	}
+	walk(n)
+	if len(t.taken) >= t.swept+max(t.min, t.swept) {
+		t.sweep()
+	}
 }
 
-func (f *FS) guestIno(vm *backend.GuestVM, p string) uint64 { return f.inos.ino(vm, p) }
+// sweep drops the entries of nodes forgotten and not handed to a lookup
+// for at least grace (called with t.mu held).
+func (t *guestInos) sweep() {
+	now := time.Now()
+	before := len(t.taken)
+	for num, e := range t.taken {
+		//lint:ignore SA1019 OnForget also fires for nodes that are not forgotten
+		if now.Sub(e.used) >= t.grace && e.node.Forgotten() {
+			delete(t.taken, num)
+		}
+	}
+	t.swept = len(t.taken)
+	if t.log != nil {
+		t.log.Debug("guest inode table swept", "before", before, "after", t.swept)
+	}
+}
+
+// childIno is the number of the object at name: its node's if the tree
+// has one, else a free one.
+func (d *guestDir) childIno(name string) uint64 {
+	if c := d.GetChild(name); c != nil {
+		d.fs.inos.use(c)
+		return c.StableAttr().Ino
+	}
+	return d.newIno(name)
+}
+
+// newIno is the number for a new node at name: a node the tree still has
+// there is displaced first (the guest has something else there now).
+func (d *guestDir) newIno(name string) uint64 {
+	t := &d.fs.inos
+	t.displace(d.GetChild(name))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.free(d.vm, guestJoin(d.guestPath(), name))
+}
 
 // Setxattr and Removexattr: the guest API has no extended attributes.
 // ENOTSUP (not go-fuse's default ENODATA) is what cp -p and tar take for

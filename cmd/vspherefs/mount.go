@@ -179,6 +179,9 @@ func runMount(args []string) error {
 			return backend.PickDatastore(ctx, conn, f.libraryDatastore, 0)
 		}
 	}
+	// Test knobs: how soon the guest inode table is swept.
+	inoSweep, _ := strconv.Atoi(os.Getenv("VSPHEREFS_INO_SWEEP"))
+	inoGrace, _ := time.ParseDuration(os.Getenv("VSPHEREFS_INO_GRACE"))
 	server, err := fs.Mount(mountpoint, fs.Options{
 		Catalog:   backend.NewCatalog(conn, f.ttl),
 		Downloads: downloads,
@@ -193,6 +196,9 @@ func runMount(args []string) error {
 		RecoveryDir: filepath.Join(f.cacheDir, "recovery"),
 
 		Exports: exports,
+
+		InoSweep: inoSweep,
+		InoGrace: inoGrace,
 	}, f.allowOther, false)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mountpoint, err)
