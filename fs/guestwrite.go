@@ -153,6 +153,10 @@ func (f *guestFile) commitLocked(ctx context.Context) syscall.Errno {
 	if st == nil || !st.dirty {
 		return 0
 	}
+	// A signal to the closing process (Ctrl-C, or a runtime's preemption)
+	// makes the kernel interrupt close: the commit goes on regardless, as a
+	// half-done one would only fail and leave the bytes in recovery/.
+	ctx = context.WithoutCancel(ctx)
 	if f.unlinked { // written after rm: the bytes go nowhere, as on a local disk
 		st.dirty = false
 		return 0

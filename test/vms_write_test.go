@@ -623,3 +623,38 @@ func TestVMsOddGuestNames(t *testing.T) {
 		}
 	}
 }
+
+// TestVMsCloseInterrupted: Ctrl-C on a process blocked in close() (the
+// commit's PUT is slow) does not lose the commit: the guest gets the bytes.
+func TestVMsCloseInterrupted(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s, "--guest-login", sim.GuestLoginString())
+	src := filepath.Join(t.TempDir(), "src.bin")
+	data := bytes.Repeat([]byte("interrupted close "), 40000) // 720 kB
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.Guest.SetRate(300 << 10) // the PUT takes about two seconds
+	defer s.Guest.SetRate(0)
+	cmd := exec.Command("cp", src, m.Path("vms", guestVM, "tmp", "interrupted.bin"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond) // cp is in close(), waiting for the commit
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	_ = cmd.Wait()
+	host := filepath.Join(guestHostDir(t, s, guestVM), "tmp", "interrupted.bin")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if b, err := os.ReadFile(host); err == nil && bytes.Equal(b, data) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the interrupted close lost its commit:\n%s", m.Log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if strings.Contains(m.Log(), "commit failed") {
+		t.Fatalf("a commit failed:\n%s", m.Log())
+	}
+}
