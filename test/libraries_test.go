@@ -559,3 +559,46 @@ func TestRangedRandomRead(t *testing.T) {
 		t.Fatalf("a 4 KiB read at 50 MiB fetched %d bytes in %d ranged GETs", after-before, ranged)
 	}
 }
+
+// TestIdleSessionDeleted: a download session is kept while a reader uses it
+// and deleted once idle, while the mount goes on.
+func TestIdleSessionDeleted(t *testing.T) {
+	s := sim.StartT(t)
+	pass, _ := s.URL.User.Password()
+	ca, _ := s.CertificateFile()
+	env := []string{"GOVC_USERNAME=" + s.URL.User.Username(), "GOVC_PASSWORD=" + pass, "GOVC_URL=", "VSPHEREFS_DOWNLOAD_IDLE=1s"}
+	m := mountWith(t, s, env, "--ca-certs", ca)
+	f, err := os.Open(m.Path("libraries", "demo-library", "multi", "a.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Library.SetDelay(3 * time.Second) // the read holds the session past the idle time
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.ReadAt(make([]byte, 4096), 0)
+		done <- err
+	}()
+	time.Sleep(2500 * time.Millisecond)
+	if ids, _ := s.DownloadSessions(ctx(t)); len(ids) != 1 {
+		t.Fatalf("during a read: sessions %v, want the one in use", ids)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s.Library.SetDelay(0)
+	f.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ids, err := s.DownloadSessions(ctx(t))
+		if err == nil && len(ids) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("idle session not deleted: %v %v", ids, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := os.ReadFile(m.Path("libraries", "demo-library", "hello", "hello.txt")); err != nil {
+		t.Fatalf("a read after the idle deletion: %v", err)
+	}
+}

@@ -155,7 +155,12 @@ func runMount(args []string) error {
 		return err
 	}
 	defer blocks.Close()
-	downloads := backend.NewDownloads(conn, time.Minute)
+	// Download sessions unused for a minute are deleted (a test knob shortens it).
+	idle, _ := time.ParseDuration(os.Getenv("VSPHEREFS_DOWNLOAD_IDLE"))
+	if idle <= 0 {
+		idle = time.Minute
+	}
+	downloads := backend.NewDownloads(conn, idle)
 	defer downloads.Close()
 
 	// Export spools live under --cache-dir while mounted; Close aborts any
