@@ -766,3 +766,34 @@ func TestCrashedMountRescue(t *testing.T) {
 		t.Fatalf("the killed mount's file reached the server: %v", got)
 	}
 }
+
+// TestWriteCloseInterrupted: Ctrl-C on a process blocked in close() while its
+// commit uploads does not lose the commit: the item gets the new file.
+func TestWriteCloseInterrupted(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s)
+	src := filepath.Join(t.TempDir(), "src.bin")
+	data := randBytes(7, 500000)
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.Updates.SetPutDelay(2 * time.Second)
+	defer s.Updates.SetPutDelay(0)
+	cmd := exec.Command("cp", src, m.Path("libraries", "demo-library", "hello", "interrupted.bin"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond) // cp is in close(), waiting for the commit
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	_ = cmd.Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if got, err := s.Download(ctx(t), "demo-library", "hello", "interrupted.bin"); err == nil && bytes.Equal(got, data) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the interrupted close lost its commit:\n%s", m.Log())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/vmware/govmomi/vapi/library"
 	"github.com/vmware/govmomi/vapi/rest"
@@ -40,6 +41,10 @@ func newHash(c *library.Checksum) hash.Hash {
 // put receives a PUSH upload (PUT on the upload endpoint): the bytes are
 // staged in the session's directory, never in the item, and the file goes
 // READY, or ERROR on a checksum or size mismatch or a broken transfer.
+// SetPutDelay makes every upload pause before reading its body, for tests
+// of what happens while a commit is under way.
+func (u *UpdateSessions) SetPutDelay(d time.Duration) { u.putDelay.Store(int64(d)) }
+
 func (u *UpdateSessions) put(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPut {
 		w.WriteHeader(http.StatusMethodNotAllowed)
@@ -93,6 +98,9 @@ func (u *UpdateSessions) put(w http.ResponseWriter, r *http.Request) {
 			c.Close()
 		}
 		return
+	}
+	if d := time.Duration(u.putDelay.Load()); d > 0 {
+		time.Sleep(d)
 	}
 	n, err := io.CopyBuffer(dst, r.Body, make([]byte, 1<<20))
 	if cerr := tmp.Close(); err == nil {

@@ -40,6 +40,7 @@ type UpdateSessions struct {
 	donePolls   int                    // gets answered ACTIVE after a complete
 	algorithms  map[string]bool        // checksum algorithms accepted
 	expiry      time.Duration          // idle time after which a session expires
+	putDelay    atomic.Int64           // pause before a PUT's body is read (slow uploads)
 	completed   atomic.Int64
 	receivedAll atomic.Int64
 }
