@@ -504,14 +504,8 @@ func TestNewVersionSeen(t *testing.T) {
 	}
 	defer f.Close()
 	c := ctx(t)
-	_, rc, err := s.Client(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, _ := library.NewManager(rc).GetLibraryByName(c, "demo-library")
-	items, _ := library.NewManager(rc).FindLibraryItems(c, library.FindItem{LibraryID: l.ID, Name: "multi"})
 	size := int64(len(old))
-	if err := s.UploadFile(c, items[0], "b.bin", sim.DemoBytes("new b.bin", size), size); err != nil {
+	if err := s.UploadFile(c, itemID(t, s, "demo-library", "multi"), "b.bin", sim.DemoBytes("new b.bin", size), size); err != nil {
 		t.Fatal(err)
 	}
 	want, err := s.Download(c, "demo-library", "multi", "b.bin")

@@ -55,16 +55,7 @@ func serverFiles(t *testing.T, s *sim.Server, lib, item string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lm := library.NewManager(rc)
-	l, err := lm.GetLibraryByName(c, lib)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, err := lm.FindLibraryItems(c, library.FindItem{LibraryID: l.ID, Name: item})
-	if err != nil || len(ids) != 1 {
-		t.Fatalf("item %s/%s: %v (%d found)", lib, item, err, len(ids))
-	}
-	files, err := lm.ListLibraryItemFiles(c, ids[0])
+	files, err := library.NewManager(rc).ListLibraryItemFiles(c, itemID(t, s, lib, item))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +67,7 @@ func serverFiles(t *testing.T, s *sim.Server, lib, item string) []string {
 	return names
 }
 
+// itemID is the id of lib/item, which must be unique.
 func itemID(t *testing.T, s *sim.Server, lib, item string) string {
 	t.Helper()
 	c := ctx(t)
