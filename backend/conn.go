@@ -32,6 +32,8 @@ type Config struct {
 	KeepAlive  time.Duration // session keep-alive interval
 	Log        *slog.Logger
 	Debug      bool // log every API call (never secrets)
+
+	Observer Observer // status and metrics (observe.go); nil: none
 }
 
 // Conn is a logged-in vCenter connection (SOAP and REST), kept alive, and
@@ -79,6 +81,9 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		// Listings run 8 calls at once and reads fetch ranges in parallel:
 		// keep those connections instead of a TLS handshake per call.
 		t.MaxIdleConnsPerHost = 32
+	}
+	if cfg.Observer != nil {
+		sc.Client.Transport = cfg.Observer.Transport(sc.Client.Transport)
 	}
 	c := &Conn{cfg: cfg, soap: sc, stop: make(chan struct{})}
 	if err := c.login(ctx); err != nil {
@@ -190,6 +195,9 @@ func (c *Conn) Do(ctx context.Context, call, on string, fn func(ctx context.Cont
 		start := time.Now()
 		err := fn(cctx)
 		cancel()
+		if c.cfg.Observer != nil {
+			c.cfg.Observer.Call(call, time.Since(start), err)
+		}
 		if c.cfg.Debug {
 			c.cfg.Log.Debug("api", "call", call, "on", on, "took", time.Since(start).Round(time.Microsecond), "err", errText(err))
 		}

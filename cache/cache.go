@@ -51,6 +51,8 @@ type Cache struct {
 
 	// Fetches counts transfers started (ranged GETs and streams), for tests and benchmarks.
 	Fetches atomic.Int64
+
+	stats *stats // hits, misses, evictions (stats.go)
 }
 
 // New makes a cache; Close removes its spool files.
@@ -80,12 +82,13 @@ func New(opts Options) (*Cache, error) {
 	} else if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	blocks, err := lru.New[blockKey, []byte](n)
+	st := new(stats)
+	blocks, err := lru.NewWithEvict[blockKey, []byte](n, st.evicted)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Cache{opts: opts, blocks: blocks, ctx: ctx, cancel: cancel, sem: make(chan struct{}, 4), objs: map[string]*object{}}, nil
+	return &Cache{opts: opts, blocks: blocks, ctx: ctx, cancel: cancel, sem: make(chan struct{}, 4), objs: map[string]*object{}, stats: st}, nil
 }
 
 // Close stops background transfers and removes the spool files.

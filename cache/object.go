@@ -82,8 +82,10 @@ func (o *object) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 // block returns block idx, waiting for its fetch or the spool.
 func (o *object) block(ctx context.Context, idx int64) ([]byte, error) {
 	if b, ok := o.c.blocks.Get(o.key(idx)); ok {
+		o.c.stats.hits.Add(1)
 		return b, nil
 	}
+	o.c.stats.misses.Add(1)
 	o.mu.Lock()
 	if o.mode == modeStream {
 		o.mu.Unlock()

@@ -4,6 +4,7 @@
 package fs
 
 import (
+	"cmp"
 	"context"
 	"hash/fnv"
 	"log/slog"
@@ -29,6 +30,10 @@ type Options struct {
 	Writes    *Writes // nil: libraries/ is read-only
 	Log       *slog.Logger
 	UID, GID  uint32
+	Umask     uint32 // bits taken from the modes vspherefs makes up (not a guest file's own)
+	FsName    string // the source /proc/mounts shows (the vCenter host); "" is "vspherefs"
+
+	StatusSocket string // the mount's status socket, named by the root's user.vsphere.status_socket
 
 	// StagingDir holds files open for writing (<cache-dir>/staging/...);
 	// RecoveryDir keeps the bytes of commits that failed (<cache-dir>/recovery).
@@ -74,7 +79,7 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 	ttl := opts.TTL
 	neg := ttl
 	mo := fuse.MountOptions{
-		FsName:       "vspherefs",
+		FsName:       cmp.Or(opts.FsName, "vspherefs"),
 		Name:         "vspherefs",
 		DirectMount:  true,
 		AllowOther:   allowOther,
@@ -171,6 +176,7 @@ func (f *FS) dirAttr(a *fuse.Attr, mtime time.Time) {
 	if f.ReadOnly {
 		a.Mode = fuse.S_IFDIR | 0o555
 	}
+	a.Mode &^= f.Umask
 	a.Nlink = 2
 	a.Owner = fuse.Owner{Uid: f.UID, Gid: f.GID}
 	a.SetTimes(nil, &mtime, &mtime)
@@ -181,6 +187,7 @@ func (f *FS) fileAttr(a *fuse.Attr, size int64, mtime time.Time, writable bool) 
 	if writable && !f.ReadOnly {
 		a.Mode = fuse.S_IFREG | 0o644
 	}
+	a.Mode &^= f.Umask
 	a.Nlink = 1
 	a.Size = uint64(size)
 	a.Blocks = uint64(size+511) / 512

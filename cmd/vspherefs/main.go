@@ -4,6 +4,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 )
 
@@ -12,14 +13,24 @@ var version = "0.1.0-dev"
 const usage = `vspherefs mounts a vCenter's content libraries, guest files and VM exports as folders.
 
 Usage:
-  vspherefs mount [flags] MOUNTPOINT   mount (foreground; exits after SIGINT, SIGTERM or umount)
+  vspherefs mount [flags] MOUNTPOINT   mount (foreground, or --daemon; exits after SIGINT, SIGTERM or umount)
+  vspherefs unmount MOUNTPOINT         wait for pending commits, then unmount
+  vspherefs status [--json] [MOUNTPOINT]  transfers, commits, sessions, cache, API calls of a mount
   vspherefs sim [flags]                run the embedded vCenter simulator with demo content
   vspherefs version
+  mount.fuse.vspherefs SOURCE MOUNTPOINT -o OPTIONS   (the binary under that name: mount -t fuse.vspherefs)
 
 Run "vspherefs mount -h" or "vspherefs sim -h" for flags.
 `
 
 func main() {
+	if filepath.Base(os.Args[0]) == helperName {
+		if err := runHelper(os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, helperName+":", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
@@ -33,11 +44,15 @@ func main() {
 	var err error
 	switch os.Args[1] {
 	case "mount":
-		err = runMount(os.Args[2:])
+		err = mountCommand(os.Args[2:])
+	case "unmount", "umount":
+		err = runUnmount(os.Args[2:])
+	case "status":
+		err = runStatus(os.Args[2:])
 	case "sim":
 		err = runSim(os.Args[2:])
 	case "version", "--version", "-v":
-		fmt.Println("vspherefs", version)
+		fmt.Println(versionString())
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:

@@ -19,6 +19,7 @@ import (
 	"github.com/vspherefs/vspherefs/backend"
 	"github.com/vspherefs/vspherefs/cache"
 	"github.com/vspherefs/vspherefs/fs"
+	"github.com/vspherefs/vspherefs/metrics"
 	"github.com/vspherefs/vspherefs/test/sim"
 )
 
@@ -68,6 +69,7 @@ func runMount(args []string) error {
 	fl.StringVar(&f.libraryDatastore, "library-datastore", "", "datastore of libraries made by mkdir (default: the first that fits)")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users see the mount")
 	fl.BoolVar(&f.debug, "debug", false, "log every API call (never secrets)")
+	addOpsFlags(fl) // running as a service: logging.go
 	fl.Usage = func() {
 		fmt.Fprintf(fl.Output(), "Usage: vspherefs mount [flags] MOUNTPOINT\n")
 		fl.PrintDefaults()
@@ -79,14 +81,16 @@ func runMount(args []string) error {
 	}
 	mountpoint := fl.Arg(0)
 
-	level := slog.LevelInfo
-	if f.debug {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := newLogger(f.debug) // --log-file, --log-format, --log-level
 	slog.SetDefault(log)
+	uid, gid, umask, err := ops.owner()
+	if err != nil {
+		return err
+	}
 
 	cfg := backend.Config{Insecure: f.insecure, CACerts: f.caCerts, Thumbprint: f.thumbprint, Timeout: f.timeout, Log: log, Debug: f.debug}
+	obs := metrics.New(log, f.debug) // status, metrics, progress: service.go
+	cfg.Observer = obs
 	if f.sim {
 		s, err := sim.Start(sim.Options{Demo: true})
 		if err != nil {
@@ -111,6 +115,9 @@ func runMount(args []string) error {
 		return err
 	}
 	cfg.URL, cfg.User = u, user
+	if !flagGiven(fl, "cache-dir") { // each vCenter and user its own
+		f.cacheDir = perServerCacheDir(f.cacheDir, u, user)
+	}
 
 	cacheBytes, err := parseSize(f.cacheSize)
 	if err != nil {
@@ -204,11 +211,19 @@ func runMount(args []string) error {
 
 		InoSweep: inoSweep,
 		InoGrace: inoGrace,
+
+		UID: uid, GID: gid, Umask: umask, FsName: cfg.URL.Host, StatusSocket: statusSocket(spool),
 	}, f.allowOther, false)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	log.Info("mounted", "mountpoint", mountpoint, "server", cfg.URL.Host)
+	log.Info("mounted", "mountpoint", mountpoint, "server", cfg.URL.Host, "pid", os.Getpid())
+	stopService, err := startService(server, service{mountpoint: mountpoint, host: cfg.URL.Host, // service.go
+		cacheDir: f.cacheDir, spool: spool, obs: obs, cache: blocks, writes: writes})
+	if err != nil {
+		return err
+	}
+	defer stopService()
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)

@@ -28,6 +28,7 @@ type LibraryData struct {
 
 	ranges atomic.Bool  // answer Range requests with 206 (vcsim ignores Range)
 	delay  atomic.Int64 // pause before each body, nanoseconds (tests of slow reads)
+	rate   atomic.Int64 // bytes per second of a whole-body GET; 0: as fast as it goes (throttle.go)
 
 	gets      atomic.Int64 // GET requests served
 	rangeGets atomic.Int64 // of which answered with 206
@@ -104,6 +105,9 @@ func (d *LibraryData) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		n, err := f.Read(buf)
 		if n > 0 {
 			if _, werr := cw.Write(buf[:n]); werr != nil {
+				return
+			}
+			if !d.pace(r.Context(), n) {
 				return
 			}
 		}

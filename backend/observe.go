@@ -1,0 +1,65 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"reflect"
+	"time"
+
+	"github.com/vmware/govmomi/vim25/soap"
+)
+
+// Observer sees what a connection does, for status and metrics: every API
+// call made through Conn.Do, and every HTTP request of the transfer client
+// (Conn.HTTP, which SOAP calls share). Set it in Config.Observer; nil is none.
+type Observer interface {
+	// Call is told of each API call when it returns (err nil: it succeeded).
+	Call(call string, took time.Duration, err error)
+	// Transport wraps the HTTP transport of the connection.
+	Transport(http.RoundTripper) http.RoundTripper
+}
+
+// FaultName names the fault of a failed call for counting: the vSphere fault
+// type (NotFound, InvalidLogin…), the vAPI error type (not_found…), Timeout,
+// Canceled, or "error". Never a message (it may name paths or users).
+func FaultName(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, context.DeadlineExceeded):
+		return "Timeout"
+	case errors.Is(err, context.Canceled):
+		return "Canceled"
+	}
+	var be *Error
+	if errors.As(err, &be) && be.Err != nil {
+		err = be.Err
+	}
+	if soap.IsVimFault(err) {
+		return typeName(soap.ToVimFault(err))
+	}
+	if soap.IsSoapFault(err) {
+		if f := soap.ToSoapFault(err); f != nil {
+			if v := f.VimFault(); v != nil {
+				return typeName(v)
+			}
+			return "SoapFault"
+		}
+	}
+	if m := vapiType.FindStringSubmatch(err.Error()); m != nil {
+		return m[1]
+	}
+	return "error"
+}
+
+func typeName(v any) string {
+	t := reflect.TypeOf(v)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil || t.Name() == "" {
+		return "fault"
+	}
+	return t.Name()
+}

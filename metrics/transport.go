@@ -1,0 +1,131 @@
+package metrics
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Transport wraps the connection's HTTP transport (backend.Observer): API
+// calls pass through (Call counts them), transfers are tracked and counted.
+func (m *Metrics) Transport(rt http.RoundTripper) http.RoundTripper {
+	return &transport{m: m, next: rt}
+}
+
+type transport struct {
+	m    *Metrics
+	next http.RoundTripper
+}
+
+// kindOf says which tree a transfer URL belongs to, or "" for an API call.
+func kindOf(r *http.Request) (tree, kind string) {
+	p := r.URL.Path
+	switch {
+	case p == "/sdk" || strings.HasPrefix(p, "/sdk/"):
+		return "", ""
+	case strings.Contains(p, "/guestFile"):
+		return "vms", "guest"
+	case strings.Contains(p, "/nfc/"):
+		return "exports", "export disk"
+	case strings.Contains(p, "/data/"): // library file data (/cls/data/…, /rest/com/vmware/cis/data/…)
+		return "libraries", "library"
+	case strings.HasPrefix(p, "/rest/") || strings.HasPrefix(p, "/api/"):
+		return "", ""
+	}
+	return "other", "transfer"
+}
+
+func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
+	tree, kind := kindOf(r)
+	if tree == "" {
+		return t.next.RoundTrip(r)
+	}
+	dir, verb := "read", "download"
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		dir, verb = "written", "upload"
+	}
+	host, path := r.URL.Host, r.URL.Path // never the query: it holds tokens
+	total := int64(-1)
+	if dir == "written" && r.ContentLength > 0 {
+		total = r.ContentLength
+	}
+	state := "waiting for server"
+	if dir == "written" {
+		state = "sending"
+	}
+	live := t.m.Tracker.Begin(kind+" "+verb, host, path, state, total)
+	g := t.m.transfers.WithLabelValues(tree, dir)
+	g.Inc()
+	bytes := t.m.transferBytes.WithLabelValues(tree, dir)
+	start := time.Now()
+	var once sync.Once
+	end := func(status string) {
+		once.Do(func() {
+			live.End()
+			g.Dec()
+			t.m.transferSeconds.WithLabelValues(tree, dir).Observe(time.Since(start).Seconds())
+			if t.m.Debug {
+				t.m.Log.Debug("transfer", "kind", kind, "method", r.Method, "host", host, "path", path,
+					"status", status, "bytes", live.Done(), "took", time.Since(start).Round(time.Microsecond))
+			}
+		})
+	}
+	if t.m.Debug {
+		t.m.Log.Debug("transfer start", "kind", kind, "method", r.Method, "host", host, "path", path)
+	}
+	if dir == "written" && r.Body != nil && r.Body != http.NoBody {
+		r2 := *r
+		r2.Body = &countBody{ReadCloser: r.Body, live: live, bytes: bytes.Add}
+		r = &r2
+	}
+	res, err := t.next.RoundTrip(r)
+	if err != nil {
+		end("error")
+		return nil, err
+	}
+	if dir == "read" {
+		if res.ContentLength >= 0 {
+			live.SetTotal(res.ContentLength)
+		}
+		live.SetState("receiving")
+		res.Body = &countBody{ReadCloser: res.Body, live: live, bytes: bytes.Add, end: func() { end(strconv.Itoa(res.StatusCode)) }}
+		return res, nil
+	}
+	// An upload's body has gone; the response body is small: it ends with it.
+	live.SetState("server answered")
+	res.Body = &countBody{ReadCloser: res.Body, end: func() { end(strconv.Itoa(res.StatusCode)) }}
+	return res, nil
+}
+
+// countBody counts the bytes read through it and ends the transfer at EOF or Close.
+type countBody struct {
+	io.ReadCloser
+	live  interface{ Add(int64) }
+	bytes func(float64)
+	end   func()
+}
+
+func (b *countBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 && b.live != nil {
+		b.live.Add(int64(n))
+		b.bytes(float64(n))
+	}
+	if err == io.EOF && b.end != nil {
+		b.end()
+	}
+	return n, err
+}
+
+func (b *countBody) Close() error {
+	err := b.ReadCloser.Close()
+	if b.end != nil {
+		b.end()
+	}
+	return err
+}
+
+func strconvF(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) }
