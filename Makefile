@@ -1,10 +1,13 @@
 GO ?= go
 MNT ?= /tmp/vspherefs-demo
+# The VCS revision `vspherefs version` shows, where Go's own stamping is off
+# (GOFLAGS=-buildvcs=false) or cannot see the repository (git worktrees).
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo +dirty)
 
 .PHONY: build test demo bench vet clean
 
 build:
-	$(GO) build -o bin/vspherefs ./cmd/vspherefs
+	$(GO) build -buildvcs=auto -ldflags "-X main.revision=$(REVISION)" -o bin/vspherefs ./cmd/vspherefs
 
 # The suite: unit tests and real FUSE mounts against the embedded simulator, with -race.
 test:

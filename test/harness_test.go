@@ -97,7 +97,16 @@ func mount(t testing.TB, s *sim.Server, args ...string) *Mount {
 // mountWith mounts with the given environment and flags (no CA or login added).
 func mountWith(t testing.TB, s *sim.Server, env []string, args ...string) *Mount {
 	t.Helper()
+	return mountWithHook(t, s, env, nil, args...)
+}
+
+// mountWithHook is mountWith, calling before(mountpoint) before it starts.
+func mountWithHook(t testing.TB, s *sim.Server, env []string, before func(dir string), args ...string) *Mount {
+	t.Helper()
 	m := &Mount{Dir: t.TempDir(), CacheDir: t.TempDir(), log: &syncBuffer{}, done: make(chan struct{})}
+	if before != nil {
+		before(m.Dir)
+	}
 	u := *s.URL
 	u.User = nil
 	all := append([]string{"mount", "--url", u.String(), "--cache-dir", m.CacheDir}, args...)

@@ -6,6 +6,10 @@ import (
 	"runtime/debug"
 )
 
+// revision is set by `make build` (-ldflags -X main.revision=…) when Go's
+// own VCS stamping is not in the binary.
+var revision string
+
 // versionString is the release, the module version and the VCS revision the
 // binary was built from (`make build` builds with -buildvcs=auto).
 func versionString() string {
@@ -31,6 +35,9 @@ func versionString() string {
 				dirty = "+dirty"
 			}
 		}
+	}
+	if rev == "" && revision != "" {
+		rev, when = revision, "make build"
 	}
 	if rev != "" {
 		s += fmt.Sprintf(" revision %s%s (%s)", rev, dirty, when)
