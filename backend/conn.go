@@ -105,6 +105,9 @@ func (c *Conn) login(ctx context.Context) error {
 		return c.classify("Login", c.cfg.URL.Host, err)
 	}
 	rc := rest.NewClient(vc)
+	if c.cfg.Observer != nil { // library uploads go through the vAPI client
+		rc.Client.Client.Transport = c.cfg.Observer.Transport(rc.Client.Client.Transport)
+	}
 	if err := rc.Login(ctx, c.cfg.User); err != nil {
 		return c.classify("cis/session:create", c.cfg.URL.Host, err)
 	}

@@ -1,0 +1,200 @@
+package test
+
+// What a running mount shows of itself: `vspherefs status --json` and the
+// Prometheus metrics of --metrics.
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vspherefs/vspherefs/status"
+	"github.com/vspherefs/vspherefs/test/sim"
+)
+
+func statusJSON(t *testing.T, m *Mount) status.Snapshot {
+	t.Helper()
+	out, err := exec.Command(binary, "status", "--json", m.Dir).Output()
+	if err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	var s status.Snapshot
+	if err := json.Unmarshal(out, &s); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return s
+}
+
+// findTransfer is the first transfer in flight whose path holds name.
+func findTransfer(s status.Snapshot, name string) *status.Transfer {
+	for i := range s.Transfers {
+		if strings.Contains(s.Transfers[i].Path, name) {
+			return &s.Transfers[i]
+		}
+	}
+	return nil
+}
+
+// A throttled library read shows in `status --json` while it runs, its bytes
+// growing, and is gone once it is over; the mount's identity, API call counts
+// and sessions are there too.
+func TestOpsStatusShowsGrowingTransfer(t *testing.T) {
+	s := sim.StartT(t)
+	s.Library.SetRate(2 << 20) // 64 MiB would take half a minute
+	defer s.Library.SetRate(0)
+	m := mount(t, s)
+	cat := exec.Command("cat", m.Path("libraries", "demo-library", "big", "big.bin"))
+	cat.Stdout = io.Discard
+	if err := cat.Start(); err != nil {
+		t.Fatal(err)
+	}
+	catDone := make(chan error, 1)
+	go func() { catDone <- cat.Wait() }()
+	t.Cleanup(func() { s.Library.SetRate(0); <-catDone })
+
+	var first, grown *status.Transfer
+	var snap status.Snapshot
+	for i := 0; i < 300 && grown == nil; i++ {
+		snap = statusJSON(t, m)
+		if tr := findTransfer(snap, "big.bin"); tr != nil && tr.Done > 0 {
+			if first == nil {
+				first = tr
+			} else if tr.ID == first.ID && tr.Done > first.Done {
+				grown = tr
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if grown == nil {
+		t.Fatalf("no library transfer of big.bin with growing bytes; last status: %+v", snap)
+	}
+	if grown.Kind != "library download" || grown.Host != s.URL.Host || grown.State != "receiving" || grown.Rate <= 0 {
+		t.Errorf("transfer %+v: want a receiving library download from %s with a rate", grown, s.URL.Host)
+	}
+	if strings.ContainsAny(grown.Path, "?&") {
+		t.Errorf("transfer path %q shows a query", grown.Path)
+	}
+	if snap.PID != m.cmd.Process.Pid || snap.Mountpoint != m.Dir || snap.Server != s.URL.Host {
+		t.Errorf("status names pid %d, %q, %q; want %d, %q, %q", snap.PID, snap.Mountpoint, snap.Server, m.cmd.Process.Pid, m.Dir, s.URL.Host)
+	}
+	if snap.Calls["downloadsession/file:prepare"] == 0 || snap.Sessions["download"] != 1 {
+		t.Errorf("status counts %v calls and %v sessions; want the prepare and one download session", snap.Calls, snap.Sessions)
+	}
+	s.Library.SetRate(0)
+	if err := <-catDone; err != nil {
+		t.Fatalf("cat: %v", err)
+	}
+	catDone <- nil
+	for i := 0; ; i++ {
+		if findTransfer(statusJSON(t, m), "big.bin") == nil {
+			break
+		}
+		if i == 100 {
+			t.Fatal("the transfer is still listed after the read ended")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The text form says the same in words.
+	out, err := exec.Command(binary, "status", m.Dir).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), s.URL.Host) || !strings.Contains(string(out), "API calls since mount") {
+		t.Errorf("status: %v\n%s", err, out)
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// scrape returns the value of each sample of /metrics, keyed by its name and labels as printed.
+func scrape(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	res, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	out := map[string]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		if err == nil {
+			out[l[:i]] = v
+		}
+	}
+	return out
+}
+
+// The metrics' counters move after a read and after a write.
+func TestOpsMetricsMoveAfterReadAndWrite(t *testing.T) {
+	s := sim.StartT(t)
+	addr := freePort(t)
+	m := mount(t, s, "--metrics", addr)
+	before := scrape(t, addr)
+	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "vspherefs_cache_limit_bytes"} {
+		if _, ok := before[name]; !ok {
+			t.Errorf("no %s in /metrics", name)
+		}
+	}
+	read := `vspherefs_transfer_bytes_total{direction="read",tree="libraries"}`
+	written := `vspherefs_transfer_bytes_total{direction="written",tree="libraries"}`
+	commits := `vspherefs_library_commits_total{outcome="ok"}`
+	if _, err := os.ReadFile(m.Path("libraries", "demo-library", "multi", "a.bin")); err != nil {
+		t.Fatal(err)
+	}
+	afterRead := scrape(t, addr)
+	if afterRead[read]-before[read] != 1<<20 {
+		t.Errorf("%s moved by %v after reading 1 MiB, want 1048576", read, afterRead[read]-before[read])
+	}
+	if afterRead["vspherefs_cache_misses_total"] <= before["vspherefs_cache_misses_total"] {
+		t.Errorf("cache misses did not move after a cold read")
+	}
+	calls := 0.0
+	for k, v := range afterRead {
+		if strings.HasPrefix(k, `vspherefs_api_calls_total{method="downloadsession/file:prepare",outcome="ok"}`) {
+			calls += v
+		}
+	}
+	if calls == 0 {
+		t.Errorf("no prepare call counted")
+	}
+	if err := os.WriteFile(m.Path("libraries", "demo-library", "hello", "new.txt"), []byte(strings.Repeat("x", 1000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	afterWrite := scrape(t, addr)
+	if afterWrite[written]-afterRead[written] != 1000 {
+		t.Errorf("%s moved by %v after writing 1000 bytes", written, afterWrite[written]-afterRead[written])
+	}
+	if afterWrite[commits]-afterRead[commits] != 1 {
+		t.Errorf("%s moved by %v after one commit", commits, afterWrite[commits]-afterRead[commits])
+	}
+	if ok, _ := regexp.MatchString(`vspherefs_api_call_duration_seconds_count\{method="updatesession:create"\}`, strings.Join(keys(afterWrite), "\n")); !ok {
+		t.Errorf("no latency histogram of updatesession:create")
+	}
+}
+
+func keys(m map[string]float64) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
