@@ -30,6 +30,8 @@ type File struct {
 	Name    string
 	Size    int64
 	Version string
+
+	Checksum string // the server's, as "ALGORITHM:hex" ("" if it gives none)
 }
 
 // Catalog lists libraries, items and files. The old /rest API has no bulk
@@ -250,7 +252,7 @@ func (k *Catalog) Files(ctx context.Context, itemID string) (Item, []File, error
 		if f.Size != nil {
 			size = *f.Size
 		}
-		files = append(files, File{Name: f.Name, Size: size, Version: f.Version})
+		files = append(files, File{Name: f.Name, Size: size, Version: f.Version, Checksum: checksumOf(f)})
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
 	k.mu.Lock()

@@ -190,9 +190,9 @@ func (d *guestDir) newIno(name string) uint64 {
 // ENOTSUP (not go-fuse's default ENODATA) is what cp -p and tar take for
 // "this filesystem has none" and pass over silently.
 func (n *guestNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	return syscall.ENOTSUP
+	return xattrWriteErrno(n.fs) // xattr.go: the same in every tree
 }
 
 func (n *guestNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	return syscall.ENOTSUP
+	return xattrWriteErrno(n.fs)
 }
