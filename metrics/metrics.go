@@ -30,6 +30,9 @@ type Metrics struct {
 	Log      *slog.Logger
 	Debug    bool          // log each transfer's host and path
 	Progress time.Duration // how often long transfers log their progress; 0: 5s
+	// OnProgress, if set, is told the transfers in flight at each tick
+	// (systemd's STATUS= line).
+	OnProgress func([]status.Transfer)
 
 	calls           *prometheus.CounterVec
 	callSeconds     *prometheus.HistogramVec
@@ -194,7 +197,11 @@ func (m *Metrics) progress() {
 			return
 		case <-t.C:
 		}
-		for _, tr := range m.Tracker.Snapshot() {
+		all := m.Tracker.Snapshot()
+		if m.OnProgress != nil {
+			m.OnProgress(all)
+		}
+		for _, tr := range all {
 			if time.Since(tr.Started) < every {
 				continue
 			}

@@ -379,3 +379,77 @@ func TestOpsLogFormatJSON(t *testing.T) {
 		t.Errorf("a transfer URL's query reached the log:\n%s", m.Log())
 	}
 }
+
+// --uid, --gid and --umask set what vspherefs makes up; the -o forms are the same flags.
+func TestOpsOwnerAndUmask(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s, "--uid", "1234", "--gid", "5678", "--umask", "027")
+	for _, c := range []struct {
+		path string
+		mode uint32
+	}{
+		{m.Path("libraries", "demo-library"), syscall.S_IFDIR | 0o750},
+		{m.Path("libraries", "demo-library", "hello", "hello.txt"), syscall.S_IFREG | 0o640},
+	} {
+		var st syscall.Stat_t
+		if err := syscall.Stat(c.path, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != 1234 || st.Gid != 5678 || st.Mode != c.mode {
+			t.Errorf("%s: uid %d gid %d mode %o, want 1234 5678 %o", c.path, st.Uid, st.Gid, st.Mode, c.mode)
+		}
+	}
+}
+
+// `mount --daemon` returns once the mount answers; with no --cache-dir the
+// cache dir is a subfolder of the default for this vCenter and user; the
+// log goes to --log-file; `vspherefs unmount` ends it.
+func TestOpsDaemonDefaultCacheDir(t *testing.T) {
+	s := sim.StartT(t)
+	ca, err := s.CertificateFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	b := &background{dir: t.TempDir(), logFile: filepath.Join(t.TempDir(), "log")}
+	cleanupBackground(t, b)
+	u := *s.URL
+	u.User = nil
+	pass, _ := s.URL.User.Password()
+	cmd := exec.Command(binary, "mount", "--daemon", "--url", u.String(), "--ca-certs", ca, "--log-file", b.logFile, b.dir)
+	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+home, "GOVC_USERNAME="+s.URL.User.Username(), "GOVC_PASSWORD="+pass, "GORACE=halt_on_error=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mount --daemon: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(b.dir, "libraries", "demo-library")); err != nil {
+		t.Fatalf("--daemon returned before the mount answers: %v", err)
+	}
+	b.pid = pidFromLog(t, b.logFile)
+	out, err := exec.Command(binary, "status", "--json", b.dir).Output()
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	var st struct {
+		CacheDir string `json:"cache_dir"`
+		PID      int    `json:"pid"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatal(err)
+	}
+	wantDir := filepath.Join(home, "vspherefs", s.URL.Host, s.URL.User.Username())
+	if st.CacheDir != wantDir || st.PID != b.pid {
+		t.Errorf("status says cache dir %q pid %d; want %q pid %d", st.CacheDir, st.PID, wantDir, b.pid)
+	}
+	if fi, err := os.Stat(wantDir); err != nil || fi.Mode().Perm()&0o077 != 0 {
+		t.Errorf("cache dir %s: %v %v", wantDir, fi, err)
+	}
+	if out, err := exec.Command(binary, "unmount", b.dir).CombinedOutput(); err != nil {
+		t.Fatalf("unmount: %v\n%s", err, out)
+	}
+	if processAlive(b.pid) || mounted(b.dir) {
+		t.Errorf("after unmount: process alive %v, mounted %v", processAlive(b.pid), mounted(b.dir))
+	}
+	if log, _ := os.ReadFile(b.logFile); !bytes.Contains(log, []byte("msg=unmounted")) {
+		t.Errorf("the log file does not end with the unmount:\n%s", log)
+	}
+}

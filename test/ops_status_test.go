@@ -50,7 +50,7 @@ func TestOpsStatusShowsGrowingTransfer(t *testing.T) {
 	s := sim.StartT(t)
 	s.Library.SetRate(2 << 20) // 64 MiB would take half a minute
 	defer s.Library.SetRate(0)
-	m := mount(t, s)
+	m := mountWithDir(t, s, nil, "VSPHEREFS_PROGRESS_EVERY=300ms")
 	cat := exec.Command("cat", m.Path("libraries", "demo-library", "big", "big.bin"))
 	cat.Stdout = io.Discard
 	if err := cat.Start(); err != nil {
@@ -87,6 +87,10 @@ func TestOpsStatusShowsGrowingTransfer(t *testing.T) {
 	}
 	if snap.Calls["downloadsession/file:prepare"] == 0 || snap.Sessions["download"] != 1 {
 		t.Errorf("status counts %v calls and %v sessions; want the prepare and one download session", snap.Calls, snap.Sessions)
+	}
+	// A long transfer logs its progress at INFO.
+	if !m.WaitLog("level=INFO msg=\"transfer progress\" kind=\"library download\"", "big.bin", "rate=") {
+		t.Errorf("no progress line for the slow read:\n%s", m.Log())
 	}
 	s.Library.SetRate(0)
 	if err := <-catDone; err != nil {

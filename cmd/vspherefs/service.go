@@ -6,8 +6,10 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vspherefs/vspherefs/cache"
@@ -38,9 +40,26 @@ func statusSocket(spool string) string { return filepath.Join(spool, status.Sock
 // kernel, then tells whoever waits for that (systemd through $NOTIFY_SOCKET,
 // the --daemon parent through its pipe). If it never answers, the mount is
 // undone and the error returned. The returned func stops what it started.
-func startService(server interface{ Unmount() error }, s service) (func(), error) {
+func startService(server fuseServer, s service) (func(), error) {
 	s.started = time.Now()
 	registerGauges(s)
+	// How often long transfers log their progress (a test knob shortens it).
+	s.obs.Progress, _ = time.ParseDuration(os.Getenv("VSPHEREFS_PROGRESS_EVERY"))
+	serving := "serving " + s.host + " at " + s.mountpoint
+	s.obs.OnProgress = func(ts []status.Transfer) {
+		if os.Getenv("NOTIFY_SOCKET") == "" {
+			return
+		}
+		line := serving
+		if len(ts) > 0 {
+			var done int64
+			for _, t := range ts {
+				done += t.Done
+			}
+			line += fmt.Sprintf("; %d transfer(s) in flight, %s moved", len(ts), size(done))
+		}
+		sdNotify("STATUS=" + line)
+	}
 	st, err := status.Serve(s.spool, s.snapshot)
 	if err != nil {
 		_ = server.Unmount()
@@ -57,9 +76,38 @@ func startService(server interface{ Unmount() error }, s service) (func(), error
 		_ = server.Unmount()
 		return nil, err
 	}
-	sdNotify("READY=1\nSTATUS=serving " + s.host + " at " + s.mountpoint)
+	sdNotify("READY=1\nSTATUS=" + serving)
 	daemonReady()
-	return func() { sdNotify("STOPPING=1"); stop() }, nil
+	// STOPPING=1 as soon as the way out starts (a signal, or umount), while
+	// pending commits are still finishing.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	served := make(chan struct{})
+	go func() { server.Wait(); close(served) }()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-sig:
+		case <-served:
+		}
+		sdNotify("STOPPING=1\nSTATUS=unmounting " + s.mountpoint + ": finishing commits")
+	}()
+	return func() {
+		signal.Stop(sig)
+		select {
+		case sig <- syscall.SIGTERM: // unblock the watcher if nothing did
+		default:
+		}
+		<-watched
+		stop()
+	}, nil
+}
+
+// fuseServer is what startService needs of the go-fuse server.
+type fuseServer interface {
+	Unmount() error
+	Wait()
 }
 
 func (s service) snapshot() status.Snapshot {
