@@ -63,3 +63,16 @@ func typeName(v any) string {
 	}
 	return t.Name()
 }
+
+// RetryObserver is an Observer that also counts retries.
+type RetryObserver interface {
+	Retry(call string)
+}
+
+// NoteRetry tells the connection's observer, if it counts them, that call
+// is being tried again (a 503, a reset): where the backend retries, it calls this.
+func (c *Conn) NoteRetry(call string) {
+	if r, ok := c.cfg.Observer.(RetryObserver); ok {
+		r.Retry(call)
+	}
+}

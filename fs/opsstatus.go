@@ -8,6 +8,14 @@ type StagedFile struct {
 	State string `json:"state"` // open, queued or held (rsync temporary, .ovf), committing
 }
 
+// Commits is how many commits are running or queued.
+func (w *Writes) Commits() int64 {
+	if w == nil {
+		return 0
+	}
+	return w.busy.Load()
+}
+
 // Staged lists the library files staged and not committed.
 func (w *Writes) Staged() []StagedFile {
 	if w == nil {

@@ -41,6 +41,7 @@ type Metrics struct {
 	transfers       *prometheus.GaugeVec
 	sessions        *prometheus.GaugeVec
 	commits         *prometheus.CounterVec
+	retries         *prometheus.CounterVec
 
 	mu     sync.Mutex
 	byCall map[string]int64 // calls by method, for status
@@ -82,7 +83,10 @@ func New(log *slog.Logger, debug bool) *Metrics {
 	m.commits = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "vspherefs_library_commits_total", Help: "Library update sessions ended, by outcome (ok: completed; failed: failed or cancelled).",
 	}, []string{"outcome"})
-	m.Reg.MustRegister(m.calls, m.callSeconds, m.transferBytes, m.transferSeconds, m.transfers, m.sessions, m.commits,
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vspherefs_retries_total", Help: "Calls and transfers tried again (after a 503, a reset), by method.",
+	}, []string{"method"})
+	m.Reg.MustRegister(m.calls, m.callSeconds, m.transferBytes, m.transferSeconds, m.transfers, m.sessions, m.commits, m.retries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -122,6 +126,9 @@ func (m *Metrics) Call(call string, took time.Duration, err error) {
 		m.commits.WithLabelValues("failed").Inc()
 	}
 }
+
+// Retry counts one retry (backend.RetryObserver).
+func (m *Metrics) Retry(call string) { m.retries.WithLabelValues(call).Inc() }
 
 // Counts returns the calls by method, the faults by name and the sessions held.
 func (m *Metrics) Counts() (calls, faults, sessions map[string]int64) {

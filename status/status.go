@@ -21,9 +21,9 @@ type Snapshot struct {
 
 	Transfers []Transfer `json:"transfers"`
 
-	CommitsRunning bool       `json:"commits_running"` // a commit is running or queued
-	Held           []HeldFile `json:"held"`            // staged library files not committed yet (open, queued, rsync temporaries, OVF holds)
-	Recovery       []string   `json:"recovery"`        // files under recovery/ (bytes of failed commits)
+	Commits  int64      `json:"commits"`  // library commits running or queued
+	Held     []HeldFile `json:"held"`     // staged library files not committed yet (open, queued, rsync temporaries, OVF holds)
+	Recovery []string   `json:"recovery"` // files under recovery/ (bytes of failed commits)
 
 	Sessions map[string]int64 `json:"sessions"` // download sessions, update sessions, leases held
 

@@ -116,12 +116,12 @@ func (s service) snapshot() status.Snapshot {
 	snap := status.Snapshot{
 		PID: os.Getpid(), Mountpoint: s.mountpoint, Server: s.host, CacheDir: s.cacheDir,
 		Started: s.started, Version: version,
-		Transfers:      s.obs.Tracker.Snapshot(),
-		CommitsRunning: s.writes.Busy(),
-		Held:           []status.HeldFile{},
-		Recovery:       recoveryFiles(filepath.Join(s.cacheDir, "recovery")),
-		Sessions:       sessions,
-		CacheBytes:     cs.Bytes, CacheLimitBytes: cs.LimitBytes, SpoolBytes: cs.SpoolBytes,
+		Transfers:  s.obs.Tracker.Snapshot(),
+		Commits:    s.writes.Commits(),
+		Held:       []status.HeldFile{},
+		Recovery:   recoveryFiles(filepath.Join(s.cacheDir, "recovery")),
+		Sessions:   sessions,
+		CacheBytes: cs.Bytes, CacheLimitBytes: cs.LimitBytes, SpoolBytes: cs.SpoolBytes,
 		Calls: calls, Faults: faults,
 	}
 	for _, h := range s.writes.Staged() {
@@ -142,6 +142,7 @@ func registerGauges(s service) {
 	o.GaugeFunc("vspherefs_recovery_files", "Files in the cache dir's recovery/ folder (bytes of failed commits).", func() float64 {
 		return float64(len(recoveryFiles(filepath.Join(s.cacheDir, "recovery"))))
 	})
+	o.GaugeFunc("vspherefs_commits_pending", "Library commits running or queued.", func() float64 { return float64(s.writes.Commits()) })
 	o.GaugeFunc("vspherefs_staged_files", "Library files staged and not committed (open, queued or held).", func() float64 { return float64(len(s.writes.Staged())) })
 }
 

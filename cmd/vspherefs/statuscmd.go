@@ -107,8 +107,8 @@ func printStatus(w io.Writer, s *status.Snapshot) {
 		}
 		tw.Flush()
 	}
-	if s.CommitsRunning {
-		fmt.Fprintln(w, "commits: running or queued")
+	if s.Commits > 0 {
+		fmt.Fprintf(w, "library commits running or queued: %d\n", s.Commits)
 	}
 	for _, h := range s.Held {
 		fmt.Fprintf(w, "staged: %s (%s)\n", h.Path, h.State)
