@@ -256,7 +256,6 @@ func TestOpsNotifyReadyAfterMountAnswers(t *testing.T) {
 	}
 	msgs := make(chan msg, 16)
 	dirc := make(chan string, 1)
-	var dir string
 	go func() {
 		buf := make([]byte, 4096)
 		for {
@@ -276,7 +275,7 @@ func TestOpsNotifyReadyAfterMountAnswers(t *testing.T) {
 			msgs <- msg{text, answered}
 		}
 	}()
-	m := mountWithDir(t, s, func(d string) { dir = d; dirc <- d }, "NOTIFY_SOCKET="+sock)
+	m := mountWithDir(t, s, func(d string) { dirc <- d }, "NOTIFY_SOCKET="+sock)
 	var ready msg
 	select {
 	case ready = <-msgs:
@@ -302,7 +301,6 @@ func TestOpsNotifyReadyAfterMountAnswers(t *testing.T) {
 			t.Fatal("no STOPPING=1 at unmount")
 		}
 	}
-	_ = dir
 }
 
 // mountWithDir is mount() with extra environment, telling the mountpoint

@@ -151,7 +151,7 @@ func scrape(t *testing.T, addr string) map[string]float64 {
 func TestOpsMetricsMoveAfterReadAndWrite(t *testing.T) {
 	s := sim.StartT(t)
 	addr := freePort(t)
-	m := mount(t, s, "--metrics", addr)
+	m := mount(t, s, "--metrics", addr, "--guest-login", sim.GuestLoginString())
 	before := scrape(t, addr)
 	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "vspherefs_cache_limit_bytes"} {
 		if _, ok := before[name]; !ok {
@@ -189,6 +189,14 @@ func TestOpsMetricsMoveAfterReadAndWrite(t *testing.T) {
 	}
 	if afterWrite[commits]-afterRead[commits] != 1 {
 		t.Errorf("%s moved by %v after one commit", commits, afterWrite[commits]-afterRead[commits])
+	}
+	guestRead := `vspherefs_transfer_bytes_total{direction="read",tree="vms"}`
+	b, err := os.ReadFile(m.Path("vms", runningVM, "etc", "hostname"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := scrape(t, addr)[guestRead] - afterWrite[guestRead]; got != float64(len(b)) {
+		t.Errorf("%s moved by %v after reading %d bytes of a guest file", guestRead, got, len(b))
 	}
 	if ok, _ := regexp.MatchString(`vspherefs_api_call_duration_seconds_count\{method="updatesession:create"\}`, strings.Join(keys(afterWrite), "\n")); !ok {
 		t.Errorf("no latency histogram of updatesession:create")

@@ -5,7 +5,6 @@ package test
 // every tree.
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"sort"
@@ -209,5 +208,4 @@ func TestOpsXattrWritesRefusedAlike(t *testing.T) {
 	if _, ok := getxattr(t, m.Path("libraries", "demo-library", "hello", "hello.txt"), "user.test"); ok {
 		t.Errorf("an attribute was stored")
 	}
-	_ = bytes.Equal
 }
