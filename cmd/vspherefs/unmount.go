@@ -92,13 +92,24 @@ func unescapeMount(s string) string {
 	return r.Replace(s)
 }
 
-// mountPID asks the mount's status socket for its process id (0: unknown).
+// mountPID asks the mount's status socket for its process id (0: unknown,
+// or no answer within 5 s: a hung mount is still unmounted).
 func mountPID(dir string) int {
-	st, err := queryStatus(dir)
-	if err != nil {
+	pid := make(chan int, 1)
+	go func() {
+		st, err := queryStatus(dir)
+		if err != nil {
+			pid <- 0
+			return
+		}
+		pid <- st.PID
+	}()
+	select {
+	case p := <-pid:
+		return p
+	case <-time.After(5 * time.Second):
 		return 0
 	}
-	return st.PID
 }
 
 func alive(pid int) bool {
