@@ -451,3 +451,28 @@ func TestOpsDaemonDefaultCacheDir(t *testing.T) {
 		t.Errorf("the log file does not end with the unmount:\n%s", log)
 	}
 }
+
+// --log-level warn keeps INFO lines out; --log-level with a bad value is one error line.
+func TestOpsLogLevel(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s, "--log-level", "warn")
+	if _, err := os.ReadFile(m.Path("libraries", "demo-library", "hello", "hello.txt")); err != nil {
+		t.Fatal(err)
+	}
+	m.Unmount(t)
+	if strings.Contains(m.Log(), "level=INFO") {
+		t.Errorf("INFO lines with --log-level warn:\n%s", m.Log())
+	}
+	out, err := exec.Command(binary, "mount", "--log-level", "loud", t.TempDir()).CombinedOutput()
+	if err == nil || strings.TrimSpace(string(out)) != `vspherefs: --log-level "loud": want debug, info, warn or error` {
+		t.Errorf("bad --log-level: %v %q", err, out)
+	}
+}
+
+// `vspherefs version` names the module and says where the revision is.
+func TestOpsVersion(t *testing.T) {
+	out := run(t, binary, "version")
+	if !strings.HasPrefix(out, "vspherefs ") || !strings.Contains(out, "module github.com/vspherefs/vspherefs@") || !strings.Contains(out, "revision ") {
+		t.Errorf("version: %q", out)
+	}
+}
