@@ -54,7 +54,7 @@ func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	state := "waiting for server"
 	if dir == "written" {
-		state = "sending"
+		state = "streaming"
 	}
 	live := t.m.Tracker.Begin(kind+" "+verb, host, path, state, total)
 	g := t.m.transfers.WithLabelValues(tree, dir)
@@ -90,7 +90,7 @@ func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
 		if res.ContentLength >= 0 {
 			live.SetTotal(res.ContentLength)
 		}
-		live.SetState("receiving")
+		live.SetState("streaming")
 		res.Body = &countBody{ReadCloser: res.Body, live: live, bytes: bytes.Add, end: func() { end(strconv.Itoa(res.StatusCode)) }}
 		return res, nil
 	}

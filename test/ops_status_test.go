@@ -76,8 +76,8 @@ func TestOpsStatusShowsGrowingTransfer(t *testing.T) {
 	if grown == nil {
 		t.Fatalf("no library transfer of big.bin with growing bytes; last status: %+v", snap)
 	}
-	if grown.Kind != "library download" || grown.Host != s.URL.Host || grown.State != "receiving" || grown.Rate <= 0 {
-		t.Errorf("transfer %+v: want a receiving library download from %s with a rate", grown, s.URL.Host)
+	if grown.Kind != "library download" || grown.Host != s.URL.Host || grown.State != "streaming" || grown.Rate <= 0 {
+		t.Errorf("transfer %+v: want a streaming library download from %s with a rate", grown, s.URL.Host)
 	}
 	if strings.ContainsAny(grown.Path, "?&") {
 		t.Errorf("transfer path %q shows a query", grown.Path)
