@@ -23,7 +23,16 @@ import (
 
 const daemonEnv = "VSPHEREFS_DAEMON_FD" // the child's end of the ready pipe
 
-func daemonChild() bool { return os.Getenv(daemonEnv) != "" }
+// isDaemonChild is read once: the variable is not passed on to what the
+// mount runs, and fd 3 must be the pipe the parent made.
+var isDaemonChild = func() bool {
+	v := os.Getenv(daemonEnv)
+	os.Unsetenv(daemonEnv)
+	var st syscall.Stat_t
+	return v == "3" && syscall.Fstat(3, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFIFO
+}()
+
+func daemonChild() bool { return isDaemonChild }
 
 // runDaemon starts `vspherefs mount ARGS` (ARGS without --daemon) in the
 // background and waits for it to be ready or to fail.
