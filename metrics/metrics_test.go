@@ -1,0 +1,63 @@
+package metrics
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+)
+
+func TestKindOf(t *testing.T) {
+	for _, c := range []struct{ url, tree string }{
+		{"https://vc/sdk", ""},
+		{"https://vc/rest/com/vmware/content/library", ""},
+		{"https://vc/api/session", ""},
+		{"https://vc/cls/data/5b0f/file.iso", "libraries"},
+		{"https://vc/rest/com/vmware/cis/data/5b0f/f", "libraries"},
+		{"https://esx1:443/guestFile?id=1&token=x", "vms"},
+		{"https://esx1/nfc/52ab/disk-0.vmdk", "exports"},
+	} {
+		r := httptest.NewRequest(http.MethodGet, c.url, nil)
+		if tree, _ := kindOf(r); tree != c.tree {
+			t.Errorf("%s: tree %q, want %q", c.url, tree, c.tree)
+		}
+	}
+}
+
+// A transfer is tracked while its body is read, counted, and never shows its query.
+func TestTransportCounts(t *testing.T) {
+	body := strings.Repeat("x", 5000)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "5000")
+		io.WriteString(w, body)
+	}))
+	defer srv.Close()
+	m := New(slog.New(slog.NewTextHandler(io.Discard, nil)), false)
+	c := &http.Client{Transport: m.Transport(http.DefaultTransport)}
+	res, err := c.Get(srv.URL + "/guestFile?id=1&token=secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := m.Tracker.Snapshot()
+	if len(ts) != 1 || ts[0].Path != "/guestFile" || ts[0].Kind != "guest download" || ts[0].Total != 5000 {
+		t.Fatalf("in flight: %+v", ts)
+	}
+	if _, err := io.Copy(io.Discard, res.Body); err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if n := len(m.Tracker.Snapshot()); n != 0 {
+		t.Errorf("%d transfers left after the body", n)
+	}
+	var d dto.Metric
+	if err := m.transferBytes.WithLabelValues("vms", "read").Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	if v := d.GetCounter().GetValue(); v != 5000 {
+		t.Errorf("bytes read %v, want 5000", v)
+	}
+}
