@@ -78,7 +78,7 @@ func New(log *slog.Logger, debug bool) *Metrics {
 		Name: "vspherefs_transfers_in_flight", Help: "HTTP transfers running, by tree and direction.",
 	}, []string{"tree", "direction"})
 	m.sessions = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "vspherefs_sessions_active", Help: "Download and update sessions held (created and not yet ended), by kind.",
+		Name: "vspherefs_sessions_active", Help: "Download and update sessions and export leases held (created and not yet ended), by kind.",
 	}, []string{"kind"})
 	m.commits = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "vspherefs_library_commits_total", Help: "Library update sessions ended, by outcome (ok: completed; failed: failed or cancelled).",

@@ -61,3 +61,41 @@ func TestTransportCounts(t *testing.T) {
 		t.Errorf("bytes read %v, want 5000", v)
 	}
 }
+
+// Export leases are counted from the SOAP calls that take and give them back,
+// and the request reaches the server whole.
+func TestLeasesFromSOAP(t *testing.T) {
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got = append(got, string(b))
+	}))
+	defer srv.Close()
+	m := New(slog.New(slog.NewTextHandler(io.Discard, nil)), false)
+	c := &http.Client{Transport: m.Transport(http.DefaultTransport)}
+	env := func(method string) string {
+		return `<?xml version="1.0"?><soapenv:Envelope xmlns:soapenv="x"><soapenv:Header><op>` + strings.Repeat("h", 5000) +
+			`</op></soapenv:Header><soapenv:Body><` + method + ` xmlns="urn:vim25"><_this>x</_this></` + method + `></soapenv:Body></soapenv:Envelope>`
+	}
+	post := func(method string) {
+		t.Helper()
+		res, err := c.Post(srv.URL+"/sdk", "text/xml", strings.NewReader(env(method)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+	}
+	lease := func() int64 { _, _, s := m.Counts(); return s["lease"] }
+	post("ExportSnapshot")
+	if lease() != 1 {
+		t.Errorf("after ExportSnapshot: %d leases", lease())
+	}
+	post("RetrieveProperties")
+	post("HttpNfcLeaseComplete")
+	if lease() != 0 {
+		t.Errorf("after HttpNfcLeaseComplete: %d leases", lease())
+	}
+	if len(got) != 3 || got[0] != env("ExportSnapshot") || got[2] != env("HttpNfcLeaseComplete") {
+		t.Errorf("the server got other bodies than were sent")
+	}
+}

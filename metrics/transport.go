@@ -41,7 +41,13 @@ func kindOf(r *http.Request) (tree, kind string) {
 func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	tree, kind := kindOf(r)
 	if tree == "" {
-		return t.next.RoundTrip(r)
+		if r.URL.Path != "/sdk" {
+			return t.next.RoundTrip(r)
+		}
+		r, method := sniffSOAP(r)
+		res, err := t.next.RoundTrip(r)
+		t.m.soapCall(method, res, err)
+		return res, err
 	}
 	dir, verb := "read", "download"
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {

@@ -155,12 +155,14 @@ func TestOpsXattrIDs(t *testing.T) {
 		want(t, dir, a, "user.vsphere.snapshot", snap)
 		want(t, dir, a, "user.vsphere.snapshot_name", "x1")
 	}
-	disk := snapDir + "/" + runningVM + "-disk-0.vmdk"
-	a = listxattr(t, disk)
+	// The .mf waits for the end of the export; the disk's manifest_checksum
+	// is there from then on (a disk may be served before).
 	mf, err := os.ReadFile(snapDir + "/" + runningVM + ".mf")
 	if err != nil {
 		t.Fatal(err)
 	}
+	disk := snapDir + "/" + runningVM + "-disk-0.vmdk"
+	a = listxattr(t, disk)
 	line := ""
 	for _, l := range strings.Split(string(mf), "\n") {
 		if strings.HasPrefix(l, "SHA256("+runningVM+"-disk-0.vmdk)= ") {
