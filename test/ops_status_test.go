@@ -106,6 +106,24 @@ func TestOpsStatusShowsGrowingTransfer(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// A file open for writing is listed as staged until its close commits it.
+	w, err := os.Create(m.Path("libraries", "demo-library", "hello", "held.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteString("held"); err != nil {
+		t.Fatal(err)
+	}
+	held := statusJSON(t, m).Held
+	if len(held) != 1 || held[0].Path != "libraries/demo-library/hello/held.txt" || held[0].State != "open for writing" {
+		t.Errorf("staged files while open: %+v", held)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := statusJSON(t, m); len(st.Held) != 0 || st.Commits != 0 {
+		t.Errorf("after the commit: staged %+v, %d commits pending", st.Held, st.Commits)
+	}
 	// The text form says the same in words.
 	out, err := exec.Command(binary, "status", m.Dir).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), s.URL.Host) || !strings.Contains(string(out), "API calls since mount") {
