@@ -209,7 +209,7 @@ const guestPutAttempts = 3
 func (v *GuestVM) put(ctx context.Context, on, u string, r io.Reader, size int64) error {
 	g := newStallGuard(ctx, v.g.c.CallTimeout(), "PUT guest file", on)
 	defer g.Stop()
-	req, err := http.NewRequestWithContext(g.Context(), http.MethodPut, u, g.Wrap(io.NopCloser(io.LimitReader(r, size))))
+	req, err := http.NewRequestWithContext(g.Context(), http.MethodPut, u, io.NopCloser(struct{ io.Reader }{g.Wrap(io.NopCloser(io.LimitReader(r, size)))}))
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -289,7 +290,9 @@ func (w *LibraryWriter) put(ctx context.Context, lm *library.Manager, u *url.URL
 	// but one that makes no progress for Stall fails.
 	g := newStallGuard(ctx, w.Stall, "PUT", on)
 	defer g.Stop()
-	var body io.Reader = g.Wrap(io.NopCloser(io.LimitReader(r, f.size))) // as measured, even if the file grows
+	// (as measured, even if the file grows; the transport's Close of the
+	// body must not stop the guard: the answer is still to come)
+	var body io.Reader = struct{ io.Reader }{g.Wrap(io.NopCloser(io.LimitReader(r, f.size)))}
 	if f.size == 0 {
 		body = http.NoBody // a zero length with a body would be sent chunked
 	}
@@ -321,8 +324,9 @@ func retryable(ctx context.Context, err *Error) bool {
 	}
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		strings.Contains(err.Fault, "connection reset") || strings.Contains(err.Fault, "broken pipe") ||
-		strings.Contains(err.Fault, "EOF")
+		errors.Is(err, net.ErrClosed) || strings.Contains(err.Fault, "connection reset") ||
+		strings.Contains(err.Fault, "broken pipe") || strings.Contains(err.Fault, "EOF") ||
+		strings.Contains(err.Fault, "use of closed network connection")
 }
 
 // fileState asks for a file's state in a session, or returns nil.
