@@ -209,7 +209,9 @@ const guestPutAttempts = 3
 func (v *GuestVM) put(ctx context.Context, on, u string, r io.Reader, size int64) error {
 	g := newStallGuard(ctx, v.g.c.CallTimeout(), "PUT guest file", on)
 	defer g.Stop()
-	req, err := http.NewRequestWithContext(g.Context(), http.MethodPut, u, io.NopCloser(struct{ io.Reader }{g.Wrap(io.NopCloser(io.LimitReader(r, size)))}))
+	body := newUploadBody(g.Wrap(io.NopCloser(io.LimitReader(r, size))))
+	defer body.End() // a retry reads r again
+	req, err := http.NewRequestWithContext(g.Context(), http.MethodPut, u, body)
 	if err != nil {
 		return err
 	}

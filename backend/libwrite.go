@@ -292,7 +292,9 @@ func (w *LibraryWriter) put(ctx context.Context, lm *library.Manager, u *url.URL
 	defer g.Stop()
 	// (as measured, even if the file grows; the transport's Close of the
 	// body must not stop the guard: the answer is still to come)
-	var body io.Reader = struct{ io.Reader }{g.Wrap(io.NopCloser(io.LimitReader(r, f.size)))}
+	ub := newUploadBody(g.Wrap(io.NopCloser(io.LimitReader(r, f.size))))
+	defer ub.End()
+	var body io.Reader = ub
 	if f.size == 0 {
 		body = http.NoBody // a zero length with a body would be sent chunked
 	}
