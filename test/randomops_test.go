@@ -139,7 +139,7 @@ func TestRandomOpsGuest(t *testing.T) {
 func TestRandomOpsLibrary(t *testing.T) {
 	s := sim.StartT(t)
 	m := mount(t, s)
-	for _, seed := range []uint64{4, 5, 6, 7, 8, 9, 10, 11} {
+	for _, seed := range []uint64{4, 5, 6} {
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
 			name := fmt.Sprintf("fsx-%d.bin", seed)
 			model := fsxRun(t, m.Path("libraries", "demo-library", "hello", name), seed, 150, 10, 256<<10)
