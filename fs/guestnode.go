@@ -90,10 +90,17 @@ func (n *guestNode) child(name string) guestNode {
 
 // mountPath is the node's path under the mount, for logs.
 func (n *guestNode) mountPath() string {
-	if n.top == nil {
-		return n.Path(nil)
+	top := n.Path(nil)
+	if n.top != nil {
+		top = n.top.Path(nil)
 	}
-	return n.top.Path(nil) + n.guestPath()
+	if top == "" { // a VM folder go-fuse has let go of
+		top = "vms/" + EncodeName(n.vm.Name())
+	}
+	if n.top == nil {
+		return top
+	}
+	return top + n.guestPath()
 }
 
 func guestJoin(dir, name string) string {
