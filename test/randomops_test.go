@@ -119,7 +119,11 @@ func TestRandomOpsGuest(t *testing.T) {
 	host := guestHostDir(t, s, guestVM)
 	for _, seed := range []uint64{1, 2, 3} {
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
-			name := fmt.Sprintf("fsx-%d.bin", seed)
+			// One file for every run, removed before each as fsx does.
+			name := "fsx.bin"
+			if err := os.Remove(m.Path("vms", guestVM, "tmp", name)); err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
 			model := fsxRun(t, m.Path("vms", guestVM, "tmp", name), seed, 300, 10, 256<<10)
 			if got, err := os.ReadFile(filepath.Join(host, "tmp", name)); err != nil || !bytes.Equal(got, model) {
 				t.Fatalf("guest has %d bytes (model %d), %v", len(got), len(model), err)
@@ -141,7 +145,10 @@ func TestRandomOpsLibrary(t *testing.T) {
 	m := mount(t, s)
 	for _, seed := range []uint64{4, 5, 6} {
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
-			name := fmt.Sprintf("fsx-%d.bin", seed)
+			name := "fsx.bin"
+			if err := os.Remove(m.Path("libraries", "demo-library", "hello", name)); err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
 			model := fsxRun(t, m.Path("libraries", "demo-library", "hello", name), seed, 150, 10, 256<<10)
 			if got, err := s.Download(ctx(t), "demo-library", "hello", name); err != nil || !bytes.Equal(got, model) {
 				t.Fatalf("server has %d bytes (model %d), %v", len(got), len(model), err)
