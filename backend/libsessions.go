@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vmware/govmomi/vapi/library"
 )
 
 // CallTimeout is the deadline of each API call (--timeout): uploads use it
@@ -76,8 +78,8 @@ func (w *LibraryWriter) endLeft(ctx context.Context, dir string) {
 		p := filepath.Join(dir, f.Name())
 		item, _ := os.ReadFile(p)
 		sid, itemID := f.Name(), strings.TrimSpace(string(item))
-		if w.end(ctx, sid, itemID) {
-			w.logger().Warn("ended an update session a previous mount left open", "session", sid, "item", itemID)
+		if w.end(ctx, sid, itemID, true) {
+			w.logger().Warn("cancelled an update session a previous mount left open", "session", sid, "item", itemID)
 			os.Remove(p)
 		} else {
 			left++
@@ -143,8 +145,8 @@ func (w *LibraryWriter) endUnended(ctx context.Context, itemID string) {
 	delete(w.unended, itemID)
 	w.mu.Unlock()
 	for _, sid := range sids {
-		if w.end(ctx, sid, itemID) {
-			w.logger().Info("ended an update session a failed commit left open", "session", sid, "item", itemID)
+		if w.end(ctx, sid, itemID, true) {
+			w.logger().Info("cancelled an update session a failed commit left open", "session", sid, "item", itemID)
 			w.closed(sid)
 		} else {
 			w.remember(itemID, sid)
@@ -156,7 +158,7 @@ func (w *LibraryWriter) endUnended(ctx context.Context, itemID string) {
 // nothing of it reaches the item, even if ctx was cancelled; if neither
 // works it is remembered, and ended by the next commit of the item.
 func (w *LibraryWriter) abandon(ctx context.Context, sid, itemID string) {
-	if w.end(context.WithoutCancel(ctx), sid, itemID) {
+	if w.end(context.WithoutCancel(ctx), sid, itemID, false) {
 		w.closed(sid)
 		return
 	}
@@ -165,25 +167,26 @@ func (w *LibraryWriter) abandon(ctx context.Context, sid, itemID string) {
 	w.remember(itemID, sid)
 }
 
-// end fails or cancels a session, retrying with a capped backoff for about
-// the progress deadline. It says whether the session is no longer ACTIVE.
-func (w *LibraryWriter) end(ctx context.Context, sid, itemID string) bool {
+// end fails a session (or cancels it, if fail is refused) or, cancelFirst,
+// the other way round, retrying with a capped backoff for about the
+// progress deadline. It says whether the session is no longer ACTIVE.
+func (w *LibraryWriter) end(ctx context.Context, sid, itemID string, cancelFirst bool) bool {
 	ctx, cancel := context.WithTimeout(ctx, max(w.Stall, 3*time.Second))
 	defer cancel()
-	lm := w.c.Library()
+	calls := []struct {
+		name string
+		fn   func(lm *library.Manager, ctx context.Context, id string) error
+	}{{"updatesession:fail", (*library.Manager).FailLibraryItemUpdateSession}, {"updatesession:cancel", (*library.Manager).CancelLibraryItemUpdateSession}}
+	if cancelFirst {
+		calls[0], calls[1] = calls[1], calls[0]
+	}
 	pause := 50 * time.Millisecond
 	for {
-		err := w.c.Do(ctx, "updatesession:fail", itemID, func(ctx context.Context) error {
-			return lm.FailLibraryItemUpdateSession(ctx, sid)
-		})
-		if err == nil || gone(err) {
-			return true
-		}
-		err = w.c.Do(ctx, "updatesession:cancel", itemID, func(ctx context.Context) error {
-			return lm.CancelLibraryItemUpdateSession(ctx, sid)
-		})
-		if err == nil || gone(err) {
-			return true
+		for _, c := range calls {
+			err := w.c.Do(ctx, c.name, itemID, func(ctx context.Context) error { return c.fn(w.c.Library(), ctx, sid) })
+			if err == nil || gone(err) {
+				return true
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -245,7 +245,12 @@ func TestKilledMountSessionEnded(t *testing.T) {
 		if ss.LibraryItemID == id && ss.State == "ACTIVE" {
 			t.Fatalf("session %s still ACTIVE after the next mount", sid)
 		}
-		found = found || sid == sids[0]
+		if sid == sids[0] {
+			found = true
+			if ss.State != "CANCELED" {
+				t.Errorf("the killed mount's session is %s, want CANCELED", ss.State)
+			}
+		}
 	}
 	if !found {
 		t.Fatalf("session %s not in the list %v", sids[0], ids)
