@@ -356,3 +356,63 @@ func TestUnmountDuringStalledCommit(t *testing.T) {
 		t.Fatalf("recovered %d bytes, %v", len(got), err)
 	}
 }
+
+// TestSignalledCloseWaits: a signal the writer handles does not cut its
+// close() short: the kernel interrupts the request, the writer is not dying,
+// so close() returns the commit's outcome (0), not EINTR.
+func TestSignalledCloseWaits(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s)
+	bin := filepath.Join(t.TempDir(), "sigclose")
+	run(t, "go", "build", "-o", bin, "./testdata/sigclose")
+	want := randBytes(13, 1<<20)
+	s.Updates.SetPutDelay(2 * time.Second)
+	defer s.Updates.SetPutDelay(0)
+	var out bytes.Buffer
+	cmd := exec.Command(bin, m.Path("libraries", "demo-library", "hello", "signalled.bin"))
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(want), &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	var tid int
+	for tid = threadIn(cmd.Process.Pid, syscall.SYS_CLOSE); tid == 0; tid = threadIn(cmd.Process.Pid, syscall.SYS_CLOSE) {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("never blocked in close(): %s", out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for range 5 { // to the thread in close(): the kernel interrupts its request
+		_ = syscall.Tgkill(cmd.Process.Pid, tid, syscall.SIGUSR1)
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case err := <-exited:
+		if err != nil || !strings.Contains(out.String(), "close: <nil>") {
+			t.Fatalf("writer: %v\n%s\n%s", err, out.String(), m.Log())
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("writer never returned from close()\n%s", out.String())
+	}
+	t.Logf("%s", strings.TrimSpace(out.String()))
+	if got, err := s.Download(ctx(t), "demo-library", "hello", "signalled.bin"); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("server has %d bytes, %v", len(got), err)
+	}
+}
+
+// threadIn is a thread of process pid blocked in syscall nr, or 0.
+func threadIn(pid, nr int) int {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	for _, task := range tasks {
+		b, err := os.ReadFile(filepath.Join(task, "syscall"))
+		if f := strings.Fields(string(b)); err == nil && len(f) > 0 && f[0] == strconv.Itoa(nr) {
+			tid, _ := strconv.Atoi(filepath.Base(task))
+			return tid
+		}
+	}
+	return 0
+}
