@@ -148,40 +148,70 @@ func (v *GuestVM) Upload(ctx context.Context, p string, r io.ReadSeeker, size in
 	return s, nil
 }
 
-// upload is one InitiateFileTransferToGuest of dst and its PUT; p is the
-// path the caller asked for, for errors.
-func (v *GuestVM) upload(ctx context.Context, p, dst string, r io.Reader, size int64, a GuestAttr, overwrite bool) error {
+// upload is InitiateFileTransferToGuest of dst and its PUT, tried again
+// (a fresh URL each time: they are one-shot) when the PUT is reset or the
+// host is briefly unavailable; p is the path the caller asked for, for errors.
+func (v *GuestVM) upload(ctx context.Context, p, dst string, r io.ReadSeeker, size int64, a GuestAttr, overwrite bool) error {
 	gdst, err := v.target(dst)
 	if err != nil {
 		return err
 	}
 	gp, _ := v.gpath(p)
 	call, on := "InitiateFileTransferToGuest", v.name+":"+gp
-	var u string
-	err = v.do(ctx, call, gdst, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
-		raw, err := fm.InitiateFileTransferToGuest(ctx, auth, gdst, v.attrs(GuestAttr{Mode: a.Mode, UID: a.UID, GID: a.GID}), size, overwrite)
+	pause := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		var u string
+		err = v.do(ctx, call, gdst, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
+			raw, err := fm.InitiateFileTransferToGuest(ctx, auth, gdst, v.attrs(GuestAttr{Mode: a.Mode, UID: a.UID, GID: a.GID}), size, overwrite)
+			if err != nil {
+				return err
+			}
+			tu, err := transferURL(ctx, fm, raw)
+			if err != nil {
+				return err
+			}
+			u = tu.String()
+			return nil
+		})
 		if err != nil {
 			return err
 		}
-		tu, err := transferURL(ctx, fm, raw)
-		if err != nil {
-			return err
+		if _, err := r.Seek(0, io.SeekStart); err != nil {
+			return newError("stage", on, ErrIO, err)
 		}
-		u = tu.String()
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if err := v.put(ctx, on, u, r, size); err != nil {
+		perr := v.put(ctx, on, u, r, size)
+		if perr == nil {
+			return nil
+		}
 		_ = v.Remove(context.WithoutCancel(ctx), dst) // the guest may have kept part of it
-		return err
+		var be *Error
+		if attempt >= guestPutAttempts || !errors.As(perr, &be) || !retryable(ctx, be) {
+			if be != nil && attempt > 1 {
+				be.Fault += fmt.Sprintf(" (after %d attempts)", attempt)
+			}
+			return perr
+		}
+		v.g.c.Log().Warn("PUT failed, retrying with a new transfer URL", "on", on, "call", "PUT guest file", "fault", be.Fault, "attempt", attempt)
+		select {
+		case <-ctx.Done():
+			return newError("PUT guest file", on, ErrIO, ctx.Err())
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 2*time.Second)
 	}
-	return nil
 }
 
+// guestPutAttempts is how many times a guest file's PUT is tried.
+const guestPutAttempts = 3
+
+// put is one PUT under the progress deadline (--timeout without a byte
+// taken, or without an answer after the last one, fails it).
 func (v *GuestVM) put(ctx context.Context, on, u string, r io.Reader, size int64) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, io.NopCloser(r))
+	g := newStallGuard(ctx, v.g.c.CallTimeout(), "PUT guest file", on)
+	defer g.Stop()
+	body := newUploadBody(g.Wrap(io.NopCloser(io.LimitReader(r, size))))
+	defer body.End() // a retry reads r again
+	req, err := http.NewRequestWithContext(g.Context(), http.MethodPut, u, body)
 	if err != nil {
 		return err
 	}
@@ -193,6 +223,12 @@ func (v *GuestVM) put(ctx context.Context, on, u string, r io.Reader, size int64
 	req.Close = true
 	res, err := v.g.c.HTTP().Do(req)
 	if err != nil {
+		if ctx.Err() != nil {
+			return newError("PUT guest file", on, ErrIO, ctx.Err())
+		}
+		if gerr := g.Err(err); gerr != err {
+			return gerr
+		}
 		return v.g.c.classify("PUT guest file", on, err)
 	}
 	defer res.Body.Close()

@@ -5,11 +5,17 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/vmware/govmomi/vapi/library"
@@ -34,13 +40,34 @@ type LibraryWriter struct {
 
 	// Poll is the longest pause between polls of a completing session.
 	Poll time.Duration
+	// Stall is the progress deadline of an upload: a PUT that has had no
+	// byte taken (or no answer after its last byte) for this long fails.
+	Stall time.Duration
+	// PutAttempts is how many times a PUT is tried within its session
+	// (resets, 502/503/504) while the bytes are at hand.
+	PutAttempts int
 
 	sha1Only atomic.Bool // the server refused SHA256: send SHA1 from now on
+
+	mu      sync.Mutex
+	unended map[string][]string // item id -> sessions a failed commit could not end
+	log     *sessionLog         // records of open sessions, if tracked
 }
 
 // NewLibraryWriter makes a writer on a connection.
 func NewLibraryWriter(c libraryConn) *LibraryWriter {
-	return &LibraryWriter{c: c, Poll: time.Second}
+	w := &LibraryWriter{c: c, Poll: time.Second, Stall: 2 * time.Minute, PutAttempts: 3}
+	if t, ok := c.(interface{ CallTimeout() time.Duration }); ok && t.CallTimeout() > 0 {
+		w.Stall = t.CallTimeout()
+	}
+	return w
+}
+
+func (w *LibraryWriter) logger() *slog.Logger {
+	if l, ok := w.c.(interface{ Log() *slog.Logger }); ok && l.Log() != nil {
+		return l.Log()
+	}
+	return slog.Default()
 }
 
 // Staged is a local file to commit into an item as Name.
@@ -94,6 +121,7 @@ func (w *LibraryWriter) Commit(ctx context.Context, itemID string, files []Stage
 		}
 		ms = append(ms, m)
 	}
+	w.endUnended(ctx, itemID) // a session an earlier failure left would make this one busy
 	lm := w.c.Library()
 	var sid string
 	err := w.c.Do(ctx, "updatesession:create", itemID, func(ctx context.Context) (err error) {
@@ -103,9 +131,18 @@ func (w *LibraryWriter) Commit(ctx context.Context, itemID string, files []Stage
 	if err != nil {
 		return err
 	}
+	w.opened(sid, itemID)
+	stop := make(chan struct{})
+	var keeper sync.WaitGroup
+	keeper.Add(1)
+	go w.keepAlive(sid, itemID, stop, &keeper)
 	ended, err := w.run(ctx, sid, itemID, ms, remove)
+	close(stop)
+	keeper.Wait()
 	if err != nil && !ended {
 		w.abandon(ctx, sid, itemID)
+	} else {
+		w.closed(sid)
 	}
 	return err
 }
@@ -213,6 +250,34 @@ func (w *LibraryWriter) upload(ctx context.Context, sid, itemID string, f staged
 	if err != nil {
 		return newError("updatesession/file:add", on, ErrIO, err)
 	}
+	pause := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := w.put(ctx, lm, u, on, itemID, f)
+		if err == nil {
+			return nil
+		}
+		if attempt >= max(w.PutAttempts, 1) || !retryable(ctx, err) {
+			// The PUT's answer has only a status: the file's state says why.
+			if fi := w.fileState(ctx, sid, on, f.Name); ctx.Err() == nil && fi != nil && fi.ErrorMessage != nil {
+				err.Fault += " (" + fi.Status + ": " + fi.ErrorMessage.DefaultMessage + ")"
+			}
+			if attempt > 1 {
+				err.Fault += fmt.Sprintf(" (after %d attempts)", attempt)
+			}
+			return err
+		}
+		w.logger().Warn("PUT failed, retrying", "on", on, "call", "PUT", "fault", err.Fault, "attempt", attempt)
+		select {
+		case <-ctx.Done():
+			return newError("PUT", on, ErrIO, ctx.Err())
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
+}
+
+// put is one PUT of a staged file's bytes, under the progress deadline.
+func (w *LibraryWriter) put(ctx context.Context, lm *library.Manager, u *url.URL, on, itemID string, f staged) *Error {
 	r, err := os.Open(f.Path)
 	if err != nil {
 		return newError("stage "+f.Name, itemID, ErrIO, err)
@@ -221,28 +286,57 @@ func (w *LibraryWriter) upload(ctx context.Context, sid, itemID string, f staged
 	p := soap.DefaultUpload
 	p.ContentLength = f.size
 	p.Headers = map[string]string{"vmware-api-session-id": lm.SessionID()}
-	var body io.Reader = io.LimitReader(r, f.size) // as measured, even if the file grows
+	// No deadline for the whole: a large file takes as long as it takes;
+	// but one that makes no progress for Stall fails.
+	g := newStallGuard(ctx, w.Stall, "PUT", on)
+	defer g.Stop()
+	// (as measured, even if the file grows; the transport's Close of the
+	// body must not stop the guard: the answer is still to come)
+	ub := newUploadBody(g.Wrap(io.NopCloser(io.LimitReader(r, f.size))))
+	defer ub.End()
+	var body io.Reader = ub
 	if f.size == 0 {
 		body = http.NoBody // a zero length with a body would be sent chunked
 	}
-	// No per-call deadline here: a large file takes as long as it takes.
-	if err := lm.Upload(ctx, body, u, &p); err != nil {
+	if err := lm.Upload(g.Context(), body, u, &p); err != nil {
 		if ctx.Err() != nil {
 			return newError("PUT", on, ErrIO, ctx.Err())
 		}
-		e := newError("PUT", on, ErrIO, err)
-		// The PUT's answer has only a status: the file's state says why.
-		if fi := w.fileState(ctx, sid, on, f.Name); fi != nil && fi.ErrorMessage != nil {
-			e.Fault += " (" + fi.Status + ": " + fi.ErrorMessage.DefaultMessage + ")"
+		var be *Error
+		if errors.As(g.Err(err), &be) {
+			return be
 		}
-		return e
+		return newError("PUT", on, ErrIO, err)
 	}
 	return nil
 }
 
+// retryable says whether a failed PUT is worth another try with the same
+// bytes: a connection reset or closed early, or a gateway or server that is
+// briefly unavailable. A stall is not (it already took the deadline), nor
+// is a refusal.
+func retryable(ctx context.Context, err *Error) bool {
+	if ctx.Err() != nil || strings.Contains(err.Fault, errStalled.Error()) {
+		return false
+	}
+	for _, s := range []string{"502 ", "503 ", "504 "} {
+		if strings.HasPrefix(err.Fault, s) {
+			return true
+		}
+	}
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || strings.Contains(err.Fault, "connection reset") ||
+		strings.Contains(err.Fault, "broken pipe") || strings.Contains(err.Fault, "EOF") ||
+		strings.Contains(err.Fault, "use of closed network connection")
+}
+
 // fileState asks for a file's state in a session, or returns nil.
 func (w *LibraryWriter) fileState(ctx context.Context, sid, on, name string) *library.UpdateFile {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	if ctx.Err() != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, min(w.Stall, 30*time.Second))
 	defer cancel()
 	var fi *library.UpdateFile
 	_ = w.c.Do(ctx, "updatesession/file:get", on, func(ctx context.Context) (err error) {
@@ -282,22 +376,6 @@ func (w *LibraryWriter) wait(ctx context.Context, sid, itemID string) (ended boo
 		case <-time.After(pause):
 		}
 		pause = min(2*pause, w.Poll)
-	}
-}
-
-// abandon fails the session (or cancels it if fail is refused) so that
-// nothing of it reaches the item, even if ctx was cancelled.
-func (w *LibraryWriter) abandon(ctx context.Context, sid, itemID string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	lm := w.c.Library()
-	err := w.c.Do(ctx, "updatesession:fail", itemID, func(ctx context.Context) error {
-		return lm.FailLibraryItemUpdateSession(ctx, sid)
-	})
-	if err != nil {
-		_ = w.c.Do(ctx, "updatesession:cancel", itemID, func(ctx context.Context) error {
-			return lm.CancelLibraryItemUpdateSession(ctx, sid)
-		})
 	}
 }
 

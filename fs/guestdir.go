@@ -113,11 +113,11 @@ func (d *guestDir) newChild(ctx context.Context, name string, s backend.GuestSta
 	var node gofs.InodeEmbedder
 	switch s.Type {
 	case backend.GuestDir:
-		node = &guestDir{guestNode: d.child()}
+		node = &guestDir{guestNode: d.child(name)}
 	case backend.GuestSymlink:
-		node = &guestLink{guestNode: d.child()}
+		node = &guestLink{guestNode: d.child(name)}
 	default:
-		node = &guestFile{guestNode: d.child()}
+		node = &guestFile{guestNode: d.child(name)}
 	}
 	return d.NewInode(ctx, node, id)
 }
@@ -180,7 +180,7 @@ func (d *guestDir) Create(ctx context.Context, name string, flags uint32, mode u
 		if f = d.created(name); f == nil {
 			now := time.Now()
 			s = backend.GuestStat{Name: name, Type: backend.GuestFile, Mode: mode & 0o7777, UID: -1, GID: -1, Mtime: now, Atime: now}
-			f = &guestFile{guestNode: d.child()}
+			f = &guestFile{guestNode: d.child(name)}
 			n = d.NewInode(ctx, f, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: d.newIno(name)})
 		} else {
 			n = f.EmbeddedInode()
@@ -197,6 +197,10 @@ func (d *guestDir) Create(ctx context.Context, name string, flags uint32, mode u
 		f.st.writers++
 	}
 	if exists && flags&syscall.O_TRUNC != 0 {
+		if !f.idleLocked(ctx) {
+			f.releaseLocked()
+			return nil, nil, 0, syscall.EINTR
+		}
 		if err := f.truncateLocked(ctx, 0); err != nil {
 			f.releaseLocked()
 			return nil, nil, 0, toErrno(d.fs.Log, d.mountPath()+"/"+name, err)
@@ -321,6 +325,9 @@ func (d *guestDir) Rename(ctx context.Context, name string, newParent gofs.Inode
 			f.mu.Unlock()
 		}
 		d.fs.inos.displace(c) // go-fuse drops it from the tree; it may be open
+	}
+	if g := guestNodeOf(node); g != nil {
+		g.moveTo(&nd.guestNode, newName) // the commits of an open file go to its new path
 	}
 	d.fs.inos.displace(node) // keeps its numbers, under paths they were not made for
 	return 0

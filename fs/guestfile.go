@@ -91,6 +91,10 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		}
 		h := &guestHandle{f: f, write: true, append: flags&syscall.O_APPEND != 0}
 		if flags&syscall.O_TRUNC != 0 {
+			if !f.idleLocked(ctx) {
+				f.releaseLocked()
+				return nil, 0, syscall.EINTR
+			}
 			if err := f.truncateLocked(ctx, 0); err != nil {
 				f.releaseLocked()
 				return nil, 0, toErrno(f.fs.Log, f.mountPath(), err)
@@ -126,6 +130,9 @@ func (f *guestFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Se
 	size, truncating := in.GetSize()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if !f.idleLocked(ctx) { // a commit reads the stage: change it after
+		return syscall.EINTR
+	}
 	if truncating {
 		temporary := f.st == nil
 		if temporary {
@@ -273,6 +280,9 @@ func (h *guestHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 	f := h.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if !f.idleLocked(ctx) { // a commit reads the stage: write after it
+		return 0, syscall.EINTR
+	}
 	if err := f.writeLocked(ctx, data, off, h.append); err != nil {
 		return 0, toErrno(f.fs.Log, f.mountPath(), err)
 	}

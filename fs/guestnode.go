@@ -3,7 +3,9 @@ package fs
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -14,34 +16,92 @@ import (
 )
 
 // guestNode is what every node of vms/<vm>/ shares: the VM, and where the
-// node is in the guest. The guest path is not stored but read from the
-// node's place in the tree, so that a rename (which go-fuse applies to the
-// tree) moves a node and everything below it at once.
+// node is in the guest. The guest path is carried by the nodes themselves
+// (each knows its directory's node and its name there), not read from
+// go-fuse's tree: go-fuse may drop a node from its tree while the kernel
+// still uses it (an entry looked up again, a node replaced), and such a
+// node's tree path is an internal placeholder (".go-fuse.<n>/deleted/…"),
+// which a commit must never use. Rename moves a node (and so everything
+// below it) by changing its link.
 type guestNode struct {
 	gofs.Inode
 	fs  *FS
 	vm  *backend.GuestVM
 	top *gofs.Inode // the VM's folder; nil for that folder itself
+
+	// Under guestPaths:
+	up   *guestNode // the directory's node; nil for the VM's folder
+	name string     // the name in that directory
 }
+
+// guestPaths guards every guestNode's up and name.
+var guestPaths sync.RWMutex
 
 // guestPath is the node's path in the guest, "/" for the VM's folder.
 func (n *guestNode) guestPath() string {
-	if n.top == nil {
-		return "/"
-	}
-	return "/" + n.Path(n.top)
+	guestPaths.RLock()
+	defer guestPaths.RUnlock()
+	return n.guestPathLocked()
 }
 
-// child makes the guestNode of a child of this directory node.
-func (n *guestNode) child() guestNode {
+func (n *guestNode) guestPathLocked() string {
+	if n.up == nil {
+		return "/"
+	}
+	var names []string
+	for c := n; c.up != nil; c = c.up {
+		names = append(names, c.name)
+	}
+	slices.Reverse(names)
+	return "/" + strings.Join(names, "/")
+}
+
+// moveTo records that the node is now name in directory up.
+func (n *guestNode) moveTo(up *guestNode, name string) {
+	guestPaths.Lock()
+	defer guestPaths.Unlock()
+	n.up, n.name = up, name
+}
+
+// guestNodeOf is the guestNode of a node of vms/<vm>/, or nil.
+func guestNodeOf(n *gofs.Inode) *guestNode {
+	if n == nil {
+		return nil
+	}
+	switch o := n.Operations().(type) {
+	case *guestDir:
+		return &o.guestNode
+	case *guestFile:
+		return &o.guestNode
+	case *guestLink:
+		return &o.guestNode
+	}
+	return nil
+}
+
+// child makes the guestNode of a child name of this directory node.
+func (n *guestNode) child(name string) guestNode {
 	top := n.top
 	if top == nil {
 		top = n.EmbeddedInode()
 	}
-	return guestNode{fs: n.fs, vm: n.vm, top: top}
+	return guestNode{fs: n.fs, vm: n.vm, top: top, up: n, name: name}
 }
 
-func (n *guestNode) mountPath() string { return n.Path(nil) }
+// mountPath is the node's path under the mount, for logs.
+func (n *guestNode) mountPath() string {
+	top := n.Path(nil)
+	if n.top != nil {
+		top = n.top.Path(nil)
+	}
+	if top == "" { // a VM folder go-fuse has let go of
+		top = "vms/" + EncodeName(n.vm.Name())
+	}
+	if n.top == nil {
+		return top
+	}
+	return top + n.guestPath()
+}
 
 func guestJoin(dir, name string) string {
 	if dir == "/" {

@@ -30,6 +30,10 @@ type stage struct {
 	written time.Time         // last write: shown as mtime until the commit
 	writers int               // open write handles
 	base    backend.GuestStat // the guest's attributes when staged, or after the last commit
+	// committing is non-nil while a commit uploads the staged bytes (without
+	// f.mu held); it is closed when the commit ends. Changes to the stage
+	// wait for it (idleLocked).
+	committing chan struct{}
 }
 
 // stageLocked gives the file a stage, based on the guest's attributes base
@@ -55,8 +59,8 @@ func (f *guestFile) releaseLocked() {
 	if st == nil {
 		return
 	}
-	if st.writers--; st.writers > 0 {
-		return
+	if st.writers--; st.writers > 0 || st.committing != nil {
+		return // a commit running drops the stage when it ends
 	}
 	st.file.Close()
 	os.Remove(st.file.Name())
@@ -144,24 +148,45 @@ func (f *guestFile) truncateLocked(ctx context.Context, size int64) error {
 	return nil
 }
 
+// idleLocked waits (f.mu released meanwhile) until no commit of the file
+// runs, so that the stage can change; false if the caller is dying.
+func (f *guestFile) idleLocked(ctx context.Context) bool {
+	for f.st != nil && f.st.committing != nil {
+		ch := f.st.committing
+		f.mu.Unlock()
+		ok := awaitOrDie(ctx, ch)
+		f.mu.Lock()
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // commitLocked gives the guest the staged bytes: Upload (temporary name,
 // PUT, MoveFileInGuest over the target, for a file the guest has), then the
 // mode and times the writer set. A failure leaves the guest's file as it
 // was, keeps the bytes in <cache-dir>/recovery, logs one line and is EIO.
+//
+// The upload runs without f.mu held (it is released and taken again), and
+// goes on by itself if the caller dies meanwhile (EINTR then): a half-done
+// commit would only fail and leave the bytes in recovery/. Its progress
+// deadline bounds it. The guest path is the node's own (guestPath), taken
+// when the commit starts.
 func (f *guestFile) commitLocked(ctx context.Context) syscall.Errno {
+	if !f.idleLocked(ctx) {
+		return syscall.EINTR
+	}
 	st := f.st
 	if st == nil || !st.dirty {
 		return 0
 	}
-	// A signal to the closing process (Ctrl-C, or a runtime's preemption)
-	// makes the kernel interrupt close: the commit goes on regardless, as a
-	// half-done one would only fail and leave the bytes in recovery/.
-	ctx = context.WithoutCancel(ctx)
 	if f.unlinked { // written after rm: the bytes go nowhere, as on a local disk
 		st.dirty = false
 		return 0
 	}
-	if err := f.loadLocked(ctx); err != nil { // a created file is loaded; others only if written
+	bg := context.WithoutCancel(ctx)
+	if err := f.loadLocked(bg); err != nil { // a created file is loaded; others only if written
 		return f.commitFailed(err)
 	}
 	a := st.attr
@@ -169,19 +194,60 @@ func (f *guestFile) commitLocked(ctx context.Context) syscall.Errno {
 		m := st.base.Mode
 		a.Mode = &m
 	}
-	p := f.guestPath()
-	s, err := f.vm.Upload(ctx, p, io.NewSectionReader(st.file, 0, st.size), st.size, a, st.exists)
-	if err != nil {
-		return f.commitFailed(err)
+	p, size, exists := f.guestPath(), st.size, st.exists
+	done := make(chan struct{})
+	st.committing = done
+	var errno syscall.Errno
+	end := f.fs.commitStarted()
+	f.mu.Unlock()
+	go func() {
+		defer end()
+		s, err := f.vm.Upload(bg, p, io.NewSectionReader(st.file, 0, size), size, a, exists)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if err != nil {
+			errno = f.commitFailedStage(st, p, err)
+		} else {
+			st.base, st.exists, st.dirty, st.attr = s, true, false, backend.GuestAttr{}
+		}
+		st.committing = nil
+		close(done)
+		if st.writers == 0 && f.st == st { // every handle was released meanwhile
+			st.writers = 1
+			f.releaseLocked()
+		}
+	}()
+	ok := awaitOrDie(ctx, done)
+	f.mu.Lock()
+	if !ok {
+		f.fs.Log.Warn("close interrupted: the writer is gone; the commit goes on and is logged when it ends", "path", f.mountPath())
+		return syscall.EINTR
 	}
-	st.base, st.exists, st.dirty, st.attr = s, true, false, backend.GuestAttr{}
-	return 0
+	return errno
+}
+
+// commitStarted counts a commit that runs on its own, so that unmount
+// waits for it; the returned func ends it.
+func (f *FS) commitStarted() func() {
+	if f.Writes == nil {
+		return func() {}
+	}
+	f.Writes.busy.Add(1)
+	f.Writes.inflight.Add(1)
+	return func() {
+		f.Writes.inflight.Done()
+		f.Writes.busy.Add(-1)
+	}
 }
 
 // commitFailed keeps the staged bytes in <cache-dir>/recovery and logs one
 // line naming the path, the call and the fault.
 func (f *guestFile) commitFailed(err error) syscall.Errno {
-	kept := f.recover()
+	return f.commitFailedStage(f.st, f.guestPath(), err)
+}
+
+func (f *guestFile) commitFailedStage(st *stage, p string, err error) syscall.Errno {
+	kept := f.recover(st, p)
 	call, fault := "", err.Error()
 	var be *backend.Error
 	if errors.As(err, &be) {
@@ -193,13 +259,13 @@ func (f *guestFile) commitFailed(err error) syscall.Errno {
 
 // recover links (or copies) the staging file into the recovery folder, as
 // <vm>/<guest path>.<time>, and returns where.
-func (f *guestFile) recover() string {
-	dst := filepath.Join(f.fs.recoveryDir(), EncodeName(f.vm.Name()), filepath.FromSlash(f.guestPath())) +
+func (f *guestFile) recover(st *stage, p string) string {
+	dst := filepath.Join(f.fs.recoveryDir(), EncodeName(f.vm.Name()), filepath.FromSlash(p)) +
 		"." + time.Now().Format("20060102-150405.000000")
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return "(not kept: " + err.Error() + ")"
 	}
-	if err := os.Link(f.st.file.Name(), dst); err == nil {
+	if err := os.Link(st.file.Name(), dst); err == nil {
 		return dst
 	}
 	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
@@ -207,7 +273,7 @@ func (f *guestFile) recover() string {
 		return "(not kept: " + err.Error() + ")"
 	}
 	defer out.Close()
-	if _, err := io.Copy(out, io.NewSectionReader(f.st.file, 0, f.st.size)); err != nil {
+	if _, err := io.Copy(out, io.NewSectionReader(st.file, 0, st.size)); err != nil {
 		return "(not kept: " + err.Error() + ")"
 	}
 	return dst

@@ -25,8 +25,9 @@ func (w *Writes) flush(ctx context.Context, sf *staged) (bool, syscall.Errno) {
 		// A session is sending these bytes for another handle: its outcome is ours.
 		it := sf.it
 		w.mu.Unlock()
-		it.session.Lock()
-		it.session.Unlock()
+		if errno := w.sessionWait(ctx, it); errno != 0 {
+			return false, errno
+		}
 		w.mu.Lock()
 	}
 	if sf.unlinked || !sf.isDirty() {
@@ -44,7 +45,7 @@ func (w *Writes) flush(ctx context.Context, sf *staged) (bool, syscall.Errno) {
 	if held {
 		return false, 0
 	}
-	errno := w.commitErrno(it, names, nil)
+	errno := w.commitWait(ctx, it, names) // EINTR if interrupted: the commit goes on
 	return errno == 0, errno
 }
 

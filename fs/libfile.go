@@ -128,26 +128,28 @@ func (f *libFile) openWrite(ctx context.Context, itemPath string, flags uint32) 
 	trunc := flags&syscall.O_TRUNC != 0
 	onServer := false
 	var load loader
-	if w.find(f.itemID, name) == nil {
-		itm, file, err := f.current(ctx)
-		switch {
-		case err == nil:
-			onServer = true
-			if !trunc {
-				load = func(ctx context.Context, dst io.Writer) error {
-					body, _, err := f.fs.Downloads.Source(itm, file).Open(ctx, 0, -1)
-					if err != nil {
-						return err
-					}
-					defer body.Close()
-					_, err = io.Copy(dst, body)
+	// Asked even when a staged copy exists: that copy may be dropped (its
+	// last handle released) before w.open runs, which then needs the
+	// server's bytes; w.open uses them only for a fresh copy.
+	staged := w.find(f.itemID, name) != nil
+	itm, file, err := f.current(ctx)
+	switch {
+	case err == nil:
+		onServer = true
+		if !trunc {
+			load = func(ctx context.Context, dst io.Writer) error {
+				body, _, err := f.fs.Downloads.Source(itm, file).Open(ctx, 0, -1)
+				if err != nil {
 					return err
 				}
+				defer body.Close()
+				_, err = io.Copy(dst, body)
+				return err
 			}
-		case errors.Is(err, backend.ErrNotFound):
-		default:
-			return nil, toErrno(f.fs.Log, f.path(), err)
 		}
+	case errors.Is(err, backend.ErrNotFound), staged:
+	default:
+		return nil, toErrno(f.fs.Log, f.path(), err)
 	}
 	sf, err := w.open(ctx, it, name, true, trunc, onServer, load)
 	if err != nil {

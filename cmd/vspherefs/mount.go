@@ -184,7 +184,14 @@ func runMount(args []string) error {
 	}
 	var writes *fs.Writes
 	if !f.readOnly {
-		if writes, err = fs.NewWrites(backend.NewLibraryWriter(conn), f.cacheDir); err != nil {
+		lw := backend.NewLibraryWriter(conn)
+		// Update sessions a killed mount with this cache dir left open are
+		// ended now; this mount's own are recorded there while open.
+		if err := lw.TrackSessions(ctx, filepath.Join(f.cacheDir, "sessions")); err != nil {
+			return fmt.Errorf("--cache-dir: %w", err)
+		}
+		defer lw.Close()
+		if writes, err = fs.NewWrites(lw, f.cacheDir); err != nil {
 			return fmt.Errorf("--cache-dir: %w", err)
 		}
 		writes.PickDatastore = func(ctx context.Context) (string, error) {

@@ -33,6 +33,7 @@ type Guest struct {
 	rate     atomic.Int64 // transfer bytes per second per stream; 0: unlimited
 	failPut  atomic.Int64 // the next PUT fails after this many bytes; -1: none
 	pageSize atomic.Int32 // most entries ListFilesInGuest returns per call
+	puts     putFaults    // queued PUT faults (guesturl.go)
 
 	mu      sync.Mutex
 	vms     map[types.ManagedObjectReference]*guestVM

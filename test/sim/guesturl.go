@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/vmware/govmomi/vim25/types"
@@ -194,6 +195,11 @@ func (g *Guest) servePut(w http.ResponseWriter, r *http.Request, t *ticket) {
 	}
 	defer gfs.root.Remove(tmp) // a no-op once renamed
 	var body io.Reader = r.Body
+	if pf, ok := g.puts.next(); ok {
+		if g.injectPut(w, r, t, pf) {
+			return
+		}
+	}
 	if fail := g.failPut.Swap(-1); fail >= 0 {
 		body = &failingReader{r: r.Body, left: fail}
 	}
@@ -302,4 +308,95 @@ func (f *failingReader) Read(p []byte) (int, error) {
 	n, err := f.r.Read(p)
 	f.left -= int64(n)
 	return n, err
+}
+
+// putFaults are PUT faults the tests queue, consumed one a PUT in order.
+type putFaults struct {
+	mu   sync.Mutex
+	q    []putFault
+	stop chan struct{} // closed when the simulator stops: stalled PUTs return
+}
+
+type putFault struct {
+	status  int           // answer this status without reading the body
+	resetAt int64         // drop the connection after this many body bytes; -1: no
+	stall   time.Duration // take half the body, then stop reading this long
+}
+
+func (p *putFaults) add(f putFault) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.q = append(p.q, f)
+}
+
+func (p *putFaults) next() (putFault, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.q) == 0 {
+		return putFault{}, false
+	}
+	f := p.q[0]
+	p.q = p.q[1:]
+	return f, true
+}
+
+func (p *putFaults) stopped() chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stop == nil {
+		p.stop = make(chan struct{})
+	}
+	return p.stop
+}
+
+// stopStalls ends stalled PUTs (the simulator is stopping).
+func (g *Guest) stopStalls() {
+	c := g.puts.stopped()
+	g.puts.mu.Lock()
+	defer g.puts.mu.Unlock()
+	select {
+	case <-c:
+	default:
+		close(c)
+	}
+}
+
+// ResetNextPut makes the next PUT drop its connection after n body bytes,
+// as a reset would; unlike FailNextPut the client sees no answer.
+func (g *Guest) ResetNextPut(n int64) { g.puts.add(putFault{resetAt: n}) }
+
+// FailNextPutStatus makes the next PUT answer status (e.g. 503) without
+// reading its body.
+func (g *Guest) FailNextPutStatus(status int) { g.puts.add(putFault{status: status, resetAt: -1}) }
+
+// StallNextPut makes the next PUT take half its body, then stop reading for
+// d (or until the simulator stops), as a host that hangs does.
+func (g *Guest) StallNextPut(d time.Duration) { g.puts.add(putFault{stall: d, resetAt: -1}) }
+
+// injectPut applies a queued fault to a PUT; it says whether the PUT is over.
+func (g *Guest) injectPut(w http.ResponseWriter, r *http.Request, t *ticket, f putFault) bool {
+	hangUp := func() {
+		if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			c.Close()
+		}
+	}
+	switch {
+	case f.status != 0:
+		w.Header().Set("Connection", "close")
+		http.Error(w, "injected fault", f.status)
+	case f.resetAt >= 0:
+		_, _ = io.CopyN(io.Discard, r.Body, f.resetAt)
+		hangUp()
+	case f.stall > 0:
+		_, _ = io.CopyN(io.Discard, r.Body, t.size/2)
+		select {
+		case <-time.After(f.stall):
+		case <-g.puts.stopped():
+		case <-r.Context().Done():
+		}
+		hangUp()
+	default:
+		return false
+	}
+	return true
 }

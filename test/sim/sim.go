@@ -149,6 +149,12 @@ func StartT(t TB, opts ...Options) *Server {
 // Close stops the server and removes the simulator's temporary files.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		if s.Updates != nil {
+			s.Updates.close() // stalled PUTs return
+		}
+		if s.Guest != nil {
+			s.Guest.stopStalls()
+		}
 		s.srv.Close()
 		s.stopExports()
 		if s.Guest != nil {

@@ -62,12 +62,23 @@ func (u *UpdateSessions) put(w http.ResponseWriter, r *http.Request) {
 		vapiError(w, errNotFound, "no upload endpoint %s/%s", id, name)
 		return
 	}
-	reset := int64(-1)
+	if u.fault(FailPut503) {
+		u.mu.Unlock()
+		w.Header().Set("Connection", "close")
+		http.Error(w, "injected fault: service unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	reset, stall := int64(-1), time.Duration(0)
 	if u.fault(FailPut) {
+		f.resets = true
+	}
+	if f.resets || u.fault(FailPutOnce) {
 		reset = u.resetAt
 		if reset < 0 {
 			reset = max(r.ContentLength, 0) / 2
 		}
+	} else if u.fault(StallPut) {
+		stall = u.stallFor
 	}
 	f.Status, f.ErrorMessage = "TRANSFERRING", nil
 	f.received.Store(0)
@@ -94,6 +105,23 @@ func (u *UpdateSessions) put(w http.ResponseWriter, r *http.Request) {
 		tmp.Close()
 		os.Remove(tmp.Name())
 		u.received(f, "", fmt.Errorf("injected fault: connection closed after %d bytes", reset))
+		if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			c.Close()
+		}
+		return
+	}
+	if stall > 0 {
+		// Injected fault: take half the body, then stop reading, as a
+		// server that hangs does; the client has to give up by itself.
+		_, _ = io.CopyN(dst, r.Body, max(r.ContentLength, 0)/2)
+		select {
+		case <-time.After(stall):
+		case <-u.closed:
+		case <-r.Context().Done():
+		}
+		tmp.Close()
+		os.Remove(tmp.Name())
+		u.received(f, "", fmt.Errorf("injected fault: the server stopped reading"))
 		if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			c.Close()
 		}
@@ -141,6 +169,7 @@ func (u *UpdateSessions) idle(s *updateSession) {
 func (u *UpdateSessions) received(f *updateFile, staged string, err error) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.expire() // a session that expired during the transfer takes nothing from it
 	if u.uploads[f.id] != f || f.sess.State != "ACTIVE" {
 		return false
 	}

@@ -40,7 +40,11 @@ type UpdateSessions struct {
 	donePolls   int                    // gets answered ACTIVE after a complete
 	algorithms  map[string]bool        // checksum algorithms accepted
 	expiry      time.Duration          // idle time after which a session expires
-	putDelay    atomic.Int64           // pause before a PUT's body is read (slow uploads)
+	strict      bool                   // transfers in flight do not keep a session from expiring
+	stallFor    time.Duration          // a stalled PUT stops reading this long (or until Close)
+	closed      chan struct{}          // closed by Close: stalled PUTs return
+	keepAlives  atomic.Int64
+	putDelay    atomic.Int64 // pause before a PUT's body is read (slow uploads)
 	completed   atomic.Int64
 	receivedAll atomic.Int64
 }
@@ -59,6 +63,7 @@ type updateSession struct {
 type updateFile struct {
 	library.UpdateFile
 	id       string // upload endpoint id
+	resets   bool   // every PUT to it is reset (FailPut)
 	sess     *updateSession
 	staged   string // received bytes, once READY
 	received atomic.Int64
@@ -76,6 +81,8 @@ func newUpdateSessions(s *Server) (*UpdateSessions, error) {
 		faults:   map[string]int{},
 		resetAt:  -1,
 		expiry:   5 * time.Minute,
+		stallFor: time.Minute,
+		closed:   make(chan struct{}),
 	}
 	u.SetChecksumAlgorithms(checksumAlgorithms...)
 	return u, nil
@@ -83,12 +90,17 @@ func newUpdateSessions(s *Server) (*UpdateSessions, error) {
 
 // Fault steps for FailNext.
 const (
-	FailCreate   = "create"   // session create answers internal_server_error
-	FailAdd      = "add"      // file add answers internal_server_error
-	FailPut      = "put"      // the data PUT drops the connection mid-body (see FailPutAfter)
-	FailValidate = "validate" // validate answers internal_server_error
-	FailComplete = "complete" // complete answers internal_server_error; the session stays ACTIVE
-	FailApply    = "apply"    // complete is accepted, then the session ends in ERROR
+	FailCreate   = "create"    // session create answers internal_server_error
+	FailAdd      = "add"       // file add answers internal_server_error
+	FailPut      = "put"       // the data PUTs of the next file drop the connection mid-body, every attempt (see FailPutAfter)
+	FailPutOnce  = "put-once"  // the next data PUT drops the connection mid-body (a retry gets through)
+	FailPut503   = "put-503"   // the next data PUT is answered 503 Service Unavailable without reading it
+	StallPut     = "put-stall" // the next data PUT stops reading its body halfway (see SetStall)
+	FailFail     = "fail"      // session fail answers internal_server_error
+	FailCancel   = "cancel"    // session cancel answers internal_server_error
+	FailValidate = "validate"  // validate answers internal_server_error
+	FailComplete = "complete"  // complete answers internal_server_error; the session stays ACTIVE
+	FailApply    = "apply"     // complete is accepted, then the session ends in ERROR
 )
 
 // FailNext makes the next call of a step fail (see the Fail* constants).
@@ -97,6 +109,43 @@ func (u *UpdateSessions) FailNext(step string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.faults[step]++
+}
+
+// ClearFaults drops every injected failure not yet consumed.
+func (u *UpdateSessions) ClearFaults() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.faults = map[string]int{}
+}
+
+// SetStrictExpiry makes a transfer in flight not count as activity: only
+// calls (keep-alive among them) keep an idle session from expiring.
+func (u *UpdateSessions) SetStrictExpiry(strict bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.strict = strict
+}
+
+// SetStall sets how long a stalled PUT (StallPut) stops reading before it
+// gives up; Close ends it sooner.
+func (u *UpdateSessions) SetStall(d time.Duration) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.stallFor = d
+}
+
+// KeepAlives counts keep-alive calls on update sessions.
+func (u *UpdateSessions) KeepAlives() int64 { return u.keepAlives.Load() }
+
+// close ends stalled PUTs (the server is stopping).
+func (u *UpdateSessions) close() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	select {
+	case <-u.closed:
+	default:
+		close(u.closed)
+	}
 }
 
 // FailPutAfter sets how many body bytes a failing PUT reads before it closes
@@ -144,6 +193,13 @@ func (u *UpdateSessions) Active(itemID string) []string {
 		}
 	}
 	return ids
+}
+
+// injected consumes one injected failure of step; call without u.mu held.
+func (u *UpdateSessions) injected(step string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.fault(step)
 }
 
 // fault consumes one injected failure of step; call with u.mu held.
@@ -341,8 +397,16 @@ func (u *UpdateSessions) serveSession(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPost:
 		switch a := r.URL.Query().Get("~action"); a {
 		case "cancel":
+			if u.injected(FailCancel) {
+				vapiError(w, errInternal, "injected fault: update session cancel")
+				return
+			}
 			u.finish(w, s, "CANCELED", nil)
 		case "fail":
+			if u.injected(FailFail) {
+				vapiError(w, errInternal, "injected fault: update session fail")
+				return
+			}
 			var spec struct {
 				Message string `json:"client_error_message"`
 			}
@@ -357,7 +421,8 @@ func (u *UpdateSessions) serveSession(w http.ResponseWriter, r *http.Request) {
 		case "complete":
 			u.complete(w, s)
 		case "keep-alive":
-			vapiOK(w, nil) // touched below, like every call
+			u.keepAlives.Add(1)
+			vapiOK(w, nil) // touched above, like every call
 		default:
 			vapiError(w, errInvalidArgument, "unknown action %q", a)
 		}
@@ -398,7 +463,7 @@ func (u *UpdateSessions) touch(s *updateSession) {
 func (u *UpdateSessions) expire() {
 	now := time.Now()
 	for id, s := range u.sessions {
-		if s.busy > 0 || s.ExpirationTime.After(now) {
+		if s.busy > 0 && !u.strict || s.ExpirationTime.After(now) {
 			continue
 		}
 		if s.State == "ACTIVE" {

@@ -459,3 +459,111 @@ func TestUpdateSessionExpires(t *testing.T) {
 	}
 	sameState(t, "expired", f.state("demo-library", "hello"), before)
 }
+
+// Injected failures of fail and cancel leave the session ACTIVE; once
+// cleared, both work again.
+func TestUpdateSessionFailCancelFaults(t *testing.T) {
+	f := newUpdateFixture(t)
+	id := f.itemID("demo-library", "hello")
+	sid := f.create(id)
+	f.s.Updates.FailNext(FailFail)
+	f.s.Updates.FailNext(FailCancel)
+	if err := f.lm.FailLibraryItemUpdateSession(f.ctx, sid); err == nil {
+		t.Fatal("fail succeeded despite the fault")
+	}
+	if err := f.lm.CancelLibraryItemUpdateSession(f.ctx, sid); err == nil {
+		t.Fatal("cancel succeeded despite the fault")
+	}
+	if a := f.s.Updates.Active(id); len(a) != 1 {
+		t.Fatalf("active: %v", a)
+	}
+	f.s.Updates.FailNext(FailCancel)
+	f.s.Updates.ClearFaults()
+	if err := f.lm.CancelLibraryItemUpdateSession(f.ctx, sid); err != nil {
+		t.Fatalf("cancel after ClearFaults: %v", err)
+	}
+	if a := f.s.Updates.Active(id); len(a) != 0 {
+		t.Fatalf("active after cancel: %v", a)
+	}
+}
+
+// With strict expiry a transfer in flight is no activity: a session whose
+// PUT outlasts the idle time expires and the PUT is refused; keep-alive
+// calls during it keep the session.
+func TestUpdateSessionStrictExpiry(t *testing.T) {
+	f := newUpdateFixture(t)
+	f.s.Updates.SetExpiry(300 * time.Millisecond)
+	f.s.Updates.SetStrictExpiry(true)
+	f.s.Updates.SetPutDelay(time.Second)
+	defer f.s.Updates.SetPutDelay(0)
+	id := f.itemID("demo-library", "hello")
+	sid := f.create(id)
+	if err := f.push(sid, "hello.txt", []byte("late")); err == nil {
+		t.Fatal("PUT outlasting the expiry succeeded")
+	}
+	if s, err := f.lm.GetLibraryItemUpdateSession(f.ctx, sid); err != nil || s.State != "ERROR" {
+		t.Fatalf("session: %+v %v", s, err)
+	}
+	sid = f.create(id)
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				_ = f.lm.KeepAliveLibraryItemUpdateSession(f.ctx, sid)
+			}
+		}
+	}()
+	err := f.push(sid, "hello.txt", []byte("kept"))
+	close(stop)
+	if err != nil {
+		t.Fatalf("PUT with keep-alive: %v", err)
+	}
+	if f.s.Updates.KeepAlives() == 0 {
+		t.Fatal("no keep-alive counted")
+	}
+}
+
+// A stalled PUT takes half its body and stops reading (the client has to
+// give up by itself) for the stall time; the file is then in ERROR.
+func TestUpdateSessionStalledPut(t *testing.T) {
+	f := newUpdateFixture(t)
+	id := f.itemID("demo-library", "hello")
+	sid := f.create(id)
+	f.s.Updates.SetStall(2 * time.Second)
+	f.s.Updates.FailNext(StallPut)
+	b := bytes.Repeat([]byte("x"), 8<<20)
+	ctx, cancel := context.WithTimeout(f.ctx, time.Second)
+	defer cancel()
+	sum := sha1.Sum(b)
+	info, err := f.lm.AddLibraryItemFile(f.ctx, sid, library.UpdateFile{
+		Name: "hello.txt", SourceType: "PUSH", Size: int64(len(b)),
+		Checksum: &library.Checksum{Algorithm: "SHA1", Checksum: fmt.Sprintf("%x", sum)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := soap.ParseURL(info.UploadEndpoint.URI)
+	p := soap.DefaultUpload
+	p.ContentLength = int64(len(b))
+	start := time.Now()
+	if err := f.rc.Upload(ctx, io.NopCloser(bytes.NewReader(b)), u, &p); err == nil {
+		t.Fatal("stalled PUT succeeded")
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("client gave up after %v", took)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fi, err := f.lm.GetLibraryItemUpdateSessionFile(f.ctx, sid, "hello.txt")
+		if err == nil && fi.Status == "ERROR" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("file after the stall: %+v %v", fi, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
