@@ -74,13 +74,15 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 	ttl := opts.TTL
 	neg := ttl
 	mo := fuse.MountOptions{
-		FsName:       "vspherefs",
-		Name:         "vspherefs",
-		DirectMount:  true,
-		AllowOther:   allowOther,
-		MaxWrite:     1 << 20,
-		MaxReadAhead: 1 << 20,
-		Debug:        debug,
+		FsName: "vspherefs",
+		Name:   "vspherefs",
+		// root mounts with mount(2) and nothing else, so that its errors
+		// are mount(2)'s; other users go through fusermount3.
+		DirectMountStrict: os.Geteuid() == 0,
+		AllowOther:        allowOther,
+		MaxWrite:          1 << 20,
+		MaxReadAhead:      1 << 20,
+		Debug:             debug,
 		// open(O_TRUNC) arrives as one call, not as an open that stages the
 		// old bytes followed by a truncate.
 		ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
