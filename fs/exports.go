@@ -134,6 +134,9 @@ func (d *exportsDir) Mkdir(ctx context.Context, name string, mode uint32, out *f
 		}
 		return nil, syscall.EROFS // only snapshots can be made here
 	}
+	if errno := checkNewName(name); errno != 0 {
+		return nil, errno // a name the rule would show otherwise
+	}
 	vm := l.entries[best].t
 	snap := DecodeName(name[len(l.names[best])+1:])
 	if snap == "" {

@@ -310,7 +310,7 @@ func TestSigtermWithOpenFile(t *testing.T) {
 func TestSecondSignalForces(t *testing.T) {
 	s := sim.StartT(t)
 	m := mount(t, s)
-	s.Updates.SetPutDelay(time.Hour)
+	s.Updates.SetPutDelay(8 * time.Second) // longer than the test takes to send both signals
 	defer s.Updates.SetPutDelay(0)
 	cp := exec.Command("sh", "-c", `head -c 100000 /dev/zero > "$1"`, "sh", m.Path("libraries", "demo-library", "hello", "slow.bin"))
 	if err := cp.Start(); err != nil {
