@@ -35,6 +35,7 @@ type Options struct {
 	StagingDir, RecoveryDir string
 
 	Exports *backend.Exports // nil: no exports/ or disks/
+	Spaces  *backend.Spaces  // datastore figures for statfs; nil: fixed ones
 
 	// InoSweep and InoGrace tune the table of renamed and removed guest
 	// nodes (guestInos): 0 for the defaults; tests set them small.
@@ -90,7 +91,7 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 	if allowOther {
 		mo.Options = append(mo.Options, "default_permissions")
 	}
-	return gofs.Mount(dir, &root{fs: f}, &gofs.Options{
+	raw := gofs.NewNodeFS(&root{fs: f}, &gofs.Options{
 		MountOptions:    mo,
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
@@ -98,6 +99,15 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 		UID:             opts.UID,
 		GID:             opts.GID,
 	})
+	server, err := fuse.NewServer(&statfsDefault{RawFileSystem: raw, fs: f}, dir, &mo)
+	if err != nil {
+		return nil, err
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		return nil, err // the caller removes a mount left half made
+	}
+	return server, nil
 }
 
 // tops are the root's folders, in listing order.
@@ -141,20 +151,6 @@ func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 
 func (r *root) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	r.fs.dirAttr(&out.Attr, r.fs.mounted)
-	return 0
-}
-
-// Statfs answers df: a large, mostly free filesystem, as remote stores do.
-func (r *root) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	const bs = 4096
-	out.Bsize = bs
-	out.Frsize = bs
-	out.Blocks = 1 << 40 / bs
-	out.Bfree = out.Blocks
-	out.Bavail = out.Blocks
-	out.Files = 1 << 20
-	out.Ffree = 1 << 20
-	out.NameLen = 255
 	return 0
 }
 

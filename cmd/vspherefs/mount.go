@@ -228,6 +228,7 @@ func runMount(args []string) error {
 		RecoveryDir: cd.Recovery,
 
 		Exports: exports,
+		Spaces:  backend.NewSpaces(conn, f.ttl),
 
 		InoSweep: inoSweep,
 		InoGrace: inoGrace,
