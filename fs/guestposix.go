@@ -4,11 +4,15 @@ package fs
 // done honestly is, the rest is refused with one documented errno.
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/vspherefs/vspherefs/backend"
 )
 
 var _ gofs.NodeMknoder = (*guestDir)(nil)
@@ -24,17 +28,23 @@ func (d *guestDir) Mknod(ctx context.Context, name string, mode uint32, dev uint
 		d.fs.Log.Info(syscall.EPERM.Error(), "path", d.mountPath()+"/"+name, "call", "mknod", "fault", "the guest API makes no fifo, socket or device")
 		return nil, syscall.EPERM
 	}
-	n, fh, _, errno := d.Create(ctx, name, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL, mode&0o7777, out)
-	if errno != 0 {
-		return nil, errno
+	p := guestJoin(d.guestPath(), name)
+	mp := d.mountPath() + "/" + name
+	if err := d.vm.CanCreate(p); err != nil { // a Windows guest: not at the top level, not every name
+		return nil, toErrno(d.fs.Log, mp, err)
 	}
-	h := fh.(*guestHandle)
-	errno = h.Flush(ctx)
-	h.Release(ctx)
-	if errno != 0 {
-		return nil, errno
+	if _, err := d.vm.Lookup(ctx, d.guestPath(), name); err == nil || d.created(name) != nil {
+		return nil, syscall.EEXIST
+	} else if !errors.Is(err, backend.ErrNotFound) {
+		return nil, toErrno(d.fs.Log, mp, err)
 	}
-	return n, 0
+	m := mode & 0o7777
+	s, err := d.vm.Upload(ctx, p, bytes.NewReader(nil), 0, backend.GuestAttr{Mode: &m}, false)
+	if err != nil {
+		return nil, toErrno(d.fs.Log, mp, err)
+	}
+	d.fs.guestAttr(&out.Attr, s)
+	return d.newChild(ctx, name, s), 0
 }
 
 // mode0000 refuses chmod to no permission bits at all: the guest API takes
