@@ -189,3 +189,30 @@ func (h *exportHandle) Release(ctx context.Context) syscall.Errno {
 	h.file.Close()
 	return 0
 }
+
+// Extended attributes cannot be set in exports/ and disks/: EROFS, as
+// every other change there (go-fuse would answer ENODATA).
+
+func (d *exportsDir) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return syscall.EROFS
+}
+
+func (d *exportsDir) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return syscall.EROFS
+}
+
+func (d *exportDir) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return syscall.EROFS
+}
+
+func (d *exportDir) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return syscall.EROFS
+}
+
+func (f *exportFile) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return syscall.EROFS
+}
+
+func (f *exportFile) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return syscall.EROFS
+}

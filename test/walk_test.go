@@ -2,9 +2,11 @@ package test
 
 import (
 	"context"
+	"errors"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/vmware/govmomi/vapi/library"
@@ -31,6 +33,15 @@ func TestWalkClean(t *testing.T) {
 	for _, want := range []string{"path=exports/" + guestVM, "path=disks/" + guestVM, "path=vms/demo-off"} {
 		if !strings.Contains(m.Log(), `msg="listed empty" `+want) {
 			t.Errorf("no INFO line saying why %s lists nothing", want)
+		}
+	}
+	// xattr writes in exports/ and disks/ are EROFS, as every change there.
+	for _, p := range []string{m.Path("exports"), m.Path("exports", "demo-off"), m.Path("disks", "demo-off", "disk-0.img"), m.Path("exports", "demo-off", "demo-off.ovf")} {
+		if err := unix.Setxattr(p, "user.x", []byte("1"), 0); !errors.Is(err, syscall.EROFS) {
+			t.Errorf("setxattr %s: %v, want EROFS", p, err)
+		}
+		if err := unix.Removexattr(p, "user.x"); !errors.Is(err, syscall.EROFS) {
+			t.Errorf("removexattr %s: %v, want EROFS", p, err)
 		}
 	}
 	for _, line := range strings.Split(m.Log(), "\n") {

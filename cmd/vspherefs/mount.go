@@ -324,7 +324,7 @@ func unmount(server interface{ Unmount() error }, mountpoint string, done <-chan
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	forced := false
+	forced, told := false, false
 	for {
 		if err := server.Unmount(); err == nil {
 			<-done
@@ -332,6 +332,10 @@ func unmount(server interface{ Unmount() error }, mountpoint string, done <-chan
 		}
 		if !committing() {
 			break // files are open: waiting would not end it
+		}
+		if !told {
+			log.Info("waiting for the commits still running; a second signal stops waiting", "timeout", deadline)
+			told = true
 		}
 		select {
 		case <-tick.C:
@@ -348,10 +352,17 @@ func unmount(server interface{ Unmount() error }, mountpoint string, done <-chan
 		cancel()
 	}
 	holders := openUnder(mountpoint)
+	conn := fuseConn(mountpoint)
 	if err := detach(mountpoint); err != nil {
 		log.Error("lazy unmount failed", "mountpoint", mountpoint, "err", err.Error())
-	} else {
-		log.Warn("files were still open: mount detached lazily (their next access fails)", "mountpoint", mountpoint, "open", strings.Join(holders, "; "))
+		return ctx, cancel
+	}
+	log.Warn("files were still open: mount detached lazily (their next access fails)", "mountpoint", mountpoint, "open", strings.Join(holders, "; "))
+	if abortConn(conn) {
+		select {
+		case <-done: // the connection ended: no request reaches what is closed next
+		case <-time.After(time.Second):
+		}
 	}
 	return ctx, cancel
 }

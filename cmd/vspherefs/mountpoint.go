@@ -165,3 +165,29 @@ func openUnder(dir string) []string {
 	}
 	return out
 }
+
+// fuseConn names dir's FUSE connection in /sys/fs/fuse/connections (its
+// device number); "" if dir is not a mount root of ours.
+func fuseConn(dir string) string {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return ""
+	}
+	return strconv.FormatUint(st.Dev, 10)
+}
+
+// abortConn aborts a detached mount's FUSE connection, so that the files
+// still open on it fail at once (ENOTCONN) instead of reaching a process
+// that is shutting down. Without fusectl it does nothing: the exit does it.
+func abortConn(id string) bool {
+	if id == "" {
+		return false
+	}
+	f, err := os.OpenFile(filepath.Join("/sys/fs/fuse/connections", id, "abort"), os.O_WRONLY, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	_, err = f.WriteString("1")
+	return err == nil
+}
