@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,6 +37,9 @@ type Options struct {
 
 	Exports *backend.Exports // nil: no exports/ or disks/
 	Spaces  *backend.Spaces  // datastore figures for statfs; nil: fixed ones
+
+	// GuestCommits counts guest file commits running (unmount waits for them).
+	GuestCommits *atomic.Int64
 
 	// InoSweep and InoGrace tune the table of renamed and removed guest
 	// nodes (guestInos): 0 for the defaults; tests set them small.

@@ -153,6 +153,10 @@ func (f *guestFile) commitLocked(ctx context.Context) syscall.Errno {
 	if st == nil || !st.dirty {
 		return 0
 	}
+	if c := f.fs.GuestCommits; c != nil { // unmount waits for it
+		c.Add(1)
+		defer c.Add(-1)
+	}
 	// A signal to the closing process (Ctrl-C, or a runtime's preemption)
 	// makes the kernel interrupt close: the commit goes on regardless, as a
 	// half-done one would only fail and leave the bytes in recovery/.

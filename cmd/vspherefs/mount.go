@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -214,6 +215,8 @@ func runMount(args []string) error {
 	// Test knobs: how soon the guest inode table is swept.
 	inoSweep, _ := strconv.Atoi(os.Getenv("VSPHEREFS_INO_SWEEP"))
 	inoGrace, _ := time.ParseDuration(os.Getenv("VSPHEREFS_INO_GRACE"))
+	var guestCommits atomic.Int64
+	committing := func() bool { return writes.Busy() || guestCommits.Load() > 0 }
 	server, err := fs.Mount(mountpoint, fs.Options{
 		Catalog:   backend.NewCatalog(conn, f.ttl),
 		Downloads: downloads,
@@ -229,6 +232,8 @@ func runMount(args []string) error {
 
 		Exports: exports,
 		Spaces:  backend.NewSpaces(conn, f.ttl),
+
+		GuestCommits: &guestCommits,
 
 		InoSweep: inoSweep,
 		InoGrace: inoGrace,
@@ -249,7 +254,7 @@ func runMount(args []string) error {
 		log.Info("unmounting", "signal", s.String())
 		exports.Close() // abort exports first: a stat waiting for one would keep the mount busy
 		var cancel context.CancelFunc
-		closeCtx, cancel = unmount(server, mountpoint, done, writes.Busy, sig, f.timeout, log)
+		closeCtx, cancel = unmount(server, mountpoint, done, committing, sig, f.timeout, log)
 		defer cancel()
 		signal.Reset(syscall.SIGINT, syscall.SIGTERM) // from now on a signal ends the process at once
 	case <-done: // umount MOUNTPOINT
