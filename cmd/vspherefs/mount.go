@@ -107,10 +107,8 @@ func runMount(args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 
-	// Everything that can be checked locally is checked before the login.
-	if err := checkMountpoint(mountpoint); err != nil {
-		return err
-	}
+	// Everything that can be checked locally is checked before the login:
+	// the flags' values, then the mountpoint and the cache dir.
 	cacheBytes, err := parseSize(f.cacheSize)
 	if err != nil {
 		return usagef("--cache-size %q: %v", f.cacheSize, err)
@@ -127,6 +125,9 @@ func runMount(args []string) error {
 	logins, err := backend.NewGuestLogins(f.guestLogin, f.guestLoginFile)
 	if err != nil {
 		return usagef("--guest-login-file: %v", err)
+	}
+	if err := checkMountpoint(mountpoint); err != nil {
+		return err
 	}
 	// The block cache is most of the heap and turns over all the time: keep
 	// the process near its budget instead of letting the GC double it.
