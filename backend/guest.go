@@ -113,7 +113,14 @@ func (v *GuestVM) Lookup(ctx context.Context, dir, name string) (GuestStat, erro
 }
 
 // restat reads p's attributes again, for an entry known to be stale.
+// A change made meanwhile (a file renamed into the directory p) may postdate
+// what was read: an answer that raced with one is not stored, and p stays
+// stale, so that it cannot hide the change (rsync skips its last utimensat
+// of a directory if the directory shows its own time there).
 func (v *GuestVM) restat(ctx context.Context, p string) (GuestStat, error) {
+	v.g.mu.Lock()
+	gen := v.g.gen
+	v.g.mu.Unlock()
 	s, err := v.Stat(ctx, p)
 	if err != nil {
 		if isKind(err, ErrNotFound) {
@@ -121,7 +128,12 @@ func (v *GuestVM) restat(ctx context.Context, p string) (GuestStat, error) {
 		}
 		return GuestStat{}, err
 	}
-	v.change(func() { v.set(p, s) })
+	v.g.mu.Lock()
+	if v.g.gen == gen {
+		v.g.gen++
+		v.set(p, s)
+	}
+	v.g.mu.Unlock()
 	return s, nil
 }
 

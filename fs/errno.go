@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"syscall"
 
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+
 	"github.com/vspherefs/vspherefs/backend"
 	"github.com/vspherefs/vspherefs/cache"
 )
@@ -54,11 +56,40 @@ func toErrno(log *slog.Logger, path string, err error) syscall.Errno {
 	if errno == syscall.ENOENT || errno == syscall.EINTR {
 		return errno
 	}
+	level := errnoLevel(errno)
 	var be *backend.Error
 	if errors.As(err, &be) {
-		log.Error(errno.Error(), "path", path, "call", be.Call, "fault", be.Fault)
+		log.Log(context.Background(), level, errno.Error(), "path", path, "call", be.Call, "fault", be.Fault)
 	} else {
-		log.Error(errno.Error(), "path", path, "err", err.Error())
+		log.Log(context.Background(), level, errno.Error(), "path", path, "err", err.Error())
 	}
 	return errno
+}
+
+// errnoLevel is how loud a failure is logged: a refusal the caller caused
+// (or that the README documents) is INFO, a state of the server or of a VM
+// that the user may have to change is WARN, a fault is ERROR.
+func errnoLevel(errno syscall.Errno) slog.Level {
+	switch errno {
+	case syscall.ENOTEMPTY, syscall.EROFS, syscall.EPERM, syscall.EEXIST, syscall.EINVAL,
+		syscall.ENOTSUP, syscall.EXDEV, syscall.EISDIR, syscall.ENOTDIR, syscall.ENAMETOOLONG:
+		return slog.LevelInfo
+	case syscall.EACCES, syscall.EBUSY, syscall.EHOSTDOWN, syscall.ESTALE, syscall.ENOSPC:
+		return slog.LevelWarn
+	}
+	return slog.LevelError
+}
+
+// unreachable is an empty listing, for a folder whose content cannot be
+// reached in the VM's present state (a running VM's export, a powered-off
+// VM's guest): a walk of the mount stays clean, and the log says why, at
+// INFO, with what to do.
+func unreachable(f *FS, path string, err error) gofs.DirStream {
+	var be *backend.Error
+	if errors.As(err, &be) {
+		f.Log.Info("listed empty", "path", path, "call", be.Call, "fault", be.Fault)
+	} else {
+		f.Log.Info("listed empty", "path", path, "err", err.Error())
+	}
+	return gofs.NewListDirStream(nil)
 }

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"syscall"
 	"time"
@@ -134,6 +135,9 @@ func (d *exportsDir) Mkdir(ctx context.Context, name string, mode uint32, out *f
 		}
 		return nil, syscall.EROFS // only snapshots can be made here
 	}
+	if errno := checkNewName(name); errno != 0 {
+		return nil, errno // a name the rule would show otherwise
+	}
 	vm := l.entries[best].t
 	snap := DecodeName(name[len(l.names[best])+1:])
 	if snap == "" {
@@ -238,6 +242,12 @@ func packageName(name string) string {
 }
 
 func (d *exportDir) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if err := d.fs.Exports.Check(ctx, d.t); errors.Is(err, backend.ErrBusy) {
+		// A running VM cannot be exported: its folder lists nothing (so
+		// that find and du of the mount succeed) and the log says why.
+		unreachable(d.fs, d.mountPath(), err)
+		return &exportDirHandle{d: d}, 0, 0
+	}
 	names, err := d.names(ctx)
 	if err != nil {
 		return nil, 0, toErrno(d.fs.Log, d.mountPath(), err)

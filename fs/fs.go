@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,6 +41,10 @@ type Options struct {
 	StagingDir, RecoveryDir string
 
 	Exports *backend.Exports // nil: no exports/ or disks/
+	Spaces  *backend.Spaces  // datastore figures for statfs; nil: fixed ones
+
+	// GuestCommits counts guest file commits running (unmount waits for them).
+	GuestCommits *atomic.Int64
 
 	// InoSweep and InoGrace tune the table of renamed and removed guest
 	// nodes (guestInos): 0 for the defaults; tests set them small.
@@ -79,13 +84,15 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 	ttl := opts.TTL
 	neg := ttl
 	mo := fuse.MountOptions{
-		FsName:       cmp.Or(opts.FsName, "vspherefs"),
-		Name:         "vspherefs",
-		DirectMount:  true,
-		AllowOther:   allowOther,
-		MaxWrite:     1 << 20,
-		MaxReadAhead: 1 << 20,
-		Debug:        debug,
+		FsName: cmp.Or(opts.FsName, "vspherefs"),
+		Name:   "vspherefs",
+		// root mounts with mount(2) and nothing else, so that its errors
+		// are mount(2)'s; other users go through fusermount3.
+		DirectMountStrict: os.Geteuid() == 0,
+		AllowOther:        allowOther,
+		MaxWrite:          1 << 20,
+		MaxReadAhead:      1 << 20,
+		Debug:             debug,
 		// open(O_TRUNC) arrives as one call, not as an open that stages the
 		// old bytes followed by a truncate.
 		ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
@@ -93,7 +100,7 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 	if allowOther {
 		mo.Options = append(mo.Options, "default_permissions")
 	}
-	return gofs.Mount(dir, &root{fs: f}, &gofs.Options{
+	raw := gofs.NewNodeFS(&root{fs: f}, &gofs.Options{
 		MountOptions:    mo,
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
@@ -101,6 +108,15 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 		UID:             opts.UID,
 		GID:             opts.GID,
 	})
+	server, err := fuse.NewServer(&statfsDefault{RawFileSystem: raw, fs: f}, dir, &mo)
+	if err != nil {
+		return nil, err
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		return nil, err // the caller removes a mount left half made
+	}
+	return server, nil
 }
 
 // tops are the root's folders, in listing order.
@@ -144,20 +160,6 @@ func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 
 func (r *root) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	r.fs.dirAttr(&out.Attr, r.fs.mounted)
-	return 0
-}
-
-// Statfs answers df: a large, mostly free filesystem, as remote stores do.
-func (r *root) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	const bs = 4096
-	out.Bsize = bs
-	out.Frsize = bs
-	out.Blocks = 1 << 40 / bs
-	out.Bfree = out.Blocks
-	out.Bavail = out.Blocks
-	out.Files = 1 << 20
-	out.Ffree = 1 << 20
-	out.NameLen = 255
 	return 0
 }
 

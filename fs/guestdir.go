@@ -56,6 +56,9 @@ func (d *guestDir) created(name string) *guestFile {
 func (d *guestDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	dir := d.guestPath()
 	list, err := d.vm.Dir(ctx, dir)
+	if d.top == nil && errors.Is(err, backend.ErrHostDown) {
+		return unreachable(d.fs, d.mountPath(), err), 0 // a walk of the mount stays clean
+	}
 	if err != nil {
 		return nil, toErrno(d.fs.Log, d.mountPath(), err)
 	}
@@ -135,6 +138,9 @@ func (d *guestDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.At
 func (d *guestDir) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if d.fs.ReadOnly {
 		return syscall.EROFS
+	}
+	if errno := d.mode0000(in); errno != 0 {
+		return errno
 	}
 	if _, ok := in.GetSize(); ok {
 		return syscall.EISDIR

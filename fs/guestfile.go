@@ -126,6 +126,9 @@ func (f *guestFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Se
 	if f.fs.ReadOnly {
 		return syscall.EROFS
 	}
+	if errno := f.mode0000(in); errno != 0 {
+		return errno
+	}
 	a, nowM, _ := setattrAttr(in)
 	size, truncating := in.GetSize()
 	f.mu.Lock()

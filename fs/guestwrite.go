@@ -229,14 +229,21 @@ func (f *guestFile) commitLocked(ctx context.Context) syscall.Errno {
 // commitStarted counts a commit that runs on its own, so that unmount
 // waits for it; the returned func ends it.
 func (f *FS) commitStarted() func() {
-	if f.Writes == nil {
-		return func() {}
+	if c := f.GuestCommits; c != nil { // the signal handler waits for it
+		c.Add(1)
 	}
-	f.Writes.busy.Add(1)
-	f.Writes.inflight.Add(1)
+	if f.Writes != nil {
+		f.Writes.busy.Add(1)
+		f.Writes.inflight.Add(1)
+	}
 	return func() {
-		f.Writes.inflight.Done()
-		f.Writes.busy.Add(-1)
+		if f.Writes != nil {
+			f.Writes.inflight.Done()
+			f.Writes.busy.Add(-1)
+		}
+		if c := f.GuestCommits; c != nil {
+			c.Add(-1)
+		}
 	}
 }
 

@@ -34,6 +34,9 @@ func (d *librariesDir) Mkdir(ctx context.Context, name string, mode uint32, out 
 	if errno := d.fs.writable(false); errno != 0 {
 		return nil, errno
 	}
+	if errno := checkNewName(name); errno != 0 { // before anything is made on the server
+		return nil, errno
+	}
 	l, err := d.list(ctx)
 	if err != nil {
 		return nil, toErrno(d.fs.Log, "libraries/"+name, err)
@@ -87,6 +90,9 @@ func (d *librariesDir) Rmdir(ctx context.Context, name string) syscall.Errno {
 
 func (d *librariesDir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	if errno := d.fs.writable(false); errno != 0 {
+		return errno
+	}
+	if errno := checkNewName(newName); errno != 0 { // before anything is made on the server
 		return errno
 	}
 	if _, ok := newParent.(*librariesDir); !ok {
@@ -146,6 +152,9 @@ func (d *libraryDir) Mkdir(ctx context.Context, name string, mode uint32, out *f
 	if errno := d.fs.writable(d.sub); errno != 0 {
 		return nil, errno
 	}
+	if errno := checkNewName(name); errno != 0 { // before anything is made on the server
+		return nil, errno
+	}
 	p := d.path() + "/" + name
 	l, err := d.list(ctx)
 	if err != nil {
@@ -200,6 +209,9 @@ func (d *libraryDir) deleteIfEmpty(ctx context.Context, p, itemID string) syscal
 // library it is EXDEV, so that mv copies.
 func (d *libraryDir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	if errno := d.fs.writable(d.sub); errno != 0 {
+		return errno
+	}
+	if errno := checkNewName(newName); errno != 0 { // before anything is made on the server
 		return errno
 	}
 	np, ok := newParent.(*libraryDir)
@@ -261,6 +273,9 @@ func (d *itemDir) Create(ctx context.Context, name string, flags uint32, mode ui
 	if errno := d.fs.writable(d.sub); errno != 0 {
 		return nil, nil, 0, errno
 	}
+	if errno := checkNewName(name); errno != 0 { // before anything is made on the server
+		return nil, nil, 0, errno
+	}
 	n := DecodeName(name)
 	p := d.path() + "/" + name
 	_, l, err := d.list(ctx)
@@ -306,6 +321,9 @@ func (d *itemDir) Unlink(ctx context.Context, name string) syscall.Errno {
 // other file rename is EXDEV, so that mv falls back to copy and delete.
 func (d *itemDir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	if errno := d.fs.writable(d.sub); errno != 0 {
+		return errno
+	}
+	if errno := checkNewName(newName); errno != 0 { // before anything is made on the server
 		return errno
 	}
 	np, ok := newParent.(*itemDir)

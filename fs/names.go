@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -41,7 +42,8 @@ func EncodeName(name string) string {
 }
 
 // DecodeName turns a path component back into a server-side name. A '%'
-// that starts no valid escape is taken literally.
+// that starts no valid escape is taken literally; ValidName says whether
+// comp is a name the rule can give back (what mkdir, create and rename need).
 func DecodeName(comp string) string {
 	if comp == "%" {
 		return ""
@@ -51,7 +53,7 @@ func DecodeName(comp string) string {
 	}
 	var b strings.Builder
 	for i := 0; i < len(comp); i++ {
-		if comp[i] == '%' && i+2 < len(comp)+0 && isHex(comp[i+1]) && isHex(comp[i+2]) {
+		if comp[i] == '%' && i+2 < len(comp) && isHex(comp[i+1]) && isHex(comp[i+2]) {
 			b.WriteByte(unhex(comp[i+1])<<4 | unhex(comp[i+2]))
 			i += 2
 			continue
@@ -59,6 +61,23 @@ func DecodeName(comp string) string {
 		b.WriteByte(comp[i])
 	}
 	return b.String()
+}
+
+// ValidName says whether comp is the path component of some server-side
+// name: whether the name it decodes to is shown as comp again. "50%",
+// "%zz", "%41" and "%2f" are not ("%" must be "%25", and only "%", "/" and
+// NUL are escaped, in upper case); mkdir, create and rename refuse them with
+// EINVAL before anything is made on the server.
+func ValidName(comp string) bool {
+	return comp != "" && EncodeName(DecodeName(comp)) == comp
+}
+
+// checkNewName is ValidName as an errno, for mkdir, create and rename.
+func checkNewName(comp string) syscall.Errno {
+	if !ValidName(comp) {
+		return syscall.EINVAL
+	}
+	return 0
 }
 
 func isHex(c byte) bool {
@@ -82,17 +101,46 @@ type Named interface {
 }
 
 // DisplayNames gives each entry its path component. Entries must be ordered
-// oldest first: the oldest keeps a shared name, the others get "~<id>".
+// oldest first: the oldest keeps a shared name, the others get "~<id>"
+// (again, until the name is free: every component is unique).
 func DisplayNames[T Named](entries []T) []string {
 	out := make([]string, len(entries))
 	taken := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		taken[EncodeName(e.ServerName())] = true // plain names first: a "~" never takes one
+	}
+	plain := make(map[string]bool, len(entries))
 	for i, e := range entries {
 		n := EncodeName(e.ServerName())
-		if taken[n] {
-			n += "~" + EncodeName(e.ServerID())
+		if plain[n] {
+			for taken[n] {
+				n += "~" + EncodeName(e.ServerID())
+			}
 		}
+		plain[n] = true
 		taken[n] = true
 		out[i] = n
+	}
+	return out
+}
+
+// dedupe drops entries that repeat an earlier one's name and id: one
+// object listed twice (vcsim lists a file twice after an overwrite) is one
+// entry, the last listed.
+func dedupe[T Named](entries []T) []T {
+	type key struct{ name, id string }
+	last := make(map[key]int, len(entries))
+	for i, e := range entries {
+		last[key{e.ServerName(), e.ServerID()}] = i
+	}
+	if len(last) == len(entries) {
+		return entries
+	}
+	out := make([]T, 0, len(last))
+	for i, e := range entries {
+		if last[key{e.ServerName(), e.ServerID()}] == i {
+			out = append(out, e)
+		}
 	}
 	return out
 }
@@ -104,6 +152,7 @@ type listing[T Named] struct {
 }
 
 func newListing[T Named](entries []T) listing[T] {
+	entries = dedupe(entries)
 	return listing[T]{entries: entries, names: DisplayNames(entries)}
 }
 

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,8 +24,7 @@ import (
 // the item as it was and keeps the bytes in <cache-dir>/recovery.
 type Writes struct {
 	lw       *backend.LibraryWriter
-	staging  string   // this mount's staging folder
-	lock     *os.File // held while the mount runs
+	staging  string // this mount's staging folder
 	recovery string
 	fs       *FS // set by Mount
 
@@ -49,33 +47,20 @@ type Writes struct {
 	busy     atomic.Int64 // commits running or queued
 }
 
-// NewWrites makes the write side, staging and recovering under cacheDir.
-func NewWrites(lw *backend.LibraryWriter, cacheDir string) (*Writes, error) {
+// NewWrites makes the write side, staging in this mount's own folder
+// stagingDir and keeping the bytes of failed commits under recoveryDir (the
+// cache dir's layout, and what dead mounts left there, are cmd's business).
+func NewWrites(lw *backend.LibraryWriter, stagingDir, recoveryDir string) (*Writes, error) {
 	w := &Writes{
 		lw:          lw,
-		staging:     filepath.Join(cacheDir, "staging"),
-		recovery:    filepath.Join(cacheDir, "recovery"),
+		staging:     stagingDir,
+		recovery:    recoveryDir,
 		HoldTimeout: 30 * time.Second,
 		items:       map[string]*itemWrites{},
 	}
 	if err := os.MkdirAll(w.staging, 0o700); err != nil {
 		return nil, err
 	}
-	w.rescue()
-	// Each mount stages in its own folder, locked while it runs, so that
-	// mounts sharing a cache dir leave each other's files alone.
-	dir, err := os.MkdirTemp(w.staging, "libraries-")
-	if err != nil {
-		return nil, err
-	}
-	lock, err := os.Open(dir) // the folder itself is locked: no file in it but staged ones
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return nil, err
-	}
-	w.lock, w.staging = lock, dir
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	return w, nil
 }
@@ -464,6 +449,12 @@ func (w *Writes) Close(ctx context.Context) []string {
 	}
 	w.mu.Unlock()
 	w.inflightWait(ctx)
+	if ctx.Err() != nil {
+		// Out of time (or forced): the commits still running fail now and
+		// keep their bytes in recovery/, as do the ones below.
+		w.cancel()
+		w.inflight.Wait()
+	}
 	w.mu.Lock()
 	var items []*itemWrites
 	for _, it := range w.items {
@@ -497,7 +488,6 @@ func (w *Writes) Close(ctx context.Context) []string {
 	if rest, _ := os.ReadDir(w.staging); len(rest) == 0 {
 		os.RemoveAll(w.staging)
 	}
-	w.lock.Close()
 	return append([]string(nil), w.recovered[start:]...)
 }
 

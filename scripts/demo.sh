@@ -19,6 +19,14 @@ Mounting the embedded simulator at $mnt (Ctrl-C unmounts). In another terminal, 
   mkdir $mnt/exports/DC0_H0_VM0@demo && ls -l $mnt/exports/DC0_H0_VM0@demo $mnt/disks/DC0_H0_VM0@demo
   rmdir $mnt/exports/DC0_H0_VM0@demo
 
-The GOVC_URL line below points govc at the same simulator.
+  find $mnt -type f | head; du -sh $mnt
+
+For govc against the same simulator, in that terminal:
+
+  export \$(grep ^GOVC_ /tmp/vspherefs-demo.env)   # GOVC_URL and GOVC_TLS_CA_CERTS (verified TLS)
+  govc library.ls; govc ls vm
+
+(or GOVC_INSECURE=1 instead of GOVC_TLS_CA_CERTS; to pin the certificate, govc's option is
+-tls-known-hosts FILE with a line "HOST:PORT THUMBPRINT", printed below).
 MSG
-exec ./bin/vspherefs mount --sim "$mnt"
+./bin/vspherefs mount --sim "$mnt" | tee /tmp/vspherefs-demo.env

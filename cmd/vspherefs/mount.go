@@ -5,14 +5,17 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,12 +50,21 @@ func defaultCacheDir() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("vspherefs-%d", os.Getuid()))
 }
 
+// usageError is a mistake in the command line: main exits 2 with its one line.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Sprintf(format, args...) + " (vspherefs mount -h lists the flags)"}
+}
+
 func runMount(args []string) error {
 	var f mountFlags
-	fl := flag.NewFlagSet("mount", flag.ExitOnError)
+	fl := flag.NewFlagSet("mount", flag.ContinueOnError)
 	fl.StringVar(&f.url, "url", os.Getenv("GOVC_URL"), "vCenter URL; user:password@ may be embedded, as in govc [$GOVC_URL]")
 	fl.StringVar(&f.username, "username", os.Getenv("GOVC_USERNAME"), "vCenter user [$GOVC_USERNAME]")
-	fl.StringVar(&f.password, "password", "", "vCenter password (visible to every user in argv: prefer --password-file or $GOVC_PASSWORD)")
+	fl.StringVar(&f.password, "password", "", "vCenter password [$GOVC_PASSWORD] (argv is visible to every user: prefer $GOVC_PASSWORD or --password-file)")
 	fl.StringVar(&f.passwordFile, "password-file", "", "file holding the vCenter password")
 	fl.BoolVar(&f.insecure, "insecure", envBool("GOVC_INSECURE"), "skip TLS certificate verification [$GOVC_INSECURE]")
 	fl.StringVar(&f.caCerts, "ca-certs", os.Getenv("GOVC_TLS_CA_CERTS"), "PEM file of CA certificates to trust [$GOVC_TLS_CA_CERTS]")
@@ -62,9 +74,9 @@ func runMount(args []string) error {
 	fl.StringVar(&f.guestLoginFile, "guest-login-file", "", "file mapping VM name patterns to guest logins (PATTERN = USER:PASS a line)")
 	fl.StringVar(&f.cacheSize, "cache-size", "512MiB", "memory for the block cache")
 	fl.StringVar(&f.spoolSize, "spool-size", "", "disk the spools of files no longer read may keep in --cache-dir (default: 4x --cache-size, at least 2GiB)")
-	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "disk for staging, spool and recovery")
+	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "disk for staging, spool and recovery; yours alone (refused if others can write it)")
 	fl.DurationVar(&f.ttl, "ttl", time.Second, "attribute and entry cache lifetime")
-	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "deadline of each API call, and how long a transfer may stall")
+	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "deadline of each API call, how long a transfer may stall, and how long unmounting waits for commits")
 	fl.BoolVar(&f.readOnly, "read-only", false, "refuse every write with EROFS")
 	fl.StringVar(&f.libraryDatastore, "library-datastore", "", "datastore of libraries made by mkdir (default: the first that fits)")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users see the mount")
@@ -74,10 +86,19 @@ func runMount(args []string) error {
 		fmt.Fprintf(fl.Output(), "Usage: vspherefs mount [flags] MOUNTPOINT\n")
 		fl.PrintDefaults()
 	}
-	_ = fl.Parse(args)
-	if fl.NArg() != 1 {
-		fl.Usage()
-		os.Exit(2)
+	fl.SetOutput(io.Discard) // errors are one line, below
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fl.SetOutput(os.Stdout)
+			fl.Usage()
+			return nil
+		}
+		return usagef("%v", err)
+	}
+	set := map[string]bool{}
+	fl.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if err := checkFlags(f, fl.Args(), set); err != nil {
+		return err
 	}
 	mountpoint := fl.Arg(0)
 
@@ -87,6 +108,32 @@ func runMount(args []string) error {
 	if err != nil {
 		return err
 	}
+
+	// Everything that can be checked locally is checked before the login:
+	// the flags' values, then the mountpoint and the cache dir.
+	cacheBytes, err := parseSize(f.cacheSize)
+	if err != nil {
+		return usagef("--cache-size %q: %v", f.cacheSize, err)
+	}
+	var spoolBytes int64
+	if f.spoolSize != "" {
+		if spoolBytes, err = parseSize(f.spoolSize); err != nil {
+			return usagef("--spool-size %q: %v", f.spoolSize, err)
+		}
+	}
+	if _, err := backend.NewGuestLogins(f.guestLogin, ""); err != nil {
+		return usagef("--guest-login: %v", err)
+	}
+	logins, err := backend.NewGuestLogins(f.guestLogin, f.guestLoginFile)
+	if err != nil {
+		return usagef("--guest-login-file: %v", err)
+	}
+	if err := checkMountpoint(mountpoint); err != nil {
+		return err
+	}
+	// The block cache is most of the heap and turns over all the time: keep
+	// the process near its budget instead of letting the GC double it.
+	debug.SetMemoryLimit(cacheBytes + 192<<20)
 
 	cfg := backend.Config{Insecure: f.insecure, CACerts: f.caCerts, Thumbprint: f.thumbprint, Timeout: f.timeout, Log: log, Debug: f.debug}
 	obs := metrics.New(log, f.debug) // status, metrics, progress: service.go
@@ -98,16 +145,20 @@ func runMount(args []string) error {
 		}
 		if f.guestLogin == "" {
 			f.guestLogin = sim.GuestLoginString() // what the simulated guests accept
+			logins, _ = backend.NewGuestLogins(f.guestLogin, f.guestLoginFile)
 		}
 		defer s.Close()
+		ca, err := s.CertificateFile()
+		if err != nil {
+			return err
+		}
+		// Lines a shell can take as they are: export $(grep ^GOVC_ LOG).
 		fmt.Println(s.GovcURL())
-		fmt.Printf("GOVC_INSECURE=1   # or pin: --thumbprint %s\n", s.Thumbprint)
+		fmt.Println("GOVC_TLS_CA_CERTS=" + ca)
+		fmt.Fprintf(os.Stderr, "govc: export the two GOVC_ lines above; or GOVC_INSECURE=1; or pin with govc's -tls-known-hosts FILE, a line \"%s %s\"\n", s.URL.Host, s.Thumbprint)
 		f.url = s.URL.String()
 		if cfg.Thumbprint == "" && !cfg.Insecure && cfg.CACerts == "" {
-			// Verify the simulator's certificate as a CA-signed one would be.
-			if cfg.CACerts, err = s.CertificateFile(); err != nil {
-				return err
-			}
+			cfg.CACerts = ca // verify the simulator's certificate as a CA-signed one would be
 		}
 	}
 	u, user, err := credentials(f)
@@ -118,38 +169,14 @@ func runMount(args []string) error {
 	if !flagGiven(fl, "cache-dir") { // each vCenter and user its own
 		f.cacheDir = perServerCacheDir(f.cacheDir, u, user)
 	}
-
-	cacheBytes, err := parseSize(f.cacheSize)
-	if err != nil {
-		return fmt.Errorf("--cache-size: %w", err)
-	}
-	// The block cache is most of the heap and turns over all the time: keep
-	// the process near its budget instead of letting the GC double it.
-	debug.SetMemoryLimit(cacheBytes + 192<<20)
-	var spoolBytes int64
-	if f.spoolSize != "" {
-		if spoolBytes, err = parseSize(f.spoolSize); err != nil {
-			return fmt.Errorf("--spool-size: %w", err)
-		}
-	}
-	if err := os.MkdirAll(f.cacheDir, 0o700); err != nil {
-		return fmt.Errorf("--cache-dir: %w", err)
-	}
-	// Spools are caches: those of mounts that died are removed. Files open
-	// for writing are staged per mount (a dead mount's staged files are moved
-	// to recovery/ by the next writable mount); failed commits keep their
-	// bytes in recovery/ for the user.
-	removeStale(f.cacheDir, "spool-")
-	spool, err := lockedTempDir(f.cacheDir, "spool-")
+	cd, err := openCacheDir(f.cacheDir, log)
 	if err != nil {
 		return fmt.Errorf("--cache-dir: %w", err)
 	}
-	defer os.RemoveAll(spool)
-	staging, err := lockedTempDir(filepath.Join(f.cacheDir, "staging"), "mount-")
-	if err != nil {
-		return fmt.Errorf("--cache-dir: %w", err)
+	defer cd.Close()
+	if gc, _ := time.ParseDuration(os.Getenv("VSPHEREFS_TEST_GC")); gc > 0 {
+		go forceGC(gc) // test knob: nothing this process must keep may depend on a reference the GC can drop
 	}
-	defer os.RemoveAll(staging)
 
 	ctx := context.Background()
 	conn, err := backend.Dial(ctx, cfg)
@@ -157,7 +184,12 @@ func runMount(args []string) error {
 		return err
 	}
 	defer conn.Close(ctx)
-	blocks, err := cache.New(cache.Options{Bytes: cacheBytes, Dir: spool, SpoolBytes: spoolBytes})
+	if !f.readOnly && f.libraryDatastore != "" {
+		if _, err := backend.PickDatastore(ctx, conn, f.libraryDatastore, 0); err != nil {
+			return fmt.Errorf("--library-datastore %s: %w", f.libraryDatastore, err)
+		}
+	}
+	blocks, err := cache.New(cache.Options{Bytes: cacheBytes, Dir: cd.Spool, SpoolBytes: spoolBytes})
 	if err != nil {
 		return err
 	}
@@ -172,26 +204,22 @@ func runMount(args []string) error {
 
 	// Export spools live under --cache-dir while mounted; Close aborts any
 	// export still running (no lease outlives the mount) and removes them.
-	exports, err := backend.NewExports(conn, filepath.Join(spool, "exports"), f.ttl)
+	exports, err := backend.NewExports(conn, filepath.Join(cd.Spool, "exports"), f.ttl)
 	if err != nil {
 		return fmt.Errorf("--cache-dir: %w", err)
 	}
 	defer exports.Close()
 
-	logins, err := backend.NewGuestLogins(f.guestLogin, f.guestLoginFile)
-	if err != nil {
-		return fmt.Errorf("--guest-login: %w", err)
-	}
 	var writes *fs.Writes
 	if !f.readOnly {
 		lw := backend.NewLibraryWriter(conn)
 		// Update sessions a killed mount with this cache dir left open are
 		// ended now; this mount's own are recorded there while open.
-		if err := lw.TrackSessions(ctx, filepath.Join(f.cacheDir, "sessions")); err != nil {
+		if err := lw.TrackSessions(ctx, filepath.Join(cd.Root, "sessions")); err != nil {
 			return fmt.Errorf("--cache-dir: %w", err)
 		}
 		defer lw.Close()
-		if writes, err = fs.NewWrites(lw, f.cacheDir); err != nil {
+		if writes, err = fs.NewWrites(lw, cd.Staging, cd.Recovery); err != nil {
 			return fmt.Errorf("--cache-dir: %w", err)
 		}
 		writes.PickDatastore = func(ctx context.Context) (string, error) {
@@ -201,6 +229,8 @@ func runMount(args []string) error {
 	// Test knobs: how soon the guest inode table is swept.
 	inoSweep, _ := strconv.Atoi(os.Getenv("VSPHEREFS_INO_SWEEP"))
 	inoGrace, _ := time.ParseDuration(os.Getenv("VSPHEREFS_INO_GRACE"))
+	var guestCommits atomic.Int64
+	committing := func() bool { return writes.Busy() || guestCommits.Load() > 0 }
 	server, err := fs.Mount(mountpoint, fs.Options{
 		Catalog:   backend.NewCatalog(conn, f.ttl),
 		Downloads: downloads,
@@ -211,68 +241,157 @@ func runMount(args []string) error {
 		Writes:    writes,
 		Log:       log,
 
-		StagingDir:  staging,
-		RecoveryDir: filepath.Join(f.cacheDir, "recovery"),
+		StagingDir:  cd.Staging,
+		RecoveryDir: cd.Recovery,
 
 		Exports: exports,
+		Spaces:  backend.NewSpaces(conn, f.ttl),
+
+		GuestCommits: &guestCommits,
 
 		InoSweep: inoSweep,
 		InoGrace: inoGrace,
 
-		UID: uid, GID: gid, Umask: umask, FsName: cfg.URL.Host, StatusSocket: statusSocket(spool),
+		UID: uid, GID: gid, Umask: umask, FsName: cfg.URL.Host, StatusSocket: statusSocket(cd.Spool),
 	}, f.allowOther, false)
 	if err != nil {
+		detachIfMounted(mountpoint) // never leave a dead mount behind
 		return fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	log.Info("mounted", "mountpoint", mountpoint, "server", cfg.URL.Host, "pid", os.Getpid())
 	stopService, err := startService(server, service{mountpoint: mountpoint, host: cfg.URL.Host, // service.go
-		cacheDir: f.cacheDir, spool: spool, obs: obs, cache: blocks, writes: writes})
+		cacheDir: f.cacheDir, spool: cd.Spool, obs: obs, cache: blocks, writes: writes})
 	if err != nil {
 		return err
 	}
 	defer stopService()
 
-	sig := make(chan os.Signal, 1)
+	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { server.Wait(); close(done) }()
+	closeCtx := ctx
 	select {
 	case s := <-sig:
 		log.Info("unmounting", "signal", s.String())
 		exports.Close() // abort exports first: a stat waiting for one would keep the mount busy
-		if err := unmount(server, done, writes.Busy); err != nil {
-			return err
-		}
+		var cancel context.CancelFunc
+		closeCtx, cancel = unmount(server, mountpoint, done, committing, sig, f.timeout, log)
+		defer cancel()
+		signal.Reset(syscall.SIGINT, syscall.SIGTERM) // from now on a signal ends the process at once
 	case <-done: // umount MOUNTPOINT
 	}
 	log.Info("unmounted", "mountpoint", mountpoint)
 	if writes != nil {
-		if lost := writes.Close(ctx); len(lost) > 0 {
+		if lost := writes.Close(closeCtx); len(lost) > 0 {
 			for _, p := range lost {
 				log.Error("not committed; bytes kept", "recovery", p)
 			}
-			return fmt.Errorf("%d file(s) could not be committed at unmount; their bytes are in %s", len(lost), filepath.Join(f.cacheDir, "recovery"))
+			return fmt.Errorf("%d file(s) could not be committed at unmount; their bytes are in %s", len(lost), cd.Recovery)
 		}
 	}
 	return nil
 }
 
-// unmount retries while the mount is busy, as umount does not force it, and
-// for as long as a commit is running (a close waiting for it keeps the
-// mount busy).
-func unmount(server interface{ Unmount() error }, done <-chan struct{}, committing func() bool) error {
-	var err error
-	for i := 0; i < 50; i++ {
-		if err = server.Unmount(); err == nil {
-			<-done
-			return nil
-		}
-		if committing() {
-			i = 0
-		}
-		time.Sleep(100 * time.Millisecond)
+// checkFlags refuses what the flags cannot mean together, naming the flags.
+func checkFlags(f mountFlags, args []string, set map[string]bool) error {
+	switch {
+	case len(args) == 0:
+		return usagef("no MOUNTPOINT given: vspherefs mount [flags] MOUNTPOINT")
+	case len(args) > 1 && strings.HasPrefix(args[1], "-"):
+		return usagef("%s after the mountpoint %s: flags go before MOUNTPOINT", args[1], args[0])
+	case len(args) > 1:
+		return usagef("one MOUNTPOINT expected, got %d: %s", len(args), strings.Join(args, " "))
 	}
-	return fmt.Errorf("unmount: %w", err)
+	name := func(flag, env string) string {
+		if set[flag] {
+			return "--" + flag
+		}
+		return "$" + env
+	}
+	if f.insecure && f.thumbprint != "" {
+		return usagef("%s and --thumbprint conflict: one turns TLS verification off, the other pins a certificate", name("insecure", "GOVC_INSECURE"))
+	}
+	if f.insecure && f.caCerts != "" {
+		return usagef("%s and %s conflict: one turns TLS verification off, the other adds CAs to verify with", name("insecure", "GOVC_INSECURE"), name("ca-certs", "GOVC_TLS_CA_CERTS"))
+	}
+	if set["password"] && set["password-file"] {
+		return usagef("--password and --password-file conflict: give one")
+	}
+	if f.sim && set["url"] {
+		return usagef("--sim and --url conflict: --sim mounts its own simulator")
+	}
+	if f.ttl < 0 {
+		return usagef("--ttl %v: must not be negative", f.ttl)
+	}
+	if f.timeout <= 0 {
+		return usagef("--timeout %v: must be positive", f.timeout)
+	}
+	if f.readOnly && set["library-datastore"] {
+		return usagef("--read-only and --library-datastore conflict: a read-only mount makes no library")
+	}
+	return nil
+}
+
+// forceGC runs the garbage collector all the time (a test knob).
+func forceGC(every time.Duration) {
+	for range time.Tick(every) {
+		runtime.GC()
+		debug.FreeOSMemory()
+	}
+}
+
+// unmount ends the mount after a signal: it waits (up to deadline) for
+// commits to finish, since a close waiting for one keeps the mount busy,
+// then unmounts; if files are still open it detaches the mount lazily, so
+// that the mountpoint is never left dead, and logs who held what. A second
+// signal stops the wait. The context returned bounds what Writes.Close may
+// still wait for.
+func unmount(server interface{ Unmount() error }, mountpoint string, done <-chan struct{}, committing func() bool, sig <-chan os.Signal, deadline time.Duration, log *slog.Logger) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	forced, told := false, false
+	for {
+		if err := server.Unmount(); err == nil {
+			<-done
+			return ctx, cancel
+		}
+		if !committing() {
+			break // files are open: waiting would not end it
+		}
+		if !told {
+			log.Info("waiting for the commits still running; a second signal stops waiting", "timeout", deadline)
+			told = true
+		}
+		select {
+		case <-tick.C:
+			continue
+		case <-ctx.Done():
+			log.Warn("commits still running after --timeout; detaching the mount", "timeout", deadline)
+		case s := <-sig:
+			log.Warn("second signal: not waiting for the commits still running", "signal", s.String())
+			forced = true
+		}
+		break
+	}
+	if forced {
+		cancel()
+	}
+	holders := openUnder(mountpoint)
+	conn := fuseConn(mountpoint)
+	if err := detach(mountpoint); err != nil {
+		log.Error("lazy unmount failed", "mountpoint", mountpoint, "err", err.Error())
+		return ctx, cancel
+	}
+	log.Warn("files were still open: mount detached lazily (their next access fails)", "mountpoint", mountpoint, "open", strings.Join(holders, "; "))
+	if abortConn(conn) {
+		select {
+		case <-done: // the connection ended: no request reaches what is closed next
+		case <-time.After(time.Second):
+		}
+	}
+	return ctx, cancel
 }
 
 // credentials resolves the URL and login from flags, the URL and the environment.
