@@ -28,7 +28,8 @@ type Writes struct {
 	staging  string   // this mount's staging folder
 	lock     *os.File // held while the mount runs
 	recovery string
-	fs       *FS // set by Mount
+	times    *fileTimes // per-file modification times (libtimes.go)
+	fs       *FS        // set by Mount
 
 	// PickDatastore chooses the datastore of a library made by mkdir.
 	PickDatastore func(ctx context.Context) (string, error)
@@ -55,6 +56,7 @@ func NewWrites(lw *backend.LibraryWriter, cacheDir string) (*Writes, error) {
 		lw:          lw,
 		staging:     filepath.Join(cacheDir, "staging"),
 		recovery:    filepath.Join(cacheDir, "recovery"),
+		times:       newFileTimes(filepath.Join(cacheDir, "times")),
 		HoldTimeout: 30 * time.Second,
 		items:       map[string]*itemWrites{},
 	}
@@ -96,7 +98,13 @@ type itemWrites struct {
 	path      string             // libraries/<lib>/<item> as shown, for logs and recovery; under Writes.mu
 	files     map[string]*staged // by server-side name; under Writes.mu
 	next      *batch             // files waiting for the next session; under Writes.mu
-	session   sync.Mutex         // held while this item's update session runs
+	// pending are server files renamed away (to another name, or to an
+	// editor's backup name) whose removal goes with the item's next
+	// session, so that the item is never without them meanwhile; hidden
+	// here. Under Writes.mu.
+	pending   map[string]bool
+	pendTimer *time.Timer
+	session   sync.Mutex // held while this item's update session runs
 }
 
 // batch is the content of one update session.
@@ -117,10 +125,13 @@ type staged struct {
 	opens    int  // handles on it
 	writers  int  // of which open for writing
 	onServer bool // the item has (or had, when opened) a file of this name
-	unlinked bool // removed or renamed over: nothing more to commit
-	ready    bool // closed with bytes to commit (queued, or held)
-	inBatch  bool // a session is reading it
-	timer    *time.Timer
+	// localOnly: an editor's swap, backup or probe file (isLocalOnly): kept
+	// here until unlinked or unmount, never committed.
+	localOnly bool
+	unlinked  bool // removed or renamed over: nothing more to commit
+	ready     bool // closed with bytes to commit (queued, or held)
+	inBatch   bool // a session is reading it
+	timer     *time.Timer
 
 	path   string
 	f      *os.File
@@ -131,9 +142,9 @@ type staged struct {
 
 	mu     sync.Mutex
 	size   int64
-	dirty  bool // changed since the last commit, or never committed
-	failed bool // the last commit of these bytes failed: they are in recovery
-	mtime  time.Time
+	dirty  bool      // changed since the last commit, or never committed
+	failed bool      // the last commit of these bytes failed: they are in recovery
+	mtime  time.Time // last write, or what the writer set (recorded at the commit)
 	hash   hash.Hash // SHA256 of bytes [0, hashed) while writes are sequential
 	hashed int64
 }
@@ -144,7 +155,7 @@ func (w *Writes) item(id, libID, path string) *itemWrites {
 	defer w.mu.Unlock()
 	it := w.items[id]
 	if it == nil {
-		it = &itemWrites{id: id, libID: libID, path: path, files: map[string]*staged{}}
+		it = &itemWrites{id: id, libID: libID, path: path, files: map[string]*staged{}, pending: map[string]bool{}}
 		w.items[id] = it
 	} else if path != "" {
 		it.path = path
@@ -181,6 +192,20 @@ func (w *Writes) stagedNames(itemID string) map[string]*staged {
 	return out
 }
 
+// isPending says whether a server file of the item was renamed away and
+// waits for its removal (hidden meanwhile).
+func (w *Writes) isPending(itemID, name string) bool {
+	if w == nil {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if it := w.items[itemID]; it != nil {
+		return it.pending[name] && it.files[name] == nil
+	}
+	return false
+}
+
 // loader copies a file's current bytes into dst; nil means the file is new.
 type loader func(ctx context.Context, dst io.Writer) error
 
@@ -198,9 +223,15 @@ func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, t
 			return nil, err
 		}
 		sf = &staged{it: it, name: name, ino: ino("staged", fmt.Sprintf("%s/%d", it.id, w.seq)), path: f.Name(), f: f,
-			onServer: onServer, loaded: make(chan struct{}), mtime: time.Now(), hash: sha256.New()}
+			onServer: onServer, localOnly: isLocalOnly(name), loaded: make(chan struct{}), mtime: time.Now(), hash: sha256.New()}
 		it.files[name] = sf
-		if !onServer {
+		if it.pending[name] {
+			// Made again after its rename away: a new file that replaces
+			// the server's (its removal is no longer needed).
+			delete(it.pending, name)
+			sf.onServer, load = true, nil
+		}
+		if !sf.onServer {
 			sf.dirty = true // a new file is committed even if nothing is written
 		}
 	}
@@ -290,6 +321,13 @@ func (sf *staged) truncate(size int64) error {
 	return nil
 }
 
+// setMtime is utimens on a staged file: the time is kept for its commit.
+func (sf *staged) setMtime(t time.Time) {
+	sf.mu.Lock()
+	sf.mtime = t
+	sf.mu.Unlock()
+}
+
 func (sf *staged) stat() (size int64, mtime time.Time) {
 	sf.mu.Lock()
 	defer sf.mu.Unlock()
@@ -332,7 +370,7 @@ func (w *Writes) release(sf *staged, write bool) {
 	if sf.opens > 0 || sf.inBatch {
 		return
 	}
-	if !sf.unlinked && !sf.ready && sf.isDirty() && !sf.failedNow() && sf.loadEr == nil {
+	if !sf.unlinked && !sf.localOnly && !sf.ready && sf.isDirty() && !sf.failedNow() && sf.loadEr == nil {
 		// Written without a flush (e.g. through a mapping): commit now,
 		// nobody is waiting for the outcome.
 		sf.ready = true
@@ -359,7 +397,7 @@ func (sf *staged) failedNow() bool {
 
 // settle drops sf once nothing needs it; call with w.mu held.
 func (w *Writes) settle(sf *staged) {
-	if sf.opens > 0 || sf.inBatch || (sf.ready && !sf.unlinked) {
+	if sf.opens > 0 || sf.inBatch || (sf.ready && !sf.unlinked) || (sf.localOnly && !sf.unlinked) {
 		return
 	}
 	if cur := sf.it.files[sf.name]; cur == sf {
@@ -383,56 +421,6 @@ func (w *Writes) unlinkLocked(it *itemWrites, name string) *staged {
 	w.stopTimer(sf)
 	w.settle(sf)
 	return sf
-}
-
-// remove removes name from the item: the staged copy goes, and a file the
-// server has is removed through an update session.
-func (w *Writes) remove(ctx context.Context, it *itemWrites, name string, onServer bool) syscall.Errno {
-	w.mu.Lock()
-	sf := w.unlinkLocked(it, name)
-	w.mu.Unlock()
-	if !onServer {
-		if sf == nil {
-			return syscall.ENOENT
-		}
-		return 0
-	}
-	return w.commitErrno(it, nil, []string{name})
-}
-
-// rename renames a file within its item. Only a file the server does not
-// have yet can be renamed (rsync's temporary file, or one still open): it
-// is then committed under the new name, its bytes sent once. Anything else
-// is EXDEV, so that mv copies and deletes.
-func (w *Writes) rename(ctx context.Context, it *itemWrites, from, to string, noReplace bool, targetOnServer bool) syscall.Errno {
-	w.mu.Lock()
-	sf := it.files[from]
-	if sf == nil || sf.onServer || sf.unlinked || sf.inBatch {
-		w.mu.Unlock()
-		return syscall.EXDEV
-	}
-	if t := it.files[to]; (t != nil || targetOnServer) && noReplace {
-		w.mu.Unlock()
-		return syscall.EEXIST
-	}
-	if t := it.files[to]; t != nil && t != sf {
-		targetOnServer = targetOnServer || t.onServer
-		w.unlinkLocked(it, to)
-	}
-	delete(it.files, from)
-	sf.name = to
-	it.files[to] = sf
-	w.stopTimer(sf)
-	ready := sf.ready
-	w.mu.Unlock()
-	if !ready {
-		return 0 // still open: its close commits it under the new name
-	}
-	names, held := w.plan(ctx, it, sf)
-	if held {
-		return 0
-	}
-	return w.commitErrno(it, names, nil)
 }
 
 // renameItem keeps the shown path of an item's write state in step.
@@ -474,13 +462,17 @@ func (w *Writes) Close(ctx context.Context) []string {
 		w.mu.Lock()
 		var names []string
 		for n, sf := range it.files {
-			if !sf.unlinked && (sf.ready || (sf.isDirty() && !sf.failedNow())) {
+			if !sf.unlinked && !sf.localOnly && (sf.ready || (sf.isDirty() && !sf.failedNow())) {
 				sf.ready = true
 				names = append(names, n)
 			}
 		}
+		pending := len(it.pending)
+		if it.pendTimer != nil {
+			it.pendTimer.Stop()
+		}
 		w.mu.Unlock()
-		if len(names) == 0 {
+		if len(names) == 0 && pending == 0 {
 			continue
 		}
 		_ = w.commit(it, names, nil) // a failure is logged and recovered

@@ -311,8 +311,8 @@ func TestWriteTwoFilesAtOnce(t *testing.T) {
 }
 
 // TestItemsAndLibraries: mkdir makes items and libraries, rmdir removes empty
-// ones only, rm removes a file, mv renames an item, file renames are EXDEV
-// (so mv copies), links are EPERM, metadata changes succeed.
+// ones only, rm removes a file, mv renames an item and a file within it,
+// links are EPERM, metadata changes succeed.
 func TestItemsAndLibraries(t *testing.T) {
 	s := sim.StartT(t)
 	m := mount(t, s)
@@ -354,10 +354,6 @@ func TestItemsAndLibraries(t *testing.T) {
 		err  error
 		want syscall.Errno
 	}{os.Mkdir(filepath.Join(item, "sub"), 0o755), syscall.EPERM}
-	checks["rename file"] = struct {
-		err  error
-		want syscall.Errno
-	}{os.Rename(filepath.Join(item, "f.txt"), filepath.Join(item, "g.txt")), syscall.EXDEV}
 	checks["file in library"] = struct {
 		err  error
 		want syscall.Errno
@@ -380,7 +376,7 @@ func TestItemsAndLibraries(t *testing.T) {
 	if err := os.Chtimes(item, time.Unix(1, 0), time.Unix(1, 0)); err != nil {
 		t.Errorf("utimens on an item: %v", err)
 	}
-	// mv of a file falls back to copy and delete.
+	// mv of a file within its item renames it (TestRenamesInItem).
 	run(t, "mv", f, filepath.Join(item, "moved.txt"))
 	if got := serverFiles(t, s, "made", "thing"); strings.Join(got, ",") != "moved.txt" {
 		t.Fatalf("after mv: %v", got)
