@@ -154,6 +154,9 @@ func (d *guestDir) Create(ctx context.Context, name string, flags uint32, mode u
 	if d.fs.ReadOnly {
 		return nil, nil, 0, syscall.EROFS
 	}
+	if errno := guestNameErrno(name); errno != 0 {
+		return nil, nil, 0, errno
+	}
 	dir := d.guestPath()
 	p := guestJoin(dir, name)
 	if err := d.vm.CanCreate(p); err != nil { // a Windows guest: not at the top level, not every name
@@ -209,6 +212,9 @@ func (d *guestDir) Create(ctx context.Context, name string, flags uint32, mode u
 func (d *guestDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if d.fs.ReadOnly {
 		return nil, syscall.EROFS
+	}
+	if errno := guestNameErrno(name); errno != 0 {
+		return nil, errno
 	}
 	s, err := d.vm.Mkdir(ctx, guestJoin(d.guestPath(), name), mode&0o7777)
 	if err != nil {
@@ -269,6 +275,9 @@ func (d *guestDir) Rename(ctx context.Context, name string, newParent gofs.Inode
 		return syscall.EINVAL
 	}
 	noReplace := flags&1 != 0 // RENAME_NOREPLACE
+	if errno := guestNameErrno(newName); errno != 0 {
+		return errno
+	}
 	src, dst := guestJoin(d.guestPath(), name), guestJoin(nd.guestPath(), newName)
 	if src == dst {
 		return 0

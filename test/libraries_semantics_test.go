@@ -298,3 +298,135 @@ func TestEditorFiles(t *testing.T) {
 
 // waitTTL lets the attribute and entry caches (--ttl 1s) lapse.
 func waitTTL() { time.Sleep(1100 * time.Millisecond) }
+
+func lstat(t *testing.T, p string) syscall.Stat_t {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func mtimeOf(st syscall.Stat_t) time.Time { return time.Unix(st.Mtim.Sec, st.Mtim.Nsec) }
+
+// TestPerFileTimes: a commit of one file leaves the mtime and inode of the
+// item's other files; a time the writer sets (touch -d, cp -p, rsync -a) is
+// kept, across a remount with the same cache dir, so a second rsync -a
+// sends nothing.
+func TestPerFileTimes(t *testing.T) {
+	s := sim.StartT(t)
+	cacheDir := t.TempDir()
+	m := mount(t, s, "--cache-dir", cacheDir)
+	item := m.Path("libraries", "demo-library", "multi")
+	a0, r0 := lstat(t, filepath.Join(item, "a.bin")), lstat(t, filepath.Join(item, "readme.txt"))
+	time.Sleep(20 * time.Millisecond) // a later commit has a later item time
+	if err := os.WriteFile(filepath.Join(item, "b.bin"), []byte("rewritten\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitTTL()
+	for _, c := range []struct {
+		name   string
+		before syscall.Stat_t
+	}{{"a.bin", a0}, {"readme.txt", r0}} {
+		now := lstat(t, filepath.Join(item, c.name))
+		if now.Ino != c.before.Ino || !mtimeOf(now).Equal(mtimeOf(c.before)) {
+			t.Fatalf("%s after a commit of b.bin: ino %d mtime %v, was ino %d mtime %v", c.name, now.Ino, mtimeOf(now), c.before.Ino, mtimeOf(c.before))
+		}
+	}
+	b := lstat(t, filepath.Join(item, "b.bin"))
+	if b.Size != 10 || !mtimeOf(b).After(mtimeOf(a0)) {
+		t.Fatalf("b.bin after its commit: size %d mtime %v (a.bin %v)", b.Size, mtimeOf(b), mtimeOf(a0))
+	}
+
+	// touch -d on a committed file: no session, the time is kept.
+	set := time.Date(2001, 2, 3, 4, 5, 6, 123456789, time.UTC)
+	if n := sessions(s, func() { run(t, "touch", "-d", set.Format(time.RFC3339Nano), filepath.Join(item, "a.bin")) }); n != 0 {
+		t.Fatalf("touch -d made %d sessions", n)
+	}
+	// cp -p of a new file, and of one over an existing file.
+	src := t.TempDir()
+	old := time.Date(2002, 3, 4, 5, 6, 7, 0, time.UTC)
+	for i, n := range []string{"one.txt", "two.bin", "readme.txt"} {
+		p := filepath.Join(src, n)
+		os.WriteFile(p, randBytes(uint64(i), 1000*(i+1)), 0o644)
+		os.Chtimes(p, old, old.Add(time.Duration(i)*time.Hour))
+	}
+	run(t, "cp", "-p", filepath.Join(src, "one.txt"), filepath.Join(item, "one.txt"))
+	waitTTL()
+	if got := mtimeOf(lstat(t, filepath.Join(item, "a.bin"))); !got.Equal(set) {
+		t.Fatalf("a.bin after touch -d: %v, want %v", got, set)
+	}
+	if got := mtimeOf(lstat(t, filepath.Join(item, "one.txt"))); !got.Equal(old) {
+		t.Fatalf("one.txt after cp -p: %v, want %v", got, old)
+	}
+
+	// rsync -a twice: the second sends nothing.
+	dst := m.Path("libraries", "demo-library", "synced")
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "rsync", "-a", src+"/", dst+"/")
+	var out string
+	n := sessions(s, func() { out = run(t, "rsync", "-a", "--stats", src+"/", dst+"/") })
+	if n != 0 || !strings.Contains(out, "Number of regular files transferred: 0") {
+		t.Fatalf("second rsync -a: %d sessions\n%s", n, out)
+	}
+
+	// Kept across a remount with the same cache dir.
+	m.Unmount(t)
+	m2 := mount(t, s, "--cache-dir", cacheDir)
+	if got := mtimeOf(lstat(t, m2.Path("libraries", "demo-library", "multi", "a.bin"))); !got.Equal(set) {
+		t.Fatalf("a.bin after a remount: %v, want %v", got, set)
+	}
+	n = sessions(s, func() {
+		out = run(t, "rsync", "-a", "--stats", src+"/", m2.Path("libraries", "demo-library", "synced")+"/")
+	})
+	if n != 0 || !strings.Contains(out, "Number of regular files transferred: 0") {
+		t.Fatalf("rsync -a after a remount: %d sessions\n%s", n, out)
+	}
+}
+
+// TestNamesRefusedAtCreate: a name over 255 bytes, or one the API refuses,
+// is refused at open(O_CREAT), mkdir and rename, before any byte is
+// accepted, in libraries and in guests.
+func TestNamesRefusedAtCreate(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s, "--guest-login", sim.GuestLoginString())
+	lib := m.Path("libraries", "demo-library")
+	item := filepath.Join(lib, "hello")
+	long := strings.Repeat("n", 256)
+	n := sessions(s, func() {
+		for _, c := range []struct {
+			what string
+			err  error
+			want syscall.Errno
+		}{
+			{"create", os.WriteFile(filepath.Join(item, long), []byte("x"), 0o644), syscall.ENAMETOOLONG},
+			{"mkdir item", os.Mkdir(filepath.Join(lib, long), 0o755), syscall.ENAMETOOLONG},
+			{"mkdir library", os.Mkdir(m.Path("libraries", long), 0o755), syscall.ENAMETOOLONG},
+			{"rename", os.Rename(filepath.Join(item, "hello.txt"), filepath.Join(item, long)), syscall.ENAMETOOLONG},
+			{"rename item", os.Rename(item, filepath.Join(lib, long)), syscall.ENAMETOOLONG},
+			{"backslash", os.WriteFile(filepath.Join(item, `a\b`), []byte("x"), 0o644), syscall.EINVAL},
+			{"dot dot", os.WriteFile(filepath.Join(item, "a..b"), []byte("x"), 0o644), syscall.EINVAL},
+			{"slash", os.WriteFile(filepath.Join(item, "a%2Fb"), []byte("x"), 0o644), syscall.EINVAL},
+			{"guest create", os.WriteFile(m.Path("vms", guestVM, "tmp", long), []byte("x"), 0o644), syscall.ENAMETOOLONG},
+			{"guest mkdir", os.Mkdir(m.Path("vms", guestVM, "tmp", long), 0o755), syscall.ENAMETOOLONG},
+		} {
+			if !errors.Is(c.err, c.want) {
+				t.Errorf("%s: %v, want %v", c.what, c.err, c.want)
+			}
+		}
+	})
+	if n != 0 {
+		t.Errorf("%d sessions for refused names", n)
+	}
+	ok := strings.Repeat("k", 255)
+	if err := os.WriteFile(filepath.Join(item, ok), []byte("255 bytes is fine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checkLanded(t, s, m, "demo-library", "hello", ok, []byte("255 bytes is fine\n"))
+	if strings.Contains(m.Log(), "level=ERROR") {
+		t.Fatalf("refusals logged as errors:\n%s", m.Log())
+	}
+}
