@@ -253,7 +253,7 @@ func (w *Writes) run(it *itemWrites, files []*staged, removes []string) error {
 			call, fault = be.Call, be.Fault
 		}
 		for i, sf := range files {
-			rec, rerr := w.recover(itemPath, names[i], sf)
+			rec, rerr := w.recover(itemPath, names[i], sf, "commit failed", call, fault)
 			if rerr != nil {
 				rec = "not kept: " + rerr.Error()
 			} else {

@@ -1,11 +1,9 @@
 package fs
 
-// Where the bytes of a failed commit go, and what a mount that died left.
+// Where the bytes of a failed commit go, and what a mount that died left
+// (recovery.go has the layout and the index).
 
 import (
-	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,8 +13,10 @@ import (
 )
 
 // rescue moves the staged files of earlier mounts that ended without Close
-// (their folder is no longer locked) to recovery/staging-<time>/: this mount
-// does not commit them, and nothing is deleted.
+// (their folder is no longer locked) into recovery/, each where its sidecar
+// says it belongs (recovery/libraries/…, recovery/vms/…), or into
+// recovery/staging-<time>/ without one: this mount does not commit them, and
+// nothing is deleted. Each gets a line in recovery/INDEX and in the log.
 func (w *Writes) rescue() {
 	dirs, _ := os.ReadDir(w.staging)
 	for _, d := range dirs {
@@ -33,56 +33,47 @@ func (w *Writes) rescue() {
 			continue
 		}
 		files, _ := os.ReadDir(p)
-		var kept []string
 		for _, f := range files {
-			dst := filepath.Join(w.recovery, "staging-"+time.Now().Format("20060102-150405"))
-			if os.MkdirAll(dst, 0o700) == nil && os.Rename(filepath.Join(p, f.Name()), filepath.Join(dst, f.Name())) == nil {
-				kept = append(kept, filepath.Join(dst, f.Name()))
+			if strings.HasSuffix(f.Name(), originExt) || strings.HasSuffix(f.Name(), originExt+".tmp") {
+				continue
 			}
-		}
-		if len(kept) > 0 {
-			slog.Warn("staged files of an earlier mount that did not finish were not committed; kept", "files", strings.Join(kept, " "))
+			src := filepath.Join(p, f.Name())
+			e, ok := readOrigin(src)
+			if !ok {
+				e = recovered{Tree: "unknown", Origin: "staging-" + time.Now().Format("20060102-150405") + "/" + f.Name()}
+			}
+			e.Time, e.Reason = time.Now(), "the mount that staged it ended before its commit"
+			kept, err := keepRecovered(w.recovery, src, -1, true, e)
+			if err != nil {
+				slog.Error("staged file of an earlier mount not committed and not kept", "path", e.Origin, "staged", src, "fault", err.Error())
+				continue
+			}
+			slog.Warn("not committed: the mount that staged it ended first; kept", "path", e.Origin, "recovery", kept)
 		}
 		os.RemoveAll(p)
 		lock.Close()
 	}
 }
 
-// recover copies sf's bytes to recovery/libraries/<lib>/<item>/<name> (with
-// a number added if taken) and returns that path.
-func (w *Writes) recover(itemPath, name string, sf *staged) (string, error) {
-	dir := filepath.Join(w.recovery, filepath.FromSlash(itemPath))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
-	}
-	base := filepath.Join(dir, EncodeName(name))
-	var dst *os.File
-	var err error
-	for i := 0; i < 1000; i++ {
-		p := base
-		if i > 0 {
-			p = fmt.Sprintf("%s.%d", base, i)
-		}
-		dst, err = os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if !errors.Is(err, os.ErrExist) {
-			break
-		}
-	}
-	if err != nil {
-		return "", err
-	}
-	src, err := os.Open(sf.path)
-	if err != nil {
-		dst.Close()
-		return "", err
-	}
-	defer src.Close()
+// recover copies sf's bytes to recovery/libraries/<lib>/<item>/<name> (see
+// recovery.go) and returns that path.
+func (w *Writes) recover(itemPath, name string, sf *staged, reason, call, fault string) (string, error) {
 	sf.mu.Lock()
 	size := sf.size
 	sf.mu.Unlock()
-	if _, err := dst.ReadFrom(io.LimitReader(src, size)); err != nil { // copy_file_range where it can
-		dst.Close()
-		return "", err
-	}
-	return dst.Name(), dst.Close()
+	return keepRecovered(w.recovery, sf.path, size, false, recovered{
+		Tree: "libraries", Origin: itemPath + "/" + EncodeName(name), Name: name,
+		Reason: reason, Call: call, Fault: fault,
+	})
+}
+
+// writeOrigin records where sf belongs, next to its staged bytes.
+func (sf *staged) writeOrigin(itemPath, name string) {
+	writeOrigin(sf.path, recovered{Tree: "libraries", Origin: itemPath + "/" + EncodeName(name), Name: name})
+}
+
+// removeStaged removes a staged file and its sidecar.
+func removeStaged(path string) {
+	os.Remove(path)
+	os.Remove(path + originExt)
 }

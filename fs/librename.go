@@ -81,6 +81,7 @@ func (w *Writes) rename(ctx context.Context, it *itemWrites, from, to string, no
 		sf.mu.Unlock()
 	}
 	it.files[to] = sf
+	sf.writeOrigin(it.path, to)
 	w.stopTimer(sf)
 	if sf.localOnly {
 		sf.ready = false

@@ -225,6 +225,7 @@ func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, t
 		sf = &staged{it: it, name: name, ino: ino("staged", fmt.Sprintf("%s/%d", it.id, w.seq)), path: f.Name(), f: f,
 			onServer: onServer, localOnly: isLocalOnly(name), loaded: make(chan struct{}), mtime: time.Now(), hash: sha256.New()}
 		it.files[name] = sf
+		sf.writeOrigin(it.path, name)
 		if it.pending[name] {
 			// Made again after its rename away: a new file that replaces
 			// the server's (its removal is no longer needed).
@@ -405,7 +406,7 @@ func (w *Writes) settle(sf *staged) {
 	}
 	w.stopTimer(sf)
 	sf.f.Close()
-	os.Remove(sf.path)
+	removeStaged(sf.path)
 }
 
 // unlink forgets a staged file of name (removed, or replaced by a rename).
@@ -429,6 +430,9 @@ func (w *Writes) renameItem(itemID, path string) {
 	defer w.mu.Unlock()
 	if it := w.items[itemID]; it != nil {
 		it.path = path
+		for n, sf := range it.files {
+			sf.writeOrigin(path, n)
+		}
 	}
 }
 
@@ -483,7 +487,7 @@ func (w *Writes) Close(ctx context.Context) []string {
 	for _, it := range w.items {
 		for _, sf := range it.files {
 			sf.f.Close()
-			os.Remove(sf.path)
+			removeStaged(sf.path)
 		}
 	}
 	if rest, _ := os.ReadDir(w.staging); len(rest) == 0 {
