@@ -31,6 +31,7 @@ type fileTimes struct {
 	dir   string // "" keeps them in memory only
 	mu    sync.Mutex
 	items map[string]map[string]timeRec // item id -> file name -> record
+	dirty map[string]bool               // items with first-sight records not saved yet
 }
 
 func newFileTimes(dir string) *fileTimes {
@@ -39,7 +40,7 @@ func newFileTimes(dir string) *fileTimes {
 			dir = ""
 		}
 	}
-	return &fileTimes{dir: dir, items: map[string]map[string]timeRec{}}
+	return &fileTimes{dir: dir, items: map[string]map[string]timeRec{}, dirty: map[string]bool{}}
 }
 
 // itemLocked returns an item's records, loading them; call with t.mu held
@@ -68,6 +69,7 @@ func (t *fileTimes) saveLocked(itemID string) {
 	if t.dir == "" {
 		return
 	}
+	delete(t.dirty, itemID)
 	b, err := json.Marshal(t.items[itemID])
 	if err != nil {
 		return
@@ -79,7 +81,9 @@ func (t *fileTimes) saveLocked(itemID string) {
 }
 
 // mtime is the modification time of a server file: the recorded one if it
-// is for this version and size, else first (recorded from now on).
+// is for this version and size, else first (recorded from now on; saved
+// with the item's next change, or at unmount, so that listing a large item
+// does not rewrite its record once per file).
 func (t *fileTimes) mtime(itemID string, f backend.File, first time.Time) time.Time {
 	if t == nil {
 		return first
@@ -91,8 +95,20 @@ func (t *fileTimes) mtime(itemID string, f backend.File, first time.Time) time.T
 		return r.Mtime
 	}
 	m[f.Name] = timeRec{Version: f.Version, Size: f.Size, Mtime: first}
-	t.saveLocked(itemID)
+	t.dirty[itemID] = true
 	return first
+}
+
+// flush saves the records not saved yet (at unmount).
+func (t *fileTimes) flush() {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id := range t.dirty {
+		t.saveLocked(id)
+	}
 }
 
 // set records the time of a server file's version.

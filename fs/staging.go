@@ -482,6 +482,7 @@ func (w *Writes) Close(ctx context.Context) []string {
 		_ = w.commit(it, names, nil) // a failure is logged and recovered
 	}
 	w.cancel()
+	w.times.flush()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, it := range w.items {
