@@ -60,6 +60,9 @@ func NewWrites(lw *backend.LibraryWriter, cacheDir string) (*Writes, error) {
 		HoldTimeout: 30 * time.Second,
 		items:       map[string]*itemWrites{},
 	}
+	if d, err := time.ParseDuration(os.Getenv("VSPHEREFS_HOLD_TIMEOUT")); err == nil && d > 0 {
+		w.HoldTimeout = d // a test knob
+	}
 	if err := os.MkdirAll(w.staging, 0o700); err != nil {
 		return nil, err
 	}

@@ -430,3 +430,50 @@ func TestNamesRefusedAtCreate(t *testing.T) {
 		t.Fatalf("refusals logged as errors:\n%s", m.Log())
 	}
 }
+
+// TestHeldCommitsLater: a file renamed to a scratch name leaves the server
+// with no other change to the item after the hold time (an editor that
+// renames its file away and never writes it again), and a closed file with
+// a temporary name that is never renamed is committed under its own name
+// then.
+func TestHeldCommitsLater(t *testing.T) {
+	t.Setenv("VSPHEREFS_HOLD_TIMEOUT", "1s")
+	s := sim.StartT(t)
+	m := mount(t, s)
+	item := m.Path("libraries", "demo-library", "hello")
+	old, err := s.Download(ctx(t), "demo-library", "hello", "hello.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(item, "hello.txt"), filepath.Join(item, "hello.txt~")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(item, "hello.txt~")); err != nil || !bytes.Equal(b, old) {
+		t.Fatalf("hello.txt~: %q, %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(item, "hello.txt")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("hello.txt after its rename: %v", err)
+	}
+	if got := serverFiles(t, s, "demo-library", "hello"); strings.Join(got, ",") != "hello.txt" {
+		t.Fatalf("right after the rename the server has %v", got)
+	}
+	tmp := ".later.bin.Xy12Zw"
+	if err := os.WriteFile(filepath.Join(item, tmp), []byte("never renamed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got := strings.Join(serverFiles(t, s, "demo-library", "hello"), ",")
+		if got == tmp {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the hold time the server has %s, want %s\n%s", got, tmp, m.Log())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	serverHas(t, s, "demo-library", "hello", tmp, []byte("never renamed"))
+	if b, err := os.ReadFile(filepath.Join(item, "hello.txt~")); err != nil || !bytes.Equal(b, old) {
+		t.Fatalf("hello.txt~ after the server dropped hello.txt: %q, %v", b, err)
+	}
+}
