@@ -29,6 +29,25 @@ func (w *Writes) flush(ctx context.Context, sf *staged) (bool, syscall.Errno) {
 		it.session.Unlock()
 		w.mu.Lock()
 	}
+	if sf.streaming() {
+		w.mu.Unlock()
+		errno := w.finishStream(ctx, sf)
+		return errno == 0, errno
+	}
+	if err := sf.brokenNow(); err != nil {
+		w.mu.Unlock()
+		w.log().Error(syscall.EIO.Error(), "path", sf.it.path+"/"+EncodeName(sf.name), "call", "write", "fault", err.Error(), "recovery", "not kept")
+		return false, syscall.EIO
+	}
+	if st := sf.it.stream; st != nil && st != sf && !sf.unlinked && !sf.localOnly && sf.isDirty() && callerKeepsWriter(ctx, st.streamIno()) {
+		// The closing process streams another file of this item, whose
+		// session the item has until that file is closed: waiting for it
+		// here would wait for ourselves. Committed right after it.
+		sf.ready = true
+		sf.it.heldForStream = true
+		w.mu.Unlock()
+		return false, 0
+	}
 	if sf.unlinked || sf.localOnly || !sf.isDirty() {
 		failed := sf.failedNow()
 		w.mu.Unlock()
@@ -158,7 +177,7 @@ func (w *Writes) commit(it *itemWrites, names, remove []string) error {
 	}
 	var files []*staged
 	for n := range b.files {
-		if sf := it.files[n]; sf != nil && !sf.unlinked {
+		if sf := it.files[n]; sf != nil && !sf.unlinked && !sf.streaming() && sf.brokenNow() == nil {
 			sf.ready = false
 			sf.inBatch = true
 			w.stopTimer(sf)

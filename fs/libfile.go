@@ -182,7 +182,7 @@ func (f *libFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetA
 
 	if size, ok := in.GetSize(); ok {
 		if h, ok := fh.(*stagedHandle); ok && h.write {
-			if err := h.sf.truncate(int64(size)); err != nil {
+			if err := f.fs.Writes.truncate(h.sf, int64(size)); err != nil {
 				return toErrno(f.fs.Log, f.path(), err)
 			}
 		} else {
@@ -194,7 +194,7 @@ func (f *libFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetA
 			if errno != 0 {
 				return errno
 			}
-			if err := h.sf.truncate(int64(size)); err != nil {
+			if err := f.fs.Writes.truncate(h.sf, int64(size)); err != nil {
 				errno = toErrno(f.fs.Log, f.path(), err)
 			}
 			if errno == 0 {
@@ -267,6 +267,13 @@ var (
 )
 
 func (h *stagedHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.sf.mu.Lock()
+	dropped := h.sf.dropped
+	h.sf.mu.Unlock()
+	if off < dropped {
+		return nil, toErrno(h.f.fs.Log, h.f.path(), backend.Errorf("read", h.f.fname(), backend.ErrIO,
+			"bytes before %d were uploaded while the file was written and are no longer here (read it again after its close)", dropped))
+	}
 	n, err := h.sf.f.ReadAt(dest, off)
 	if err != nil && err != io.EOF {
 		return nil, toErrno(h.f.fs.Log, h.f.path(), err)
@@ -278,7 +285,7 @@ func (h *stagedHandle) Write(ctx context.Context, data []byte, off int64) (uint3
 	if !h.write {
 		return 0, syscall.EBADF
 	}
-	n, err := h.sf.write(data, off, h.append)
+	n, err := h.f.fs.Writes.write(h.sf, data, off, h.append, h.f.StableAttr().Ino)
 	if err != nil {
 		return uint32(n), toErrno(h.f.fs.Log, h.f.path(), err)
 	}
@@ -317,6 +324,9 @@ func (h *stagedHandle) commit(ctx context.Context) syscall.Errno {
 func (h *stagedHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if !h.write {
 		return 0
+	}
+	if h.sf.streaming() {
+		return h.f.fs.Writes.syncStream(h.sf)
 	}
 	return h.commit(ctx)
 }

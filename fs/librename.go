@@ -39,6 +39,16 @@ func (w *Writes) remove(ctx context.Context, it *itemWrites, name string, onServ
 // bytes of from (nil if the server has no such file); toOnServer says the
 // server has a file named to.
 func (w *Writes) rename(ctx context.Context, it *itemWrites, from, to string, noReplace, toOnServer bool, fromServer loader) syscall.Errno {
+	if sf := w.find(it.id, from); sf != nil && sf.streaming() {
+		// Its upload runs under the old name, and the API has no rename.
+		sf.mu.Lock()
+		dropped := sf.up != nil && sf.up.dropped > 0
+		sf.mu.Unlock()
+		if dropped {
+			return syscall.EBUSY
+		}
+		w.stopStream(sf) // staged whole from now on
+	}
 	w.mu.Lock()
 	sf := it.files[from]
 	for sf != nil && sf.inBatch {

@@ -33,6 +33,10 @@ type Writes struct {
 
 	// PickDatastore chooses the datastore of a library made by mkdir.
 	PickDatastore func(ctx context.Context) (string, error)
+	// StreamAfter is the size at which a file written in order from byte 0
+	// starts its streamed upload (libstream.go); 0: every file is staged
+	// whole and sent with its checksum first.
+	StreamAfter int64
 	// HoldTimeout is how long a closed file named like an rsync temporary
 	// file waits for its rename before it is committed under its own name.
 	HoldTimeout time.Duration
@@ -58,7 +62,11 @@ func NewWrites(lw *backend.LibraryWriter, cacheDir string) (*Writes, error) {
 		recovery:    filepath.Join(cacheDir, "recovery"),
 		times:       newFileTimes(filepath.Join(cacheDir, "times")),
 		HoldTimeout: 30 * time.Second,
+		StreamAfter: 4 << 20,
 		items:       map[string]*itemWrites{},
+	}
+	if os.Getenv("VSPHEREFS_CHECKSUM_FIRST") == "1" {
+		w.StreamAfter = 0 // stage every file whole, send its checksum first
 	}
 	if d, err := time.ParseDuration(os.Getenv("VSPHEREFS_HOLD_TIMEOUT")); err == nil && d > 0 {
 		w.HoldTimeout = d // a test knob
@@ -107,7 +115,11 @@ type itemWrites struct {
 	// here. Under Writes.mu.
 	pending   map[string]bool
 	pendTimer *time.Timer
-	session   sync.Mutex // held while this item's update session runs
+	// stream is the file whose streamed upload holds the item's session;
+	// heldForStream says files closed meanwhile wait for it. Under Writes.mu.
+	stream        *staged
+	heldForStream bool
+	session       sync.Mutex // held while this item's update session runs
 }
 
 // batch is the content of one update session.
@@ -148,8 +160,13 @@ type staged struct {
 	dirty  bool      // changed since the last commit, or never committed
 	failed bool      // the last commit of these bytes failed: they are in recovery
 	mtime  time.Time // last write, or what the writer set (recorded at the commit)
-	hash   hash.Hash // SHA256 of bytes [0, hashed) while writes are sequential
-	hashed int64
+	// Streamed uploads (libstream.go):
+	up       *upstream // running
+	noStream bool      // written out of order, or not to be streamed
+	dropped  int64     // [0, dropped) was uploaded and punched out of the staged file
+	broken   error     // cannot be committed any more (a rewrite behind dropped bytes)
+	hash     hash.Hash // SHA256 of bytes [0, hashed) while writes are sequential
+	hashed   int64
 }
 
 // item returns the write state of an item, making it.
@@ -267,13 +284,18 @@ func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, t
 		close(sf.loaded)
 	} else {
 		<-sf.loaded
+		if write && sf.streaming() {
+			// One writer streams: another would write out of its order.
+			w.release(sf, write)
+			return nil, syscall.EBUSY
+		}
 	}
 	if sf.loadEr != nil {
 		w.release(sf, write)
 		return nil, sf.loadEr
 	}
 	if trunc {
-		if err := sf.truncate(0); err != nil {
+		if err := w.truncate(sf, 0); err != nil {
 			w.release(sf, write)
 			return nil, err
 		}
@@ -281,35 +303,39 @@ func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, t
 	return sf, nil
 }
 
-// write stores data at off (at the end for O_APPEND) and returns the bytes written.
-func (sf *staged) write(data []byte, off int64, appendMode bool) (int, error) {
-	sf.io.RLock()
-	defer sf.io.RUnlock()
-	sf.mu.Lock()
-	defer sf.mu.Unlock()
-	if appendMode {
-		off = sf.size
+// truncate sets the size of a staged file; a streamed upload goes on if
+// the file grows, and stops (the file is staged) if it shrinks.
+func (w *Writes) truncate(sf *staged, size int64) error {
+	stop, err := sf.truncateLocal(size)
+	if stop {
+		w.stopStream(sf)
 	}
-	n, err := sf.f.WriteAt(data, off)
-	if n > 0 {
-		sf.dirty, sf.failed = true, false
-		sf.mtime = time.Now()
-		if sf.hash != nil && off == sf.hashed && off >= sf.size {
-			sf.hash.Write(data[:n])
-			sf.hashed += int64(n)
-		} else {
-			sf.hash = nil // not sequential: the commit hashes the file
-		}
-		sf.size = max(sf.size, off+int64(n))
-	}
-	return n, err
+	return err
 }
 
-func (sf *staged) truncate(size int64) error {
+func (sf *staged) truncateLocal(size int64) (stop bool, err error) {
 	sf.io.RLock()
 	defer sf.io.RUnlock()
 	sf.mu.Lock()
 	defer sf.mu.Unlock()
+	if sf.broken != nil {
+		return false, sf.broken
+	}
+	if size < sf.size {
+		sf.noStream = true
+		if size < sf.dropped || (sf.up != nil && sf.up.dropped > 0) {
+			sf.broken = backend.Errorf("truncate", sf.name, backend.ErrIO, "a truncate to %d bytes of a file whose first bytes were uploaded while it was written and are no longer here", size)
+			return sf.up != nil, sf.broken
+		}
+		stop = sf.up != nil
+	}
+	if sf.up != nil {
+		defer sf.up.cond.Broadcast()
+	}
+	return stop, sf.truncateFile(size)
+}
+
+func (sf *staged) truncateFile(size int64) error {
 	if err := sf.f.Truncate(size); err != nil {
 		return err
 	}
@@ -374,7 +400,17 @@ func (w *Writes) release(sf *staged, write bool) {
 	if sf.opens > 0 || sf.inBatch {
 		return
 	}
-	if !sf.unlinked && !sf.localOnly && !sf.ready && sf.isDirty() && !sf.failedNow() && sf.loadEr == nil {
+	if sf.streaming() {
+		// Its last handle went without a flush: finish its upload, nobody
+		// is waiting for the outcome.
+		w.inflight.Add(1)
+		go func() {
+			defer w.inflight.Done()
+			_ = w.finishStream(w.ctx, sf)
+		}()
+		return
+	}
+	if !sf.unlinked && !sf.localOnly && !sf.ready && sf.isDirty() && !sf.failedNow() && sf.loadEr == nil && sf.brokenNow() == nil {
 		// Written without a flush (e.g. through a mapping): commit now,
 		// nobody is waiting for the outcome.
 		sf.ready = true
@@ -391,6 +427,12 @@ func (w *Writes) release(sf *staged, write bool) {
 		return
 	}
 	w.settle(sf)
+}
+
+func (sf *staged) brokenNow() error {
+	sf.mu.Lock()
+	defer sf.mu.Unlock()
+	return sf.broken
 }
 
 func (sf *staged) failedNow() bool {
@@ -457,7 +499,16 @@ func (w *Writes) Close(ctx context.Context) []string {
 			w.stopTimer(sf)
 		}
 	}
+	var streams []*staged
+	for _, it := range w.items {
+		if it.stream != nil {
+			streams = append(streams, it.stream)
+		}
+	}
 	w.mu.Unlock()
+	for _, sf := range streams {
+		_ = w.finishStream(w.ctx, sf) // a failure is logged (and recovered if it can be)
+	}
 	w.inflightWait(ctx)
 	w.mu.Lock()
 	var items []*itemWrites
@@ -469,7 +520,7 @@ func (w *Writes) Close(ctx context.Context) []string {
 		w.mu.Lock()
 		var names []string
 		for n, sf := range it.files {
-			if !sf.unlinked && !sf.localOnly && (sf.ready || (sf.isDirty() && !sf.failedNow())) {
+			if !sf.unlinked && !sf.localOnly && sf.brokenNow() == nil && (sf.ready || (sf.isDirty() && !sf.failedNow())) {
 				sf.ready = true
 				names = append(names, n)
 			}
