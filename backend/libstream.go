@@ -3,11 +3,14 @@ package backend
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"hash"
 	"io"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/vmware/govmomi/vapi/library"
 	"github.com/vmware/govmomi/vim25/soap"
@@ -30,6 +33,23 @@ type Stream struct {
 	putErr       error
 	n            int64
 	sum          hash.Hash
+	idle         time.Duration           // no byte taken for this long while some wait: the PUT failed
+	cancel       context.CancelCauseFunc // ends the PUT
+	lastRead     atomic.Int64            // unix nanos of the PUT's last read of the body
+}
+
+// streamBody is the PUT's body: it notes each read, for the stall check.
+type streamBody struct {
+	r *io.PipeReader
+	s *Stream
+}
+
+func (b streamBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if n > 0 {
+		b.s.lastRead.Store(time.Now().UnixNano())
+	}
+	return n, err
 }
 
 // StartStream creates the session and adds name; the PUT runs on ctx until
@@ -65,12 +85,20 @@ func (w *LibraryWriter) StartStream(ctx context.Context, itemID, name string) (*
 		return nil, err
 	}
 	pr, pw := io.Pipe()
-	s := &Stream{w: w, itemID: itemID, name: name, sid: sid, on: on, pw: pw, put: make(chan error, 1), sum: sha256.New()}
+	s := &Stream{w: w, itemID: itemID, name: name, sid: sid, on: on, pw: pw, put: make(chan error, 1), sum: sha256.New(), idle: 2 * time.Minute}
+	if c, ok := w.c.(*Conn); ok && c.cfg.Timeout > 0 {
+		s.idle = c.cfg.Timeout
+	}
+	s.lastRead.Store(time.Now().UnixNano())
+	ctx, s.cancel = context.WithCancelCause(ctx)
 	go func() {
 		p := soap.DefaultUpload
 		p.ContentLength = -1 // chunked: the size is known at the end
 		p.Headers = map[string]string{"vmware-api-session-id": lm.SessionID()}
-		err := lm.Upload(ctx, pr, pu, &p)
+		err := lm.Upload(ctx, streamBody{pr, s}, pu, &p)
+		if err != nil && errors.Is(context.Cause(ctx), errStalled) {
+			err = Errorf("PUT", on, ErrIO, "%v for %s", errStalled, s.idle)
+		}
 		if err == nil {
 			pr.CloseWithError(io.ErrClosedPipe) // the server answered before the end: later writes fail
 		} else {
@@ -81,9 +109,12 @@ func (w *LibraryWriter) StartStream(ctx context.Context, itemID, name string) (*
 	return s, nil
 }
 
-// Write sends bytes; it returns once the PUT has taken them.
+// Write sends bytes; it returns once the PUT has taken them, or fails if
+// the PUT takes none for the --timeout.
 func (s *Stream) Write(p []byte) (int, error) {
+	stop := s.watch()
 	n, err := s.pw.Write(p)
+	stop()
 	s.sum.Write(p[:n])
 	s.n += int64(n)
 	if err != nil {
@@ -95,10 +126,39 @@ func (s *Stream) Write(p []byte) (int, error) {
 // Sent is the number of bytes the PUT has taken.
 func (s *Stream) Sent() int64 { return s.n }
 
+// watch ends the PUT if it reads nothing for s.idle until the returned
+// function is called.
+func (s *Stream) watch() func() {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTimer(s.idle)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				since := time.Since(time.Unix(0, s.lastRead.Load()))
+				if since >= s.idle {
+					s.cancel(errStalled)
+					s.pw.CloseWithError(errStalled)
+					return
+				}
+				t.Reset(s.idle - since)
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
 func (s *Stream) endPut() error {
 	s.once.Do(func() {
+		s.lastRead.Store(time.Now().UnixNano()) // the wait for the server's answer starts now
+		stop := s.watch()
 		s.pw.Close()
 		s.putErr = <-s.put
+		stop()
+		s.cancel(nil)
 	})
 	return s.putErr
 }
@@ -136,6 +196,7 @@ func (s *Stream) Finish(ctx context.Context, remove []string) error {
 // Abort ends the PUT and fails the session: nothing of it reaches the item.
 func (s *Stream) Abort(ctx context.Context) {
 	s.pw.CloseWithError(io.ErrUnexpectedEOF)
+	s.cancel(io.ErrUnexpectedEOF)
 	s.once.Do(func() { s.putErr = <-s.put })
 	s.w.abandon(ctx, s.sid, s.itemID)
 }

@@ -65,3 +65,31 @@ func fdinfoWriter(p, ino string) bool {
 	}
 	return match && flags >= 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY
 }
+
+// anyoneKeepsWriter says whether any process (but this one) holds a
+// writable descriptor on inode ino: for a streamed upload, which cannot be
+// committed twice, the last close of all, forked shells included, ends it.
+func anyoneKeepsWriter(ino uint64) bool {
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
+	self := strconv.Itoa(os.Getpid())
+	want := strconv.FormatUint(ino, 10)
+	for _, p := range procs {
+		if p.Name() == self || p.Name()[0] < '0' || p.Name()[0] > '9' {
+			continue
+		}
+		dir := "/proc/" + p.Name() + "/fdinfo"
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if fdinfoWriter(dir+"/"+e.Name(), want) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -31,8 +31,14 @@ func (w *Writes) flush(ctx context.Context, sf *staged) (bool, syscall.Errno) {
 	}
 	if sf.streaming() {
 		w.mu.Unlock()
-		errno := w.finishStream(ctx, sf)
-		return errno == 0, errno
+		if anyoneKeepsWriter(sf.streamIno()) {
+			return false, 0 // a dup of its descriptor elsewhere (a forked shell): its last close ends the upload
+		}
+		errno, staged := w.finishStream(ctx, sf)
+		if !staged {
+			return errno == 0, errno
+		}
+		w.mu.Lock() // the upload failed with every byte here: commit them staged
 	}
 	if err := sf.brokenNow(); err != nil {
 		w.mu.Unlock()
@@ -177,7 +183,7 @@ func (w *Writes) commit(it *itemWrites, names, remove []string) error {
 	}
 	var files []*staged
 	for n := range b.files {
-		if sf := it.files[n]; sf != nil && !sf.unlinked && !sf.streaming() && sf.brokenNow() == nil {
+		if sf := it.files[n]; sf != nil && !sf.unlinked && !sf.streaming() && sf.brokenNow() == nil && !sf.sealedNow() {
 			sf.ready = false
 			sf.inBatch = true
 			w.stopTimer(sf)

@@ -59,10 +59,28 @@ func (w *Writes) write(sf *staged, data []byte, off int64, appendMode bool, ino 
 		w.startStream(sf, ino)
 	}
 	sf.mu.Lock()
-	for up := sf.up; up != nil && up.err == nil && sf.size-up.sent > streamWindow; {
+	up := sf.up
+	for up != nil && up.err == nil && sf.size-up.sent > streamWindow {
 		up.cond.Wait() // the PUT is behind: wait for it (bounded local disk)
 	}
+	var broke error
+	if up != nil && up.err != nil && up.err != errStreamStopped {
+		broke = up.err
+		if sf.dropped > 0 && sf.broken == nil {
+			sf.broken = broke
+		}
+	}
+	dropped := sf.dropped
 	sf.mu.Unlock()
+	if broke != nil {
+		// The PUT failed. With every byte still here, the file is staged
+		// and committed at close as any other; else it cannot be.
+		w.stopStream(sf)
+		if dropped > 0 {
+			return 0, broke
+		}
+		w.log().Debug("streamed upload failed; the file is staged instead", "path", sf.it.path+"/"+EncodeName(sf.name), "fault", broke.Error())
+	}
 	return n, nil
 }
 
@@ -75,6 +93,9 @@ func (sf *staged) writeLocal(data []byte, off int64, appendMode bool, after int6
 	defer sf.mu.Unlock()
 	if sf.broken != nil {
 		return 0, sf.broken, false, false
+	}
+	if sf.sealed {
+		return 0, errSealed(sf.name), false, false
 	}
 	if appendMode {
 		off = sf.size
@@ -222,8 +243,8 @@ func (w *Writes) stopStream(sf *staged) {
 	}
 	up.cond.Broadcast()
 	sf.mu.Unlock()
+	up.s.Abort(w.ctx) // unblocks the sender if the PUT is not reading
 	<-up.done
-	up.s.Abort(w.ctx)
 	sf.mu.Lock()
 	sf.up, sf.noStream = nil, true
 	sf.mu.Unlock()
@@ -252,17 +273,27 @@ func (w *Writes) syncStream(sf *staged) syscall.Errno {
 
 // finishStream is the close of a streamed file: the rest of the bytes, then
 // the session completes, with the item's files renamed away removed in it.
-func (w *Writes) finishStream(ctx context.Context, sf *staged) syscall.Errno {
+// staged says the upload failed with every byte still here: the file is
+// staged from now on, for the caller to commit as any other.
+func (w *Writes) finishStream(ctx context.Context, sf *staged) (errno syscall.Errno, staged bool) {
 	sf.mu.Lock()
 	up := sf.up
 	if up == nil {
 		sf.mu.Unlock()
-		return 0
+		return 0, false
 	}
 	up.closing = true
 	up.cond.Broadcast()
 	sf.mu.Unlock()
 	<-up.done
+	sf.mu.Lock()
+	fallBack := up.err != nil && up.err != errStreamStopped && sf.dropped == 0
+	sf.mu.Unlock()
+	if fallBack {
+		w.log().Debug("streamed upload failed; the file is committed staged", "path", sf.it.path+"/"+EncodeName(sf.name), "fault", up.err.Error())
+		w.stopStream(sf)
+		return 0, true
+	}
 
 	it := sf.it
 	w.mu.Lock()
@@ -290,6 +321,7 @@ func (w *Writes) finishStream(ctx context.Context, sf *staged) syscall.Errno {
 	sf.up = nil
 	if err == nil {
 		sf.dirty, sf.failed = false, false
+		sf.sealed = sf.dropped > 0 // its start is not here to commit again
 	} else {
 		sf.dirty, sf.failed = true, true
 		if sf.dropped > 0 && sf.broken == nil {
@@ -345,9 +377,9 @@ func (w *Writes) finishStream(ctx context.Context, sf *staged) syscall.Errno {
 	w.settle(sf)
 	w.mu.Unlock()
 	if err != nil {
-		return syscall.EIO
+		return syscall.EIO, false
 	}
-	return 0
+	return 0, false
 }
 
 // commitHeld commits the files of an item that closed while a streamed
@@ -365,6 +397,12 @@ func (w *Writes) commitHeld(it *itemWrites) {
 	}
 }
 
+// errSealed is a write to a streamed file after its commit, through a
+// descriptor still open: its start is no longer here to be sent again.
+func errSealed(name string) error {
+	return backend.Errorf("write", name, backend.ErrIO, "the file was committed by its streamed upload and its start is no longer here: open it again to change it")
+}
+
 // streamIno is the kernel's inode of a streaming file (0 if it does not stream).
 func (sf *staged) streamIno() uint64 {
 	sf.mu.Lock()
@@ -373,4 +411,10 @@ func (sf *staged) streamIno() uint64 {
 		return 0
 	}
 	return sf.up.ino
+}
+
+func (sf *staged) sealedNow() bool {
+	sf.mu.Lock()
+	defer sf.mu.Unlock()
+	return sf.sealed
 }

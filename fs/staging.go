@@ -165,6 +165,7 @@ type staged struct {
 	noStream bool      // written out of order, or not to be streamed
 	dropped  int64     // [0, dropped) was uploaded and punched out of the staged file
 	broken   error     // cannot be committed any more (a rewrite behind dropped bytes)
+	sealed   bool      // committed by its streamed upload with bytes dropped: no more writes
 	hash     hash.Hash // SHA256 of bytes [0, hashed) while writes are sequential
 	hashed   int64
 }
@@ -191,7 +192,9 @@ func (w *Writes) find(itemID, name string) *staged {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if it := w.items[itemID]; it != nil {
-		return it.files[name]
+		if sf := it.files[name]; sf != nil && !sf.sealedNow() {
+			return sf
+		}
 	}
 	return nil
 }
@@ -234,6 +237,12 @@ type loader func(ctx context.Context, dst io.Writer) error
 func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, trunc, onServer bool, load loader) (*staged, error) {
 	w.mu.Lock()
 	sf := it.files[name]
+	if sf != nil && sf.sealedNow() {
+		// Committed by its streamed upload (the server has it): a new copy.
+		sf.unlinked = true
+		delete(it.files, name)
+		sf = nil
+	}
 	fresh := sf == nil
 	if fresh {
 		w.seq++
@@ -321,6 +330,9 @@ func (sf *staged) truncateLocal(size int64) (stop bool, err error) {
 	if sf.broken != nil {
 		return false, sf.broken
 	}
+	if sf.sealed {
+		return false, errSealed(sf.name)
+	}
 	if size < sf.size {
 		sf.noStream = true
 		if size < sf.dropped || (sf.up != nil && sf.up.dropped > 0) {
@@ -382,7 +394,7 @@ func (w *Writes) attach(itemID, name string) *staged {
 		return nil
 	}
 	sf := it.files[name]
-	if sf == nil || sf.unlinked {
+	if sf == nil || sf.unlinked || sf.sealedNow() {
 		return nil
 	}
 	sf.opens++
@@ -406,7 +418,14 @@ func (w *Writes) release(sf *staged, write bool) {
 		w.inflight.Add(1)
 		go func() {
 			defer w.inflight.Done()
-			_ = w.finishStream(w.ctx, sf)
+			if _, staged := w.finishStream(w.ctx, sf); staged {
+				w.mu.Lock()
+				sf.ready = true
+				w.mu.Unlock()
+				if names, held := w.plan(w.ctx, sf.it, sf); !held {
+					_ = w.commit(sf.it, names, nil)
+				}
+			}
 		}()
 		return
 	}
@@ -507,7 +526,7 @@ func (w *Writes) Close(ctx context.Context) []string {
 	}
 	w.mu.Unlock()
 	for _, sf := range streams {
-		_ = w.finishStream(w.ctx, sf) // a failure is logged (and recovered if it can be)
+		_, _ = w.finishStream(w.ctx, sf) // a failure is logged (and recovered if it can be); staged: committed below
 	}
 	w.inflightWait(ctx)
 	w.mu.Lock()

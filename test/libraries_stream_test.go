@@ -136,3 +136,61 @@ func TestStreamedUploadFallback(t *testing.T) {
 	}
 	checkLanded(t, s, m, "demo-library", "multi", "a.bin", []byte("after\n"))
 }
+
+// TestStreamedUploadFails: a streamed upload whose PUT breaks while every
+// byte is still here is committed staged at close (one session, the right
+// bytes); one that breaks after bytes were dropped fails with EIO, the
+// server's file as it was, and one log line naming the path, call and fault.
+func TestStreamedUploadFails(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s)
+	p := m.Path("libraries", "demo-library", "multi", "b.bin")
+	s.Updates.FailPutAfter(1 << 20)
+	s.Updates.FailNext(sim.FailPut)
+	small := randBytes(5, 6<<20)
+	n := sessions(s, func() {
+		if err := os.WriteFile(p, small, 0o644); err != nil {
+			t.Fatalf("a streamed upload that broke early: %v", err)
+		}
+	})
+	serverHas(t, s, "demo-library", "multi", "b.bin", small)
+	if n != 1 {
+		t.Fatalf("%d sessions, want 1", n)
+	}
+
+	s.Updates.FailPutAfter(30 << 20)
+	s.Updates.FailNext(sim.FailPut)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, werr := f.Write(randBytes(6, 60<<20))
+	cerr := f.Close()
+	if !errors.Is(werr, syscall.EIO) && !errors.Is(cerr, syscall.EIO) {
+		t.Fatalf("a streamed upload that broke late: write %v, close %v; want EIO", werr, cerr)
+	}
+	serverHas(t, s, "demo-library", "multi", "b.bin", small)
+	if !m.WaitLog("multi/b.bin", "call=PUT") {
+		t.Fatalf("no log line naming the file and the PUT:\n%s", m.Log())
+	}
+}
+
+// TestStreamedUploadSharedDescriptor: a streamed file written through a
+// descriptor a shell shares with its children is committed at the last
+// close of all, once, with every byte.
+func TestStreamedUploadSharedDescriptor(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s)
+	item := m.Path("libraries", "demo-library", "hello")
+	src := filepath.Join(t.TempDir(), "src")
+	data := randBytes(8, 30<<20)
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n := sessions(s, func() { sh(t, item, `exec 3>shared.bin; cat "`+src+`" >&3; echo tail >&3; exec 3>&-`) })
+	serverHas(t, s, "demo-library", "hello", "shared.bin", append(data, "tail\n"...))
+	if n != 1 {
+		t.Fatalf("%d sessions, want 1", n)
+	}
+}
