@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -64,6 +65,9 @@ func NewWrites(lw *backend.LibraryWriter, cacheDir string) (*Writes, error) {
 		HoldTimeout: 30 * time.Second,
 		StreamAfter: 4 << 20,
 		items:       map[string]*itemWrites{},
+	}
+	if n, err := strconv.ParseInt(os.Getenv("VSPHEREFS_STREAM_AFTER"), 10, 64); err == nil && n > 0 {
+		w.StreamAfter = n // a test knob
 	}
 	if os.Getenv("VSPHEREFS_CHECKSUM_FIRST") == "1" {
 		w.StreamAfter = 0 // stage every file whole, send its checksum first

@@ -22,8 +22,23 @@ import (
 // scratch files, checked against a model after every step: through the
 // mount, and on the server through govmomi after every close and rename.
 func TestLibraryRandomOps(t *testing.T) {
+	libraryRandomOps(t)
+}
+
+// TestLibraryRandomOpsStreamed is the same with every file of 64 KiB
+// streamed (libstream.go), so that rewrites, truncates, renames and
+// reopens meet uploads in progress.
+func TestLibraryRandomOpsStreamed(t *testing.T) {
+	t.Setenv("VSPHEREFS_STREAM_AFTER", "65536")
+	m := libraryRandomOps(t, "--debug")
+	if !strings.Contains(m.Log(), "committed (streamed)") || !strings.Contains(m.Log(), "msg=committed ") {
+		t.Fatal("no file was committed streamed, or none staged")
+	}
+}
+
+func libraryRandomOps(t *testing.T, args ...string) *Mount {
 	s := sim.StartT(t)
-	m := mount(t, s)
+	m := mount(t, s, args...)
 	for _, seed := range []uint64{1, 2, 3, 4, 5} {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			name := fmt.Sprintf("fsx%d", seed)
@@ -33,6 +48,7 @@ func TestLibraryRandomOps(t *testing.T) {
 			randomOps(t, s, m, name, seed, 60)
 		})
 	}
+	return m
 }
 
 func randomOps(t *testing.T, s *sim.Server, m *Mount, itemName string, seed uint64, ops int) {
