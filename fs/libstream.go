@@ -171,7 +171,6 @@ func (w *Writes) startStream(sf *staged, ino uint64) {
 	w.mu.Lock()
 	it.stream = sf
 	w.mu.Unlock()
-	w.busy.Add(1)
 	go w.send(sf, up)
 }
 
@@ -179,7 +178,6 @@ func (w *Writes) startStream(sf *staged, ino uint64) {
 // but the last streamWindow bytes.
 func (w *Writes) send(sf *staged, up *upstream) {
 	defer close(up.done)
-	defer w.busy.Add(-1)
 	buf := make([]byte, 1<<20)
 	for {
 		sf.mu.Lock()
@@ -285,6 +283,8 @@ func (w *Writes) finishStream(ctx context.Context, sf *staged) (errno syscall.Er
 	up.closing = true
 	up.cond.Broadcast()
 	sf.mu.Unlock()
+	w.busy.Add(1) // a commit is running: unmount waits for it
+	defer w.busy.Add(-1)
 	<-up.done
 	sf.mu.Lock()
 	fallBack := up.err != nil && up.err != errStreamStopped && sf.dropped == 0
