@@ -160,6 +160,9 @@ func (d *guestDir) Create(ctx context.Context, name string, flags uint32, mode u
 	if d.fs.ReadOnly {
 		return nil, nil, 0, syscall.EROFS
 	}
+	if errno := guestNameErrno(name); errno != 0 {
+		return nil, nil, 0, errno
+	}
 	dir := d.guestPath()
 	p := guestJoin(dir, name)
 	if err := d.vm.CanCreate(p); err != nil { // a Windows guest: not at the top level, not every name
@@ -199,6 +202,7 @@ func (d *guestDir) Create(ctx context.Context, name string, flags uint32, mode u
 		if err := f.stageLocked(s, exists); err != nil {
 			return nil, nil, 0, toErrno(d.fs.Log, d.mountPath()+"/"+name, err)
 		}
+		writeOrigin(f.st.file.Name(), recovered{Tree: "vms", Origin: d.mountPath() + "/" + name})
 	} else {
 		f.st.writers++
 	}
@@ -219,6 +223,9 @@ func (d *guestDir) Create(ctx context.Context, name string, flags uint32, mode u
 func (d *guestDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if d.fs.ReadOnly {
 		return nil, syscall.EROFS
+	}
+	if errno := guestNameErrno(name); errno != 0 {
+		return nil, errno
 	}
 	s, err := d.vm.Mkdir(ctx, guestJoin(d.guestPath(), name), mode&0o7777)
 	if err != nil {
@@ -279,6 +286,9 @@ func (d *guestDir) Rename(ctx context.Context, name string, newParent gofs.Inode
 		return syscall.EINVAL
 	}
 	noReplace := flags&1 != 0 // RENAME_NOREPLACE
+	if errno := guestNameErrno(newName); errno != 0 {
+		return errno
+	}
 	src, dst := guestJoin(d.guestPath(), name), guestJoin(nd.guestPath(), newName)
 	if src == dst {
 		return 0

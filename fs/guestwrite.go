@@ -45,6 +45,9 @@ func (f *guestFile) stageLocked(base backend.GuestStat, exists bool) error {
 			return err
 		}
 		f.st = &stage{file: file, size: base.Size, loaded: base.Size == 0, exists: exists, base: base}
+		if _, parent := f.Parent(); parent != nil { // a created node is not in the tree yet: Create writes it
+			writeOrigin(file.Name(), recovered{Tree: "vms", Origin: f.mountPath()}) // for a rescue if the mount dies
+		}
 		if !exists {
 			f.st.dirty = true // a created file is committed even if nothing is written
 		}
@@ -63,7 +66,7 @@ func (f *guestFile) releaseLocked() {
 		return // a commit running drops the stage when it ends
 	}
 	st.file.Close()
-	os.Remove(st.file.Name())
+	removeStaged(st.file.Name())
 	f.st = nil
 }
 
@@ -206,7 +209,7 @@ func (f *guestFile) commitLocked(ctx context.Context) syscall.Errno {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		if err != nil {
-			errno = f.commitFailedStage(st, p, err)
+			errno = f.commitFailedStage(st, err)
 		} else {
 			st.base, st.exists, st.dirty, st.attr = s, true, false, backend.GuestAttr{}
 		}
@@ -250,40 +253,31 @@ func (f *FS) commitStarted() func() {
 // commitFailed keeps the staged bytes in <cache-dir>/recovery and logs one
 // line naming the path, the call and the fault.
 func (f *guestFile) commitFailed(err error) syscall.Errno {
-	return f.commitFailedStage(f.st, f.guestPath(), err)
+	return f.commitFailedStage(f.st, err)
 }
 
-func (f *guestFile) commitFailedStage(st *stage, p string, err error) syscall.Errno {
-	kept := f.recover(st, p)
+// commitFailedStage is commitFailed for st, the stage a commit that ran
+// without f.mu took.
+func (f *guestFile) commitFailedStage(st *stage, err error) syscall.Errno {
 	call, fault := "", err.Error()
 	var be *backend.Error
 	if errors.As(err, &be) {
 		call, fault = be.Call, be.Fault
 	}
+	kept := f.recover(st, call, fault)
 	f.fs.Log.Error("commit failed: "+syscall.EIO.Error(), "path", f.mountPath(), "call", call, "fault", fault, "kept", kept)
 	return syscall.EIO
 }
 
-// recover links (or copies) the staging file into the recovery folder, as
-// <vm>/<guest path>.<time>, and returns where.
-func (f *guestFile) recover(st *stage, p string) string {
-	dst := filepath.Join(f.fs.recoveryDir(), EncodeName(f.vm.Name()), filepath.FromSlash(p)) +
-		"." + time.Now().Format("20060102-150405.000000")
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		return "(not kept: " + err.Error() + ")"
-	}
-	if err := os.Link(st.file.Name(), dst); err == nil {
-		return dst
-	}
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+// recover copies st's bytes to recovery/vms/<vm>/<guest path> (see
+// recovery.go) and returns where.
+func (f *guestFile) recover(st *stage, call, fault string) string {
+	kept, err := keepRecovered(f.fs.recoveryDir(), st.file.Name(), st.size, false,
+		recovered{Tree: "vms", Origin: f.mountPath(), Reason: "commit failed", Call: call, Fault: fault})
 	if err != nil {
 		return "(not kept: " + err.Error() + ")"
 	}
-	defer out.Close()
-	if _, err := io.Copy(out, io.NewSectionReader(st.file, 0, st.size)); err != nil {
-		return "(not kept: " + err.Error() + ")"
-	}
-	return dst
+	return kept
 }
 
 // stagedStat is what the file is while staged: the guest's attributes with

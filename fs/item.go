@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"fmt"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -48,8 +49,11 @@ func (d *itemDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	local := d.fs.Writes.stagedNames(d.id)
 	out := make([]fuse.DirEntry, 0, len(l.entries)+len(local))
 	for i, e := range l.entries {
+		if _, ok := local[e.Name]; !ok && d.fs.Writes.isPending(d.id, e.Name) {
+			continue // renamed away; removed with the item's next session
+		}
 		delete(local, e.Name)
-		out = append(out, fuse.DirEntry{Name: l.names[i], Mode: fuse.S_IFREG, Ino: ino("file", fileKey(it, e.Name))})
+		out = append(out, fuse.DirEntry{Name: l.names[i], Mode: fuse.S_IFREG, Ino: ino("file", fileKey(it.ID, e.File))})
 	}
 	for name, sf := range local {
 		out = append(out, fuse.DirEntry{Name: EncodeName(name), Mode: fuse.S_IFREG, Ino: sf.ino})
@@ -69,12 +73,12 @@ func (d *itemDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return nil, toErrno(d.fs.Log, d.path()+"/"+name, err)
 	}
 	f, ok := l.find(name)
-	if !ok {
+	if !ok || d.fs.Writes.isPending(d.id, f.Name) {
 		return nil, syscall.ENOENT
 	}
-	d.fs.fileAttr(&out.Attr, f.Size, it.Modified, d.fs.writable(d.sub) == 0)
+	d.fs.fileAttr(&out.Attr, f.Size, d.fs.times().mtime(d.id, f.File, it.Modified), d.fs.writable(d.sub) == 0)
 	node := &libFile{fs: d.fs, itemID: d.id, libID: d.libID, sub: d.sub, name: f.Name}
-	return d.NewInode(ctx, node, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: ino("file", fileKey(it, f.Name))}), 0
+	return d.NewInode(ctx, node, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: ino("file", fileKey(it.ID, f.File))}), 0
 }
 
 func (d *itemDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -86,9 +90,10 @@ func (d *itemDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.Att
 	return 0
 }
 
-// fileKey names a file of one content version: each version is its own inode,
-// so a reader that opened the old one keeps its pages (as after a rename over
-// a local file) while new opens see the new one.
-func fileKey(it backend.Item, name string) string {
-	return it.ID + "@" + it.ContentVersion + "/" + name
+// fileKey names one version of a file: each version is its own inode, so a
+// reader that opened the old one keeps its pages (as after a rename over a
+// local file) while new opens see the new one, and a commit of one file
+// leaves the inodes of the item's other files as they were.
+func fileKey(itemID string, f backend.File) string {
+	return fmt.Sprintf("%s/%s@%s/%d", itemID, f.Name, f.Version, f.Size)
 }

@@ -30,7 +30,32 @@ func (w *Writes) flush(ctx context.Context, sf *staged) (bool, syscall.Errno) {
 		}
 		w.mu.Lock()
 	}
-	if sf.unlinked || !sf.isDirty() {
+	if sf.streaming() {
+		w.mu.Unlock()
+		if anyoneKeepsWriter(sf.streamIno()) {
+			return false, 0 // a dup of its descriptor elsewhere (a forked shell): its last close ends the upload
+		}
+		errno, staged := w.finishStream(ctx, sf)
+		if !staged {
+			return errno == 0, errno
+		}
+		w.mu.Lock() // the upload failed with every byte here: commit them staged
+	}
+	if err := sf.brokenNow(); err != nil {
+		w.mu.Unlock()
+		w.log().Error(syscall.EIO.Error(), "path", sf.it.path+"/"+EncodeName(sf.name), "call", "write", "fault", err.Error(), "recovery", "not kept")
+		return false, syscall.EIO
+	}
+	if st := sf.it.stream; st != nil && st != sf && !sf.unlinked && !sf.localOnly && sf.isDirty() && callerKeepsWriter(ctx, st.streamIno()) {
+		// The closing process streams another file of this item, whose
+		// session the item has until that file is closed: waiting for it
+		// here would wait for ourselves. Committed right after it.
+		sf.ready = true
+		sf.it.heldForStream = true
+		w.mu.Unlock()
+		return false, 0
+	}
+	if sf.unlinked || sf.localOnly || !sf.isDirty() {
 		failed := sf.failedNow()
 		w.mu.Unlock()
 		if failed {
@@ -58,12 +83,12 @@ func (w *Writes) plan(ctx context.Context, it *itemWrites, sf *staged) ([]string
 		ready := map[string]*staged{}
 		hasOVF := false
 		for n, f := range it.files {
-			if f.ready && !f.unlinked && !rsyncTemp.MatchString(n) {
+			if f.ready && !f.unlinked && !f.localOnly && !isHeldTemp(n) {
 				ready[n] = f
 				hasOVF = hasOVF || isOVF(n)
 			}
 		}
-		if sf != nil && rsyncTemp.MatchString(sf.name) {
+		if sf != nil && isHeldTemp(sf.name) {
 			w.holdTimer(sf)
 			w.mu.Unlock()
 			return nil, true
@@ -159,7 +184,7 @@ func (w *Writes) commit(it *itemWrites, names, remove []string) error {
 	}
 	var files []*staged
 	for n := range b.files {
-		if sf := it.files[n]; sf != nil && !sf.unlinked {
+		if sf := it.files[n]; sf != nil && !sf.unlinked && !sf.streaming() && sf.brokenNow() == nil && !sf.sealedNow() {
 			sf.ready = false
 			sf.inBatch = true
 			w.stopTimer(sf)
@@ -170,10 +195,42 @@ func (w *Writes) commit(it *itemWrites, names, remove []string) error {
 	for n := range b.remove {
 		removes = append(removes, n)
 	}
+	// Files renamed away leave with this session; a file added under the
+	// same name replaces them instead.
+	var pending []string
+	for n := range it.pending {
+		if !b.files[n] && !b.remove[n] && it.files[n] == nil {
+			removes = append(removes, n)
+			pending = append(pending, n)
+		}
+	}
+	if it.pendTimer != nil {
+		it.pendTimer.Stop()
+		it.pendTimer = nil
+	}
 	w.mu.Unlock()
+	if len(files) == 0 && len(removes) == 0 {
+		close(b.done)
+		return nil
+	}
 	sort.Slice(files, func(i, j int) bool { return files[i].name < files[j].name })
 	sort.Strings(removes)
 	b.err = w.run(it, files, removes)
+	w.mu.Lock()
+	for _, n := range pending {
+		if b.err == nil {
+			delete(it.pending, n)
+		}
+	}
+	if b.err != nil {
+		w.pendLaterLocked(it)
+	}
+	w.mu.Unlock()
+	if b.err == nil {
+		for _, n := range pending {
+			w.times.drop(it.id, n)
+		}
+	}
 	close(b.done)
 	return b.err
 }
@@ -189,9 +246,11 @@ func (w *Writes) run(it *itemWrites, files []*staged, removes []string) error {
 	}
 	itemPath := it.path
 	w.mu.Unlock()
+	mtimes := make([]time.Time, len(files))
 	for i, sf := range files {
 		sf.io.Lock()
 		sf.mu.Lock()
+		mtimes[i] = sf.mtime
 		s := backend.Staged{Name: names[i], Path: sf.path, Size: sf.size}
 		if sf.hash != nil && sf.hashed == sf.size {
 			s.SHA256 = hex.EncodeToString(sf.hash.Sum(nil))
@@ -211,6 +270,7 @@ func (w *Writes) run(it *itemWrites, files []*staged, removes []string) error {
 			"bytes", total, "took", time.Since(start).Round(time.Millisecond))
 		if w.fs != nil {
 			w.fs.Catalog.Invalidate(it.libID, it.id)
+			w.recordTimes(it.id, names, mtimes)
 		}
 	} else {
 		var be *backend.Error
@@ -219,7 +279,7 @@ func (w *Writes) run(it *itemWrites, files []*staged, removes []string) error {
 			call, fault = be.Call, be.Fault
 		}
 		for i, sf := range files {
-			rec, rerr := w.recover(itemPath, names[i], sf)
+			rec, rerr := w.recover(itemPath, names[i], sf, "commit failed", call, fault)
 			if rerr != nil {
 				rec = "not kept: " + rerr.Error()
 			} else {
@@ -249,4 +309,23 @@ func (w *Writes) run(it *itemWrites, files []*staged, removes []string) error {
 	}
 	w.mu.Unlock()
 	return err
+}
+
+// recordTimes keeps the modification times of committed files for the
+// versions the server gave them (the API has no per-file time).
+func (w *Writes) recordTimes(itemID string, names []string, mtimes []time.Time) {
+	if len(names) == 0 {
+		return
+	}
+	_, files, err := w.fs.Catalog.Files(w.ctx, itemID)
+	if err != nil {
+		return // the times are those of first sight
+	}
+	for i, n := range names {
+		for _, f := range files {
+			if f.Name == n {
+				w.times.set(itemID, f, mtimes[i])
+			}
+		}
+	}
 }

@@ -56,7 +56,7 @@ func (f *libFile) current(ctx context.Context) (backend.Item, backend.File, erro
 		return it, backend.File{}, err
 	}
 	for _, file := range files {
-		if file.Name == name {
+		if file.Name == name && !f.fs.Writes.isPending(f.itemID, name) {
 			return it, file, nil
 		}
 	}
@@ -85,8 +85,30 @@ func (f *libFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.Att
 	if err != nil {
 		return toErrno(f.fs.Log, f.path(), err)
 	}
-	f.fs.fileAttr(&out.Attr, file.Size, it.Modified, f.writable())
+	f.fs.fileAttr(&out.Attr, file.Size, f.fs.times().mtime(f.itemID, file, it.Modified), f.writable())
 	return 0
+}
+
+// times is the store of per-file modification times (nil without writes).
+func (f *FS) times() *fileTimes {
+	if f.Writes == nil {
+		return nil
+	}
+	return f.Writes.times
+}
+
+// serverLoader copies a server file's bytes (through the block cache's
+// source) into a staged file.
+func (f *FS) serverLoader(itm backend.Item, file backend.File) loader {
+	return func(ctx context.Context, dst io.Writer) error {
+		body, _, err := f.Downloads.Source(itm, file).Open(ctx, 0, -1)
+		if err != nil {
+			return err
+		}
+		defer body.Close()
+		_, err = io.Copy(dst, body)
+		return err
+	}
 }
 
 func (f *libFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
@@ -137,15 +159,7 @@ func (f *libFile) openWrite(ctx context.Context, itemPath string, flags uint32) 
 	case err == nil:
 		onServer = true
 		if !trunc {
-			load = func(ctx context.Context, dst io.Writer) error {
-				body, _, err := f.fs.Downloads.Source(itm, file).Open(ctx, 0, -1)
-				if err != nil {
-					return err
-				}
-				defer body.Close()
-				_, err = io.Copy(dst, body)
-				return err
-			}
+			load = f.fs.serverLoader(itm, file)
 		}
 	case errors.Is(err, backend.ErrNotFound), staged:
 	default:
@@ -159,15 +173,18 @@ func (f *libFile) openWrite(ctx context.Context, itemPath string, flags uint32) 
 }
 
 // Setattr: a size change truncates the staged copy (staged and committed at
-// once when no handle is open for writing); mode, owner and times succeed
-// and change nothing, as the API has no such attributes.
+// once when no handle is open for writing); a modification time is kept by
+// the mount (libtimes.go: for the staged file's commit, or for the server
+// file's version); mode and owner succeed and change nothing, as the API
+// has no such attributes.
 func (f *libFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if errno := f.fs.writable(f.sub); errno != 0 {
 		return errno
 	}
+
 	if size, ok := in.GetSize(); ok {
 		if h, ok := fh.(*stagedHandle); ok && h.write {
-			if err := h.sf.truncate(int64(size)); err != nil {
+			if err := f.fs.Writes.truncate(h.sf, int64(size)); err != nil {
 				return toErrno(f.fs.Log, f.path(), err)
 			}
 		} else {
@@ -179,7 +196,7 @@ func (f *libFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetA
 			if errno != 0 {
 				return errno
 			}
-			if err := h.sf.truncate(int64(size)); err != nil {
+			if err := f.fs.Writes.truncate(h.sf, int64(size)); err != nil {
 				errno = toErrno(f.fs.Log, f.path(), err)
 			}
 			if errno == 0 {
@@ -191,7 +208,29 @@ func (f *libFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetA
 			}
 		}
 	}
+	if t, ok := in.GetMTime(); ok {
+		f.setMtime(ctx, fh, t)
+	}
 	return f.Getattr(ctx, fh, out)
+}
+
+// setMtime keeps a time a writer set: on the staged copy while it has bytes
+// to commit, else for the server file's current version.
+func (f *libFile) setMtime(ctx context.Context, fh gofs.FileHandle, t time.Time) {
+	sf := f.fs.Writes.find(f.itemID, f.fname())
+	if h, ok := fh.(*stagedHandle); ok {
+		sf = h.sf
+	}
+	if sf != nil && (sf.isDirty() || sf.localOnly) {
+		sf.setMtime(t)
+		return
+	}
+	if _, file, err := f.current(ctx); err == nil {
+		f.fs.times().set(f.itemID, file, t)
+	}
+	if sf != nil {
+		sf.setMtime(t)
+	}
 }
 
 // libHandle is an open library file: reads go through the block cache.
@@ -230,6 +269,13 @@ var (
 )
 
 func (h *stagedHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.sf.mu.Lock()
+	dropped := h.sf.dropped
+	h.sf.mu.Unlock()
+	if off < dropped {
+		return nil, toErrno(h.f.fs.Log, h.f.path(), backend.Errorf("read", h.f.fname(), backend.ErrIO,
+			"bytes before %d were uploaded while the file was written and are no longer here (read it again after its close)", dropped))
+	}
 	n, err := h.sf.f.ReadAt(dest, off)
 	if err != nil && err != io.EOF {
 		return nil, toErrno(h.f.fs.Log, h.f.path(), err)
@@ -241,19 +287,29 @@ func (h *stagedHandle) Write(ctx context.Context, data []byte, off int64) (uint3
 	if !h.write {
 		return 0, syscall.EBADF
 	}
-	n, err := h.sf.write(data, off, h.append)
+	n, err := h.f.fs.Writes.write(h.sf, data, off, h.append, h.f.StableAttr().Ino)
 	if err != nil {
 		return uint32(n), toErrno(h.f.fs.Log, h.f.path(), err)
 	}
 	return uint32(n), 0
 }
 
-// Flush is every close(): FUSE cannot tell the last one, so each close of a
-// handle that wrote commits the unsaved bytes and waits for the outcome.
+// Flush is every close(): FUSE cannot tell the last one, so a close of a
+// handle that wrote commits the unsaved bytes and waits for the outcome,
+// unless the closing process still holds another writable descriptor of
+// the file (bash's dup2 and close, fdpeers.go): its last close commits.
 func (h *stagedHandle) Flush(ctx context.Context) syscall.Errno {
 	if !h.write {
 		return 0
 	}
+	if callerKeepsWriter(ctx, h.f.StableAttr().Ino) {
+		return 0
+	}
+	return h.commit(ctx)
+}
+
+// commit commits the unsaved bytes now (close, fsync).
+func (h *stagedHandle) commit(ctx context.Context) syscall.Errno {
 	committed, errno := h.f.fs.Writes.flush(ctx, h.sf)
 	if committed {
 		// The item has a new content version, so its files have new inode
@@ -268,7 +324,13 @@ func (h *stagedHandle) Flush(ctx context.Context) syscall.Errno {
 }
 
 func (h *stagedHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	return h.Flush(ctx)
+	if !h.write {
+		return 0
+	}
+	if h.sf.streaming() {
+		return h.f.fs.Writes.syncStream(h.sf)
+	}
+	return h.commit(ctx)
 }
 
 func (h *stagedHandle) Release(ctx context.Context) syscall.Errno {

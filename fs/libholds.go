@@ -1,21 +1,16 @@
 package fs
 
-// Commits that wait: a file with an rsync temporary name until its rename,
-// an OVF descriptor until the files it references are staged.
+// Commits that wait: a file with a temporary name (isHeldTemp) until its
+// rename, an OVF descriptor until the files it references are staged.
 
 import (
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/vmware/govmomi/ovf"
 )
-
-// rsyncTemp matches the names rsync writes before renaming over the real
-// name: "." + name + "." + six random characters (mkstemp).
-var rsyncTemp = regexp.MustCompile(`^\..+\.[A-Za-z0-9]{6}$`)
 
 func isOVF(name string) bool { return strings.EqualFold(filepath.Ext(name), ".ovf") }
 
@@ -38,7 +33,7 @@ func ovfRefs(path string) []string {
 	return refs
 }
 
-// holdTimer commits a held rsync-temp-named file under its own name if no
+// holdTimer commits a held temporary-named file under its own name if no
 // rename comes; call with w.mu held.
 func (w *Writes) holdTimer(sf *staged) {
 	if sf.timer != nil || w.HoldTimeout <= 0 || w.closing {

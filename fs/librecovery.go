@@ -1,50 +1,72 @@
 package fs
 
-// Where the bytes of a failed commit go, and what a mount that died left.
+// Where the bytes of a failed commit go, and what a mount that died left
+// (recovery.go has the layout and the index).
 
 import (
-	"errors"
-	"fmt"
-	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 )
 
-// recover copies sf's bytes to recovery/libraries/<lib>/<item>/<name> (with
-// a number added if taken) and returns that path.
-func (w *Writes) recover(itemPath, name string, sf *staged) (string, error) {
-	dir := filepath.Join(w.recovery, filepath.FromSlash(itemPath))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
-	}
-	base := filepath.Join(dir, EncodeName(name))
-	var dst *os.File
-	var err error
-	for i := 0; i < 1000; i++ {
-		p := base
-		if i > 0 {
-			p = fmt.Sprintf("%s.%d", base, i)
+// RescueStaged moves the staged files in dir, a staging folder of a mount
+// that ended without Close (the cache dir's owner knows it is dead), into
+// recovery/, each where its sidecar says it belongs (recovery/libraries/…,
+// recovery/vms/…), or into recovery/staging-<time>/ without one; then it
+// removes dir. Nothing is deleted: each file gets a line in recovery/INDEX
+// and in the log. It returns where they went.
+func RescueStaged(dir, recovery string, log *slog.Logger) []string {
+	if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
+		if err == nil {
+			os.Remove(dir) // a symlink or file where a folder should be: never followed
 		}
-		dst, err = os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if !errors.Is(err, os.ErrExist) {
-			break
+		return nil
+	}
+	files, _ := os.ReadDir(dir)
+	var kept []string
+	for _, f := range files {
+		if !f.Type().IsRegular() || strings.HasSuffix(f.Name(), originExt) || strings.HasSuffix(f.Name(), originExt+".tmp") {
+			continue
 		}
+		src := filepath.Join(dir, f.Name())
+		e, ok := readOrigin(src)
+		if !ok {
+			e = recovered{Tree: "unknown", Origin: "staging-" + time.Now().Format("20060102-150405") + "/" + f.Name()}
+		}
+		e.Time, e.Reason = time.Now(), "the mount that staged it ended before its commit"
+		p, err := keepRecovered(recovery, src, -1, true, e)
+		if err != nil {
+			log.Error("staged file of an earlier mount not committed and not kept", "path", e.Origin, "staged", src, "fault", err.Error())
+			continue
+		}
+		log.Warn("not committed: the mount that staged it ended first; kept", "path", e.Origin, "recovery", p)
+		kept = append(kept, p)
 	}
-	if err != nil {
-		return "", err
-	}
-	src, err := os.Open(sf.path)
-	if err != nil {
-		dst.Close()
-		return "", err
-	}
-	defer src.Close()
+	os.RemoveAll(dir)
+	return kept
+}
+
+// recover copies sf's bytes to recovery/libraries/<lib>/<item>/<name> (see
+// recovery.go) and returns that path.
+func (w *Writes) recover(itemPath, name string, sf *staged, reason, call, fault string) (string, error) {
 	sf.mu.Lock()
 	size := sf.size
 	sf.mu.Unlock()
-	if _, err := dst.ReadFrom(io.LimitReader(src, size)); err != nil { // copy_file_range where it can
-		dst.Close()
-		return "", err
-	}
-	return dst.Name(), dst.Close()
+	return keepRecovered(w.recovery, sf.path, size, false, recovered{
+		Tree: "libraries", Origin: itemPath + "/" + EncodeName(name), Name: name,
+		Reason: reason, Call: call, Fault: fault,
+	})
+}
+
+// writeOrigin records where sf belongs, next to its staged bytes.
+func (sf *staged) writeOrigin(itemPath, name string) {
+	writeOrigin(sf.path, recovered{Tree: "libraries", Origin: itemPath + "/" + EncodeName(name), Name: name})
+}
+
+// removeStaged removes a staged file and its sidecar.
+func removeStaged(path string) {
+	os.Remove(path)
+	os.Remove(path + originExt)
 }

@@ -34,7 +34,7 @@ func (d *librariesDir) Mkdir(ctx context.Context, name string, mode uint32, out 
 	if errno := d.fs.writable(false); errno != 0 {
 		return nil, errno
 	}
-	if errno := checkNewName(name); errno != 0 { // before anything is made on the server
+	if errno := libNameErrno(name); errno != 0 { // before anything is made on the server
 		return nil, errno
 	}
 	l, err := d.list(ctx)
@@ -109,6 +109,9 @@ func (d *librariesDir) Rename(ctx context.Context, name string, newParent gofs.I
 	if !ok {
 		return syscall.ENOENT
 	}
+	if errno := libNameErrno(newName); errno != 0 {
+		return errno
+	}
 	if _, taken := l.find(newName); taken {
 		return syscall.EEXIST
 	}
@@ -156,6 +159,9 @@ func (d *libraryDir) Mkdir(ctx context.Context, name string, mode uint32, out *f
 		return nil, errno
 	}
 	p := d.path() + "/" + name
+	if errno := libNameErrno(name); errno != 0 {
+		return nil, errno
+	}
 	l, err := d.list(ctx)
 	if err != nil {
 		return nil, toErrno(d.fs.Log, p, err)
@@ -222,6 +228,9 @@ func (d *libraryDir) Rename(ctx context.Context, name string, newParent gofs.Ino
 		return syscall.EINVAL
 	}
 	p := d.path() + "/" + name
+	if errno := libNameErrno(newName); errno != 0 {
+		return errno
+	}
 	l, err := d.list(ctx)
 	if err != nil {
 		return toErrno(d.fs.Log, p, err)
@@ -273,7 +282,7 @@ func (d *itemDir) Create(ctx context.Context, name string, flags uint32, mode ui
 	if errno := d.fs.writable(d.sub); errno != 0 {
 		return nil, nil, 0, errno
 	}
-	if errno := checkNewName(name); errno != 0 { // before anything is made on the server
+	if errno := libNameErrno(name); errno != 0 { // before anything is made on the server
 		return nil, nil, 0, errno
 	}
 	n := DecodeName(name)
@@ -283,6 +292,7 @@ func (d *itemDir) Create(ctx context.Context, name string, flags uint32, mode ui
 		return nil, nil, 0, toErrno(d.fs.Log, p, err)
 	}
 	_, onServer := l.find(name)
+	onServer = onServer && !d.fs.Writes.isPending(d.id, n)
 	if onServer || d.fs.Writes.find(d.id, n) != nil {
 		if flags&syscall.O_EXCL != 0 {
 			return nil, nil, 0, syscall.EEXIST
@@ -316,9 +326,10 @@ func (d *itemDir) Unlink(ctx context.Context, name string) syscall.Errno {
 	return w.remove(ctx, w.item(d.id, d.libID, d.path()), DecodeName(name), onServer)
 }
 
-// Rename renames a file that the server does not have yet (rsync's
-// temporary file: it is then committed once, under the final name); any
-// other file rename is EXDEV, so that mv falls back to copy and delete.
+// Rename renames a file within its item (librename.go): a file the server
+// does not have yet takes the new name and is committed once under it; a
+// committed file is one session that adds the new name and removes the old.
+// Into another item it is EXDEV, so that mv copies and deletes.
 func (d *itemDir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	if errno := d.fs.writable(d.sub); errno != 0 {
 		return errno
@@ -336,14 +347,21 @@ func (d *itemDir) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if name == newName {
 		return 0
 	}
-	_, l, err := d.list(ctx)
+	if errno := libNameErrno(newName); errno != 0 {
+		return errno
+	}
+	itm, l, err := d.list(ctx)
 	if err != nil {
 		return toErrno(d.fs.Log, d.path()+"/"+name, err)
 	}
 	_, targetOnServer := l.find(newName)
+	var fromServer loader
+	if f, ok := l.find(name); ok {
+		fromServer = d.fs.serverLoader(itm, f.File)
+	}
 	w := d.fs.Writes
 	to := DecodeName(newName)
-	errno := w.rename(ctx, w.item(d.id, d.libID, d.path()), DecodeName(name), to, flags&renameNoReplace != 0, targetOnServer)
+	errno := w.rename(ctx, w.item(d.id, d.libID, d.path()), DecodeName(name), to, flags&renameNoReplace != 0, targetOnServer, fromServer)
 	if errno == 0 {
 		if child := d.GetChild(name); child != nil {
 			if lf, ok := child.Operations().(*libFile); ok {

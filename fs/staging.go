@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,10 +27,15 @@ type Writes struct {
 	lw       *backend.LibraryWriter
 	staging  string // this mount's staging folder
 	recovery string
-	fs       *FS // set by Mount
+	times    *fileTimes // per-file modification times (libtimes.go)
+	fs       *FS        // set by Mount
 
 	// PickDatastore chooses the datastore of a library made by mkdir.
 	PickDatastore func(ctx context.Context) (string, error)
+	// StreamAfter is the size at which a file written in order from byte 0
+	// starts its streamed upload (libstream.go); 0: every file is staged
+	// whole and sent with its checksum first.
+	StreamAfter int64
 	// HoldTimeout is how long a closed file named like an rsync temporary
 	// file waits for its rename before it is committed under its own name.
 	HoldTimeout time.Duration
@@ -48,15 +54,27 @@ type Writes struct {
 }
 
 // NewWrites makes the write side, staging in this mount's own folder
-// stagingDir and keeping the bytes of failed commits under recoveryDir (the
-// cache dir's layout, and what dead mounts left there, are cmd's business).
-func NewWrites(lw *backend.LibraryWriter, stagingDir, recoveryDir string) (*Writes, error) {
+// stagingDir, keeping the bytes of failed commits under recoveryDir and the
+// times writers set under timesDir (the cache dir's layout, and what dead
+// mounts left there, are cmd's business).
+func NewWrites(lw *backend.LibraryWriter, stagingDir, recoveryDir, timesDir string) (*Writes, error) {
 	w := &Writes{
 		lw:          lw,
 		staging:     stagingDir,
 		recovery:    recoveryDir,
+		times:       newFileTimes(timesDir),
 		HoldTimeout: 30 * time.Second,
+		StreamAfter: 4 << 20,
 		items:       map[string]*itemWrites{},
+	}
+	if n, err := strconv.ParseInt(os.Getenv("VSPHEREFS_STREAM_AFTER"), 10, 64); err == nil && n > 0 {
+		w.StreamAfter = n // a test knob
+	}
+	if os.Getenv("VSPHEREFS_CHECKSUM_FIRST") == "1" {
+		w.StreamAfter = 0 // stage every file whole, send its checksum first
+	}
+	if d, err := time.ParseDuration(os.Getenv("VSPHEREFS_HOLD_TIMEOUT")); err == nil && d > 0 {
+		w.HoldTimeout = d // a test knob
 	}
 	if err := os.MkdirAll(w.staging, 0o700); err != nil {
 		return nil, err
@@ -81,7 +99,17 @@ type itemWrites struct {
 	path      string             // libraries/<lib>/<item> as shown, for logs and recovery; under Writes.mu
 	files     map[string]*staged // by server-side name; under Writes.mu
 	next      *batch             // files waiting for the next session; under Writes.mu
-	session   sync.Mutex         // held while this item's update session runs
+	// pending are server files renamed away (to another name, or to an
+	// editor's backup name) whose removal goes with the item's next
+	// session, so that the item is never without them meanwhile; hidden
+	// here. Under Writes.mu.
+	pending   map[string]bool
+	pendTimer *time.Timer
+	// stream is the file whose streamed upload holds the item's session;
+	// heldForStream says files closed meanwhile wait for it. Under Writes.mu.
+	stream        *staged
+	heldForStream bool
+	session       sync.Mutex // held while this item's update session runs
 }
 
 // batch is the content of one update session.
@@ -102,10 +130,13 @@ type staged struct {
 	opens    int  // handles on it
 	writers  int  // of which open for writing
 	onServer bool // the item has (or had, when opened) a file of this name
-	unlinked bool // removed or renamed over: nothing more to commit
-	ready    bool // closed with bytes to commit (queued, or held)
-	inBatch  bool // a session is reading it
-	timer    *time.Timer
+	// localOnly: an editor's swap, backup or probe file (isLocalOnly): kept
+	// here until unlinked or unmount, never committed.
+	localOnly bool
+	unlinked  bool // removed or renamed over: nothing more to commit
+	ready     bool // closed with bytes to commit (queued, or held)
+	inBatch   bool // a session is reading it
+	timer     *time.Timer
 
 	path   string
 	f      *os.File
@@ -116,11 +147,17 @@ type staged struct {
 
 	mu     sync.Mutex
 	size   int64
-	dirty  bool // changed since the last commit, or never committed
-	failed bool // the last commit of these bytes failed: they are in recovery
-	mtime  time.Time
-	hash   hash.Hash // SHA256 of bytes [0, hashed) while writes are sequential
-	hashed int64
+	dirty  bool      // changed since the last commit, or never committed
+	failed bool      // the last commit of these bytes failed: they are in recovery
+	mtime  time.Time // last write, or what the writer set (recorded at the commit)
+	// Streamed uploads (libstream.go):
+	up       *upstream // running
+	noStream bool      // written out of order, or not to be streamed
+	dropped  int64     // [0, dropped) was uploaded and punched out of the staged file
+	broken   error     // cannot be committed any more (a rewrite behind dropped bytes)
+	sealed   bool      // committed by its streamed upload with bytes dropped: no more writes
+	hash     hash.Hash // SHA256 of bytes [0, hashed) while writes are sequential
+	hashed   int64
 }
 
 // item returns the write state of an item, making it.
@@ -129,7 +166,7 @@ func (w *Writes) item(id, libID, path string) *itemWrites {
 	defer w.mu.Unlock()
 	it := w.items[id]
 	if it == nil {
-		it = &itemWrites{id: id, libID: libID, path: path, files: map[string]*staged{}}
+		it = &itemWrites{id: id, libID: libID, path: path, files: map[string]*staged{}, pending: map[string]bool{}}
 		w.items[id] = it
 	} else if path != "" {
 		it.path = path
@@ -145,7 +182,9 @@ func (w *Writes) find(itemID, name string) *staged {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if it := w.items[itemID]; it != nil {
-		return it.files[name]
+		if sf := it.files[name]; sf != nil && !sf.sealedNow() {
+			return sf
+		}
 	}
 	return nil
 }
@@ -166,6 +205,20 @@ func (w *Writes) stagedNames(itemID string) map[string]*staged {
 	return out
 }
 
+// isPending says whether a server file of the item was renamed away and
+// waits for its removal (hidden meanwhile).
+func (w *Writes) isPending(itemID, name string) bool {
+	if w == nil {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if it := w.items[itemID]; it != nil {
+		return it.pending[name] && it.files[name] == nil
+	}
+	return false
+}
+
 // loader copies a file's current bytes into dst; nil means the file is new.
 type loader func(ctx context.Context, dst io.Writer) error
 
@@ -174,6 +227,12 @@ type loader func(ctx context.Context, dst io.Writer) error
 func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, trunc, onServer bool, load loader) (*staged, error) {
 	w.mu.Lock()
 	sf := it.files[name]
+	if sf != nil && sf.sealedNow() {
+		// Committed by its streamed upload (the server has it): a new copy.
+		sf.unlinked = true
+		delete(it.files, name)
+		sf = nil
+	}
 	fresh := sf == nil
 	if fresh {
 		w.seq++
@@ -183,9 +242,16 @@ func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, t
 			return nil, err
 		}
 		sf = &staged{it: it, name: name, ino: ino("staged", fmt.Sprintf("%s/%d", it.id, w.seq)), path: f.Name(), f: f,
-			onServer: onServer, loaded: make(chan struct{}), mtime: time.Now(), hash: sha256.New()}
+			onServer: onServer, localOnly: isLocalOnly(name), loaded: make(chan struct{}), mtime: time.Now(), hash: sha256.New()}
 		it.files[name] = sf
-		if !onServer {
+		sf.writeOrigin(it.path, name)
+		if it.pending[name] {
+			// Made again after its rename away: a new file that replaces
+			// the server's (its removal is no longer needed).
+			delete(it.pending, name)
+			sf.onServer, load = true, nil
+		}
+		if !sf.onServer {
 			sf.dirty = true // a new file is committed even if nothing is written
 		}
 	}
@@ -217,13 +283,18 @@ func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, t
 		close(sf.loaded)
 	} else {
 		<-sf.loaded
+		if write && sf.streaming() {
+			// One writer streams: another would write out of its order.
+			w.release(sf, write)
+			return nil, syscall.EBUSY
+		}
 	}
 	if sf.loadEr != nil {
 		w.release(sf, write)
 		return nil, sf.loadEr
 	}
 	if trunc {
-		if err := sf.truncate(0); err != nil {
+		if err := w.truncate(sf, 0); err != nil {
 			w.release(sf, write)
 			return nil, err
 		}
@@ -231,35 +302,42 @@ func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, t
 	return sf, nil
 }
 
-// write stores data at off (at the end for O_APPEND) and returns the bytes written.
-func (sf *staged) write(data []byte, off int64, appendMode bool) (int, error) {
-	sf.io.RLock()
-	defer sf.io.RUnlock()
-	sf.mu.Lock()
-	defer sf.mu.Unlock()
-	if appendMode {
-		off = sf.size
+// truncate sets the size of a staged file; a streamed upload goes on if
+// the file grows, and stops (the file is staged) if it shrinks.
+func (w *Writes) truncate(sf *staged, size int64) error {
+	stop, err := sf.truncateLocal(size)
+	if stop {
+		w.stopStream(sf)
 	}
-	n, err := sf.f.WriteAt(data, off)
-	if n > 0 {
-		sf.dirty, sf.failed = true, false
-		sf.mtime = time.Now()
-		if sf.hash != nil && off == sf.hashed && off >= sf.size {
-			sf.hash.Write(data[:n])
-			sf.hashed += int64(n)
-		} else {
-			sf.hash = nil // not sequential: the commit hashes the file
-		}
-		sf.size = max(sf.size, off+int64(n))
-	}
-	return n, err
+	return err
 }
 
-func (sf *staged) truncate(size int64) error {
+func (sf *staged) truncateLocal(size int64) (stop bool, err error) {
 	sf.io.RLock()
 	defer sf.io.RUnlock()
 	sf.mu.Lock()
 	defer sf.mu.Unlock()
+	if sf.broken != nil {
+		return false, sf.broken
+	}
+	if sf.sealed {
+		return false, errSealed(sf.name)
+	}
+	if size < sf.size {
+		sf.noStream = true
+		if size < sf.dropped || (sf.up != nil && sf.up.dropped > 0) {
+			sf.broken = backend.Errorf("truncate", sf.name, backend.ErrIO, "a truncate to %d bytes of a file whose first bytes were uploaded while it was written and are no longer here", size)
+			return sf.up != nil, sf.broken
+		}
+		stop = sf.up != nil
+	}
+	if sf.up != nil {
+		defer sf.up.cond.Broadcast()
+	}
+	return stop, sf.truncateFile(size)
+}
+
+func (sf *staged) truncateFile(size int64) error {
 	if err := sf.f.Truncate(size); err != nil {
 		return err
 	}
@@ -273,6 +351,13 @@ func (sf *staged) truncate(size int64) error {
 	sf.dirty, sf.failed = true, false
 	sf.mtime = time.Now()
 	return nil
+}
+
+// setMtime is utimens on a staged file: the time is kept for its commit.
+func (sf *staged) setMtime(t time.Time) {
+	sf.mu.Lock()
+	sf.mtime = t
+	sf.mu.Unlock()
 }
 
 func (sf *staged) stat() (size int64, mtime time.Time) {
@@ -299,7 +384,7 @@ func (w *Writes) attach(itemID, name string) *staged {
 		return nil
 	}
 	sf := it.files[name]
-	if sf == nil || sf.unlinked {
+	if sf == nil || sf.unlinked || sf.sealedNow() {
 		return nil
 	}
 	sf.opens++
@@ -317,7 +402,24 @@ func (w *Writes) release(sf *staged, write bool) {
 	if sf.opens > 0 || sf.inBatch {
 		return
 	}
-	if !sf.unlinked && !sf.ready && sf.isDirty() && !sf.failedNow() && sf.loadEr == nil {
+	if sf.streaming() {
+		// Its last handle went without a flush: finish its upload, nobody
+		// is waiting for the outcome.
+		w.inflight.Add(1)
+		go func() {
+			defer w.inflight.Done()
+			if _, staged := w.finishStream(w.ctx, sf); staged {
+				w.mu.Lock()
+				sf.ready = true
+				w.mu.Unlock()
+				if names, held := w.plan(w.ctx, sf.it, sf); !held {
+					_ = w.commit(sf.it, names, nil)
+				}
+			}
+		}()
+		return
+	}
+	if !sf.unlinked && !sf.localOnly && !sf.ready && sf.isDirty() && !sf.failedNow() && sf.loadEr == nil && sf.brokenNow() == nil {
 		// Written without a flush (e.g. through a mapping): commit now,
 		// nobody is waiting for the outcome.
 		sf.ready = true
@@ -336,6 +438,12 @@ func (w *Writes) release(sf *staged, write bool) {
 	w.settle(sf)
 }
 
+func (sf *staged) brokenNow() error {
+	sf.mu.Lock()
+	defer sf.mu.Unlock()
+	return sf.broken
+}
+
 func (sf *staged) failedNow() bool {
 	sf.mu.Lock()
 	defer sf.mu.Unlock()
@@ -344,7 +452,7 @@ func (sf *staged) failedNow() bool {
 
 // settle drops sf once nothing needs it; call with w.mu held.
 func (w *Writes) settle(sf *staged) {
-	if sf.opens > 0 || sf.inBatch || (sf.ready && !sf.unlinked) {
+	if sf.opens > 0 || sf.inBatch || (sf.ready && !sf.unlinked) || (sf.localOnly && !sf.unlinked) {
 		return
 	}
 	if cur := sf.it.files[sf.name]; cur == sf {
@@ -352,7 +460,7 @@ func (w *Writes) settle(sf *staged) {
 	}
 	w.stopTimer(sf)
 	sf.f.Close()
-	os.Remove(sf.path)
+	removeStaged(sf.path)
 }
 
 // unlink forgets a staged file of name (removed, or replaced by a rename).
@@ -370,62 +478,15 @@ func (w *Writes) unlinkLocked(it *itemWrites, name string) *staged {
 	return sf
 }
 
-// remove removes name from the item: the staged copy goes, and a file the
-// server has is removed through an update session.
-func (w *Writes) remove(ctx context.Context, it *itemWrites, name string, onServer bool) syscall.Errno {
-	w.mu.Lock()
-	sf := w.unlinkLocked(it, name)
-	w.mu.Unlock()
-	if !onServer {
-		if sf == nil {
-			return syscall.ENOENT
-		}
-		return 0
-	}
-	return w.commitErrno(it, nil, []string{name})
-}
-
-// rename renames a file within its item. Only a file the server does not
-// have yet can be renamed (rsync's temporary file, or one still open): it
-// is then committed under the new name, its bytes sent once. Anything else
-// is EXDEV, so that mv copies and deletes.
-func (w *Writes) rename(ctx context.Context, it *itemWrites, from, to string, noReplace bool, targetOnServer bool) syscall.Errno {
-	w.mu.Lock()
-	sf := it.files[from]
-	if sf == nil || sf.onServer || sf.unlinked || sf.inBatch {
-		w.mu.Unlock()
-		return syscall.EXDEV
-	}
-	if t := it.files[to]; (t != nil || targetOnServer) && noReplace {
-		w.mu.Unlock()
-		return syscall.EEXIST
-	}
-	if t := it.files[to]; t != nil && t != sf {
-		targetOnServer = targetOnServer || t.onServer
-		w.unlinkLocked(it, to)
-	}
-	delete(it.files, from)
-	sf.name = to
-	it.files[to] = sf
-	w.stopTimer(sf)
-	ready := sf.ready
-	w.mu.Unlock()
-	if !ready {
-		return 0 // still open: its close commits it under the new name
-	}
-	names, held := w.plan(ctx, it, sf)
-	if held {
-		return 0
-	}
-	return w.commitErrno(it, names, nil)
-}
-
 // renameItem keeps the shown path of an item's write state in step.
 func (w *Writes) renameItem(itemID, path string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if it := w.items[itemID]; it != nil {
 		it.path = path
+		for n, sf := range it.files {
+			sf.writeOrigin(path, n)
+		}
 	}
 }
 
@@ -447,7 +508,16 @@ func (w *Writes) Close(ctx context.Context) []string {
 			w.stopTimer(sf)
 		}
 	}
+	var streams []*staged
+	for _, it := range w.items {
+		if it.stream != nil {
+			streams = append(streams, it.stream)
+		}
+	}
 	w.mu.Unlock()
+	for _, sf := range streams {
+		_, _ = w.finishStream(w.ctx, sf) // a failure is logged (and recovered if it can be); staged: committed below
+	}
 	w.inflightWait(ctx)
 	if ctx.Err() != nil {
 		// Out of time (or forced): the commits still running fail now and
@@ -465,24 +535,29 @@ func (w *Writes) Close(ctx context.Context) []string {
 		w.mu.Lock()
 		var names []string
 		for n, sf := range it.files {
-			if !sf.unlinked && (sf.ready || (sf.isDirty() && !sf.failedNow())) {
+			if !sf.unlinked && !sf.localOnly && sf.brokenNow() == nil && (sf.ready || (sf.isDirty() && !sf.failedNow())) {
 				sf.ready = true
 				names = append(names, n)
 			}
 		}
+		pending := len(it.pending)
+		if it.pendTimer != nil {
+			it.pendTimer.Stop()
+		}
 		w.mu.Unlock()
-		if len(names) == 0 {
+		if len(names) == 0 && pending == 0 {
 			continue
 		}
 		_ = w.commit(it, names, nil) // a failure is logged and recovered
 	}
 	w.cancel()
+	w.times.flush()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, it := range w.items {
 		for _, sf := range it.files {
 			sf.f.Close()
-			os.Remove(sf.path)
+			removeStaged(sf.path)
 		}
 	}
 	if rest, _ := os.ReadDir(w.staging); len(rest) == 0 {

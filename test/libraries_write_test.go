@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -273,6 +274,10 @@ func TestWriteFailures(t *testing.T) {
 			if got, err := os.ReadFile(rec); err != nil || !bytes.Equal(got, want) {
 				t.Fatalf("recovered %s: %d bytes (%v), want %d", rec, len(got), err, len(want))
 			}
+			e := indexEntry(t, m.CacheDir, rec)
+			if e["origin"] != "libraries/demo-library/hello/hello.txt" || e["call"] != step.call || e["fault"] == "" || e["tree"] != "libraries" {
+				t.Fatalf("INDEX line for %s: %v", rec, e)
+			}
 		})
 	}
 	// The mount goes on: the next write lands.
@@ -311,8 +316,8 @@ func TestWriteTwoFilesAtOnce(t *testing.T) {
 }
 
 // TestItemsAndLibraries: mkdir makes items and libraries, rmdir removes empty
-// ones only, rm removes a file, mv renames an item, file renames are EXDEV
-// (so mv copies), links are EPERM, metadata changes succeed.
+// ones only, rm removes a file, mv renames an item and a file within it,
+// links are EPERM, metadata changes succeed.
 func TestItemsAndLibraries(t *testing.T) {
 	s := sim.StartT(t)
 	m := mount(t, s)
@@ -354,10 +359,6 @@ func TestItemsAndLibraries(t *testing.T) {
 		err  error
 		want syscall.Errno
 	}{os.Mkdir(filepath.Join(item, "sub"), 0o755), syscall.EPERM}
-	checks["rename file"] = struct {
-		err  error
-		want syscall.Errno
-	}{os.Rename(filepath.Join(item, "f.txt"), filepath.Join(item, "g.txt")), syscall.EXDEV}
 	checks["file in library"] = struct {
 		err  error
 		want syscall.Errno
@@ -380,7 +381,7 @@ func TestItemsAndLibraries(t *testing.T) {
 	if err := os.Chtimes(item, time.Unix(1, 0), time.Unix(1, 0)); err != nil {
 		t.Errorf("utimens on an item: %v", err)
 	}
-	// mv of a file falls back to copy and delete.
+	// mv of a file within its item renames it (TestRenamesInItem).
 	run(t, "mv", f, filepath.Join(item, "moved.txt"))
 	if got := serverFiles(t, s, "made", "thing"); strings.Join(got, ",") != "moved.txt" {
 		t.Fatalf("after mv: %v", got)
@@ -705,7 +706,9 @@ func TestLibraryRename(t *testing.T) {
 
 // TestCrashedMountRescue: the staged bytes of a mount that was killed (library
 // and guest files) are not lost: the next mount with the same --cache-dir moves them to
-// recovery/staging-<time>/ and says so in its log.
+// recovery/libraries/<lib>/<item>/<file> and recovery/vms/<vm>/<guest path>
+// (their origin, from the sidecar each staged file has), lists them in
+// recovery/INDEX and says so in its log.
 func TestCrashedMountRescue(t *testing.T) {
 	s := sim.StartT(t)
 	cacheDir := t.TempDir()
@@ -739,17 +742,25 @@ func TestCrashedMountRescue(t *testing.T) {
 	if !m2.WaitLog("not committed") {
 		t.Fatalf("no log line for the rescued files:\n%s", m2.Log())
 	}
-	kept, _ := filepath.Glob(filepath.Join(cacheDir, "recovery", "staging-*", "*"))
-	for _, want := range [][]byte{data, guestData} {
-		found := false
-		for _, k := range kept {
-			if b, err := os.ReadFile(k); err == nil && bytes.Equal(b, want) {
-				found = true
-			}
+	for origin, want := range map[string][]byte{
+		"libraries/demo-library/hello/unsaved.bin": data,
+		"vms/" + guestVM + "/tmp/unsaved.bin":      guestData,
+	} {
+		rec := filepath.Join(cacheDir, "recovery", filepath.FromSlash(origin))
+		if b, err := os.ReadFile(rec); err != nil || !bytes.Equal(b, want) {
+			all, _ := filepath.Glob(filepath.Join(cacheDir, "recovery", "*", "*"))
+			t.Fatalf("%s: %d bytes (%v), want %d; recovery has %v", rec, len(b), err, len(want), all)
 		}
-		if !found {
-			t.Fatalf("staged bytes (%d) are not in recovery: %v", len(want), kept)
+		e := indexEntry(t, cacheDir, rec)
+		if e["origin"] != origin || e["reason"] == "" || e["tree"] != strings.Split(origin, "/")[0] {
+			t.Fatalf("INDEX line for %s: %v", rec, e)
 		}
+		if !m2.WaitLog(origin) {
+			t.Fatalf("no log line naming %s:\n%s", origin, m2.Log())
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(cacheDir, "staging", "*", "*")); len(left) != 0 {
+		t.Errorf("left in staging: %v", left)
 	}
 	if spools, _ := filepath.Glob(filepath.Join(cacheDir, "spool-*")); len(spools) != 1 {
 		t.Errorf("the dead mount's spool was not removed: %v", spools)
@@ -788,4 +799,24 @@ func TestWriteCloseInterrupted(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// indexEntry is the recovery/INDEX line of a recovery file.
+func indexEntry(t *testing.T, cacheDir, rec string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(cacheDir, "recovery", "INDEX"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e map[string]any
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("INDEX line %q: %v", l, err)
+		}
+		if e["recovery"] == rec {
+			return e
+		}
+	}
+	t.Fatalf("no INDEX line for %s:\n%s", rec, b)
+	return nil
 }

@@ -496,7 +496,7 @@ func TestVMsFailedCommit(t *testing.T) {
 	if b, err := os.ReadFile(p); err != nil || !bytes.Equal(b, old) {
 		t.Errorf("mount reads %q %v", b, err)
 	}
-	kept, _ := filepath.Glob(filepath.Join(m.CacheDir, "recovery", guestVM, "etc", "os-release.*"))
+	kept, _ := filepath.Glob(filepath.Join(m.CacheDir, "recovery", "vms", guestVM, "etc", "os-release*"))
 	if len(kept) != 1 {
 		t.Fatalf("recovery: %v", kept)
 	}
@@ -511,6 +511,9 @@ func TestVMsFailedCommit(t *testing.T) {
 	}
 	if len(lines) != 1 || !strings.Contains(lines[0], "etc/os-release") || !strings.Contains(lines[0], "PUT") || !strings.Contains(lines[0], kept[0]) {
 		t.Errorf("log lines: %q", lines)
+	}
+	if e := indexEntry(t, m.CacheDir, kept[0]); e["origin"] != "vms/"+guestVM+"/etc/os-release" || e["tree"] != "vms" || e["fault"] == "" {
+		t.Errorf("INDEX line: %v", e)
 	}
 }
 

@@ -6,6 +6,8 @@ package main
 //	<cache-dir>/spool-<id>/           that mount's spool (a cache: removed when it dies)
 //	<cache-dir>/staging/mount-<id>/   its files open for writing, library and guest alike
 //	<cache-dir>/recovery/             bytes of failed commits, and staged files of dead mounts
+//	<cache-dir>/times/                the times writers set on library files (fs/libtimes.go)
+//	<cache-dir>/sessions/             open update sessions, per mount (backend/libsessions.go)
 //
 // A mount is alive while its lock file is flocked. Everything a mount made
 // is named with its id, so a later mount can tell a dead mount's folders
@@ -21,7 +23,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
+
+	"github.com/vspherefs/vspherefs/fs"
 )
 
 // cacheDir is one mount's share of a --cache-dir.
@@ -31,6 +34,7 @@ type cacheDir struct {
 	Spool    string // spool-<id>
 	Staging  string // staging/mount-<id>
 	Recovery string // recovery
+	Times    string // times
 
 	lock *os.File // flocked while the mount runs; kept here so that the GC never closes it
 }
@@ -60,7 +64,7 @@ func openCacheDir(root string, log *slog.Logger) (*cacheDir, error) {
 	if err := syscall.Flock(int(gc.Fd()), syscall.LOCK_EX); err != nil {
 		return nil, err
 	}
-	d := &cacheDir{Root: root, Recovery: filepath.Join(root, "recovery")}
+	d := &cacheDir{Root: root, Recovery: filepath.Join(root, "recovery"), Times: filepath.Join(root, "times")}
 	d.sweep(log)
 	for range 100 {
 		b := make([]byte, 6)
@@ -137,8 +141,8 @@ func (d *cacheDir) sweep(log *slog.Logger) {
 			continue
 		}
 		os.RemoveAll(filepath.Join(d.Root, "spool-"+id)) // a cache; RemoveAll follows no symlink
-		kept := d.rescue(filepath.Join(d.Root, "staging", "mount-"+id))
-		kept = append(kept, d.rescue(filepath.Join(d.Root, "staging", "libraries-"+id))...)
+		kept := d.rescue(filepath.Join(d.Root, "staging", "mount-"+id), log)
+		kept = append(kept, d.rescue(filepath.Join(d.Root, "staging", "libraries-"+id), log)...)
 		if len(kept) > 0 {
 			log.Warn("staged files of an earlier mount that did not finish were not committed; kept", "files", strings.Join(kept, " "))
 		}
@@ -169,28 +173,11 @@ func (d *cacheDir) alive(id string) bool {
 	return false
 }
 
-// rescue moves the regular files of a dead mount's staging folder to
-// recovery/staging-<time>/ and removes the folder; it returns the new paths.
-func (d *cacheDir) rescue(dir string) []string {
-	if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
-		if err == nil {
-			os.Remove(dir) // a symlink or file where a folder should be: never followed
-		}
-		return nil
-	}
-	files, _ := os.ReadDir(dir)
-	var kept []string
-	dst := filepath.Join(d.Recovery, "staging-"+time.Now().Format("20060102-150405"))
-	for _, f := range files {
-		if !f.Type().IsRegular() {
-			continue
-		}
-		if os.MkdirAll(dst, 0o700) == nil && os.Rename(filepath.Join(dir, f.Name()), filepath.Join(dst, f.Name())) == nil {
-			kept = append(kept, filepath.Join(dst, f.Name()))
-		}
-	}
-	os.RemoveAll(dir)
-	return kept
+// rescue moves the files of a dead mount's staging folder into recovery/,
+// each to its origin where the staging left one, and removes the folder; it
+// returns the new paths.
+func (d *cacheDir) rescue(dir string, log *slog.Logger) []string {
+	return fs.RescueStaged(dir, d.Recovery, log)
 }
 
 // privateDir makes dir (mode 0700) if it is missing and checks it as checkPrivate does,

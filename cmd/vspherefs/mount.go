@@ -219,7 +219,7 @@ func runMount(args []string) error {
 			return fmt.Errorf("--cache-dir: %w", err)
 		}
 		defer lw.Close()
-		if writes, err = fs.NewWrites(lw, cd.Staging, cd.Recovery); err != nil {
+		if writes, err = fs.NewWrites(lw, cd.Staging, cd.Recovery, cd.Times); err != nil {
 			return fmt.Errorf("--cache-dir: %w", err)
 		}
 		writes.PickDatastore = func(ctx context.Context) (string, error) {
