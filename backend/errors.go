@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"syscall"
 )
 
 // Kinds of failure, as the filesystem needs to tell them apart.
@@ -57,7 +58,17 @@ func newError(call, on string, kind error, err error) *Error {
 	if err != nil {
 		fault = redact(err.Error())
 	}
-	return &Error{Call: call, On: on, Fault: fault, Kind: kind, Err: err}
+	return &Error{Call: call, On: on, Fault: fault, Kind: kind, Err: hideErrno(err)}
+}
+
+// hideErrno keeps a transport failure's syscall errno (ECONNRESET, …) out of
+// an error's chain: the kind says what the caller sees, never the socket.
+func hideErrno(err error) error {
+	var en syscall.Errno
+	if err != nil && errors.As(err, &en) {
+		return &opaque{err}
+	}
+	return err
 }
 
 // Errorf makes an *Error of a kind with a formatted fault text.

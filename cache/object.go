@@ -2,9 +2,11 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"sync"
+	"time"
 )
 
 const (
@@ -29,6 +31,8 @@ type object struct {
 	inflight map[int64]*fetch // ranged fetches under way, by block
 	lastEnd  int64            // where the previous read ended: sequential detection
 	st       *stream
+	failErr  error     // why the last ranged fetch failed
+	failAt   time.Time // and when: answered for failMemory without a new fetch
 }
 
 // fetch is one block on its way; waiters take data from it directly, so a
@@ -37,6 +41,15 @@ type fetch struct {
 	done chan struct{}
 	data []byte
 	err  error
+	run  *run
+}
+
+// run is one ranged request of one or more blocks; readers waiting on its
+// blocks are counted, and when the last one is interrupted it is cancelled.
+type run struct {
+	ctx     context.Context
+	cancel  context.CancelFunc
+	waiters int // guarded by object.mu
 }
 
 func (o *object) key(idx int64) blockKey { return blockKey{o.id, idx} }
@@ -54,7 +67,7 @@ func (o *object) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 	o.mu.Lock()
 	sequential := off == o.lastEnd || (o.lastEnd > 0 && off/bs == (o.lastEnd-1)/bs && off >= o.lastEnd-bs)
 	o.lastEnd = off + int64(len(p))
-	if o.mode != modeStream {
+	if o.mode != modeStream && o.recentFail() == nil {
 		o.schedule(first, last)
 		if sequential {
 			o.schedule(last+1, (off+int64(len(p))+o.c.opts.ReadAhead-1)/bs)
@@ -90,11 +103,18 @@ func (o *object) block(ctx context.Context, idx int64) ([]byte, error) {
 		return o.fromSpool(ctx, idx)
 	}
 	f := o.inflight[idx]
+	if err := o.recentFail(); f == nil && err != nil {
+		o.mu.Unlock()
+		return nil, err
+	}
 	if f == nil {
 		o.schedule(idx, idx)
 		f = o.inflight[idx]
 	}
 	probe := o.probe()
+	if f != nil {
+		f.run.waiters++
+	}
 	o.mu.Unlock()
 	if f == nil {
 		if probe == nil { // cached meanwhile
@@ -110,13 +130,36 @@ func (o *object) block(ctx context.Context, idx int64) ([]byte, error) {
 	}
 	select {
 	case <-f.done:
+		o.mu.Lock()
+		f.run.waiters--
+		o.mu.Unlock()
 	case <-ctx.Done():
+		o.mu.Lock()
+		f.run.waiters--
+		select {
+		case <-f.done: // delivered meanwhile (perhaps as the spool's stream)
+		default:
+			if f.run.waiters == 0 {
+				f.run.cancel() // no one else waits for it
+			}
+		}
+		o.mu.Unlock()
 		return nil, ctx.Err()
 	}
 	if f.err == errSwitchedToStream {
 		return o.fromSpool(ctx, idx)
 	}
 	return f.data, f.err
+}
+
+// recentFail is the error of a ranged fetch that failed within failMemory:
+// it answers reads of blocks not cached, so that the kernel's retry of a
+// failed read does not wait a second --timeout. Called with o.mu held.
+func (o *object) recentFail() error {
+	if o.failErr != nil && time.Since(o.failAt) < failMemory {
+		return o.failErr
+	}
+	return nil
 }
 
 // probe is the fetch under way while the mode is unknown. Called with o.mu held.
@@ -148,14 +191,16 @@ func (o *object) schedule(first, last int64) {
 			continue
 		}
 		j := i
-		var run []*fetch
-		for j <= last && len(run) < fetchRun && o.inflight[j] == nil && !o.c.blocks.Contains(o.key(j)) {
-			f := &fetch{done: make(chan struct{})}
+		var fs []*fetch
+		r := &run{}
+		r.ctx, r.cancel = context.WithCancel(o.c.ctx)
+		for j <= last && len(fs) < fetchRun && o.inflight[j] == nil && !o.c.blocks.Contains(o.key(j)) {
+			f := &fetch{done: make(chan struct{}), run: r}
 			o.inflight[j] = f
-			run = append(run, f)
+			fs = append(fs, f)
 			j++
 		}
-		go o.fetchRange(i, run)
+		go o.fetchRange(i, fs)
 		if o.mode == modeUnknown {
 			return // the first answer decides between ranged and stream
 		}
@@ -169,57 +214,83 @@ type switchErr struct{}
 
 func (*switchErr) Error() string { return "endpoint ignores Range: streaming" }
 
-// fetchRange fetches len(run) blocks from block first in one request.
-func (o *object) fetchRange(first int64, run []*fetch) {
+// fetchRange fetches len(fs) blocks from block first in one request. A
+// request that loses its stream part-way resumes from the next block while
+// each try brings bytes.
+func (o *object) fetchRange(first int64, fs []*fetch) {
 	c := o.c
 	c.sem <- struct{}{}
 	defer func() { <-c.sem }()
+	r := fs[0].run
 	bs := c.opts.BlockSize
-	off := first * bs
-	n := int64(len(run)) * bs
-	if off+n > o.size {
-		n = o.size - off
-	}
-	c.Fetches.Add(1)
-	body, ranged, err := o.src.Open(c.ctx, off, n)
-	if err == nil && !ranged {
-		// The body starts at byte 0: it becomes the spool's stream.
-		o.mu.Lock()
-		o.mode = modeStream
-		o.startStream(body)
-		o.finish(first, run, nil, errSwitchedToStream)
-		o.mu.Unlock()
-		return
-	}
-	if err != nil {
-		o.mu.Lock()
-		o.finish(first, run, nil, err)
-		o.mu.Unlock()
-		return
-	}
-	defer body.Close()
-	o.mu.Lock()
-	if o.mode == modeUnknown {
-		o.mode = modeRanged
-	}
-	o.mu.Unlock()
-	for i, f := range run {
-		size := bs
-		if rest := o.size - (first+int64(i))*bs; rest < size {
-			size = rest
+	for len(fs) > 0 {
+		off := first * bs
+		n := int64(len(fs)) * bs
+		if off+n > o.size {
+			n = o.size - off
 		}
-		buf := make([]byte, size)
-		_, err := io.ReadFull(body, buf)
-		o.mu.Lock()
-		if err != nil {
-			o.finish(first+int64(i), run[i:], nil, err)
+		c.Fetches.Add(1)
+		body, ranged, err := o.src.Open(r.ctx, off, n)
+		if err == nil && !ranged {
+			// The body starts at byte 0: it becomes the spool's stream.
+			o.mu.Lock()
+			o.mode = modeStream
+			o.startStream(r.ctx, r.cancel, body)
+			o.finish(first, fs, nil, errSwitchedToStream)
 			o.mu.Unlock()
 			return
 		}
-		c.blocks.Add(o.key(first+int64(i)), buf)
-		o.finish(first+int64(i), []*fetch{f}, buf, nil)
+		if err != nil {
+			o.fail(first, fs, r, err)
+			return
+		}
+		o.mu.Lock()
+		if o.mode == modeUnknown {
+			o.mode = modeRanged
+		}
 		o.mu.Unlock()
+		got := 0
+		for i, f := range fs {
+			size := bs
+			if rest := o.size - (first+int64(i))*bs; rest < size {
+				size = rest
+			}
+			buf := make([]byte, size)
+			if _, err = io.ReadFull(body, buf); err != nil {
+				break
+			}
+			got++
+			c.blocks.Add(o.key(first+int64(i)), buf)
+			o.mu.Lock()
+			o.finish(first+int64(i), []*fetch{f}, buf, nil)
+			o.mu.Unlock()
+		}
+		body.Close()
+		if err == nil {
+			r.cancel()
+			return
+		}
+		first, fs = first+int64(got), fs[got:]
+		if got == 0 || r.ctx.Err() != nil || !o.transient(err) {
+			o.fail(first, fs, r, err)
+			return
+		}
 	}
+}
+
+// fail ends fetches with err, remembered for failMemory unless it was a
+// cancellation (the next reader tries again).
+func (o *object) fail(first int64, fs []*fetch, r *run, err error) {
+	if r.ctx.Err() != nil {
+		err = context.Canceled
+	}
+	r.cancel()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !errors.Is(err, context.Canceled) {
+		o.failErr, o.failAt = err, time.Now()
+	}
+	o.finish(first, fs, nil, err)
 }
 
 // finish completes fetches from block first on. Called with o.mu held.
@@ -241,9 +312,9 @@ func (o *object) fromSpool(ctx context.Context, idx int64) ([]byte, error) {
 		end = o.size
 	}
 	o.mu.Lock()
-	st := o.startStream(nil)
+	st := o.startStream(nil, nil, nil)
 	o.mu.Unlock()
-	if err := st.waitFor(ctx, end, func() { o.mu.Lock(); o.startStream(nil); o.mu.Unlock() }); err != nil {
+	if err := st.waitFor(ctx, end, func() { o.mu.Lock(); o.startStream(nil, nil, nil); o.mu.Unlock() }); err != nil {
 		return nil, err
 	}
 	buf := make([]byte, end-idx*bs)
