@@ -181,7 +181,6 @@ func (b *transportBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-
 // Transient tells the cache that a lost stream of this file may be resumed.
 func (s *LibrarySource) Transient(err error) bool { return transient(err) }
 

@@ -190,7 +190,7 @@ func (c *Cache) object(id string, src Source) *object {
 func (c *Cache) ReadAt(ctx context.Context, src Source, p []byte, off int64) (int, error) {
 	o := c.acquire(src)
 	defer c.release(o)
-	return o.readAt(ctx, p, off)
+	return o.readAt(ctx, src, p, off)
 }
 
 func (c *Cache) String() string {

@@ -31,8 +31,10 @@ type object struct {
 	inflight map[int64]*fetch // ranged fetches under way, by block
 	lastEnd  int64            // where the previous read ended: sequential detection
 	st       *stream
-	failErr  error     // why the last ranged fetch failed
-	failAt   time.Time // and when: answered for failMemory without a new fetch
+	readers  map[Source]int // sources (one per open file) reading now
+	failErr  error          // why the last transfer failed
+	failAt   time.Time      // and when
+	failSrcs map[Source]bool
 }
 
 // fetch is one block on its way; waiters take data from it directly, so a
@@ -54,10 +56,23 @@ type run struct {
 
 func (o *object) key(idx int64) blockKey { return blockKey{o.id, idx} }
 
-func (o *object) readAt(ctx context.Context, p []byte, off int64) (int, error) {
+func (o *object) readAt(ctx context.Context, src Source, p []byte, off int64) (int, error) {
 	if off >= o.size {
 		return 0, io.EOF
 	}
+	o.mu.Lock()
+	if o.readers == nil {
+		o.readers = map[Source]int{}
+	}
+	o.readers[src]++
+	o.mu.Unlock()
+	defer func() {
+		o.mu.Lock()
+		if o.readers[src]--; o.readers[src] <= 0 {
+			delete(o.readers, src)
+		}
+		o.mu.Unlock()
+	}()
 	if rest := o.size - off; int64(len(p)) > rest {
 		p = p[:rest]
 	}
@@ -67,7 +82,7 @@ func (o *object) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 	o.mu.Lock()
 	sequential := off == o.lastEnd || (o.lastEnd > 0 && off/bs == (o.lastEnd-1)/bs && off >= o.lastEnd-bs)
 	o.lastEnd = off + int64(len(p))
-	if o.mode != modeStream && o.recentFail() == nil {
+	if o.mode != modeStream && o.failedFor(src) == nil {
 		o.schedule(first, last)
 		if sequential {
 			o.schedule(last+1, (off+int64(len(p))+o.c.opts.ReadAhead-1)/bs)
@@ -79,7 +94,7 @@ func (o *object) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 	for n < len(p) {
 		pos := off + int64(n)
 		idx := pos / bs
-		blk, err := o.block(ctx, idx)
+		blk, err := o.block(ctx, src, idx)
 		if err != nil {
 			return n, err
 		}
@@ -93,17 +108,17 @@ func (o *object) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 }
 
 // block returns block idx, waiting for its fetch or the spool.
-func (o *object) block(ctx context.Context, idx int64) ([]byte, error) {
+func (o *object) block(ctx context.Context, src Source, idx int64) ([]byte, error) {
 	if b, ok := o.c.blocks.Get(o.key(idx)); ok {
 		return b, nil
 	}
 	o.mu.Lock()
 	if o.mode == modeStream {
 		o.mu.Unlock()
-		return o.fromSpool(ctx, idx)
+		return o.fromSpool(ctx, src, idx)
 	}
 	f := o.inflight[idx]
-	if err := o.recentFail(); f == nil && err != nil {
+	if err := o.failedFor(src); f == nil && err != nil {
 		o.mu.Unlock()
 		return nil, err
 	}
@@ -118,7 +133,7 @@ func (o *object) block(ctx context.Context, idx int64) ([]byte, error) {
 	o.mu.Unlock()
 	if f == nil {
 		if probe == nil { // cached meanwhile
-			return o.block(ctx, idx)
+			return o.block(ctx, src, idx)
 		}
 		// Another block's first request decides the mode: wait for it.
 		select {
@@ -126,7 +141,7 @@ func (o *object) block(ctx context.Context, idx int64) ([]byte, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		return o.block(ctx, idx)
+		return o.block(ctx, src, idx)
 	}
 	select {
 	case <-f.done:
@@ -147,19 +162,37 @@ func (o *object) block(ctx context.Context, idx int64) ([]byte, error) {
 		return nil, ctx.Err()
 	}
 	if f.err == errSwitchedToStream {
-		return o.fromSpool(ctx, idx)
+		return o.fromSpool(ctx, src, idx)
 	}
 	return f.data, f.err
 }
 
-// recentFail is the error of a ranged fetch that failed within failMemory:
-// it answers reads of blocks not cached, so that the kernel's retry of a
-// failed read does not wait a second --timeout. Called with o.mu held.
-func (o *object) recentFail() error {
-	if o.failErr != nil && time.Since(o.failAt) < failMemory {
+// failMemory is how long a failed transfer's error answers, without a new
+// transfer, the reads of blocks not cached through the opens that were
+// reading when it failed: the kernel retries a failed read-ahead at once,
+// and that retry must not wait a second --timeout. A new open tries again.
+const failMemory = 5 * time.Second
+
+// failedFor is the error of a transfer that failed within failMemory while
+// src was reading. Called with o.mu held.
+func (o *object) failedFor(src Source) error {
+	if o.failErr != nil && time.Since(o.failAt) < failMemory && o.failSrcs[src] {
 		return o.failErr
 	}
 	return nil
+}
+
+// remember records a failed transfer for the opens reading now. Called with
+// o.mu held.
+func (o *object) remember(err error) {
+	if errors.Is(err, context.Canceled) {
+		return // interrupted: the next reader tries again
+	}
+	o.failErr, o.failAt = err, time.Now()
+	o.failSrcs = make(map[Source]bool, len(o.readers))
+	for s := range o.readers {
+		o.failSrcs[s] = true
+	}
 }
 
 // probe is the fetch under way while the mode is unknown. Called with o.mu held.
@@ -287,9 +320,7 @@ func (o *object) fail(first int64, fs []*fetch, r *run, err error) {
 	r.cancel()
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if !errors.Is(err, context.Canceled) {
-		o.failErr, o.failAt = err, time.Now()
-	}
+	o.remember(err)
 	o.finish(first, fs, nil, err)
 }
 
@@ -305,7 +336,7 @@ func (o *object) finish(first int64, run []*fetch, data []byte, err error) {
 }
 
 // fromSpool waits until the spool holds block idx and reads it.
-func (o *object) fromSpool(ctx context.Context, idx int64) ([]byte, error) {
+func (o *object) fromSpool(ctx context.Context, src Source, idx int64) ([]byte, error) {
 	bs := o.c.opts.BlockSize
 	end := (idx + 1) * bs
 	if end > o.size {
@@ -314,7 +345,7 @@ func (o *object) fromSpool(ctx context.Context, idx int64) ([]byte, error) {
 	o.mu.Lock()
 	st := o.startStream(nil, nil, nil)
 	o.mu.Unlock()
-	if err := st.waitFor(ctx, end, func() { o.mu.Lock(); o.startStream(nil, nil, nil); o.mu.Unlock() }); err != nil {
+	if err := st.waitFor(ctx, src, end, func() { o.mu.Lock(); o.startStream(nil, nil, nil); o.mu.Unlock() }); err != nil {
 		return nil, err
 	}
 	buf := make([]byte, end-idx*bs)

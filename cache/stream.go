@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"sync"
-	"time"
 )
 
 // stream fills an object's spool file from one sequential transfer, for
@@ -29,9 +28,8 @@ type stream struct {
 	mu      sync.Mutex
 	filled  int64
 	running bool
-	err     error     // why the last transfer stopped early
-	failed  time.Time // when it did (not set for cancellations)
-	gen     int       // transfers started
+	err     error // why the last transfer stopped early
+	gen     int   // transfers started
 	waiters int       // readers waiting on the running transfer
 	cancel  context.CancelFunc
 	notify  chan struct{} // closed and replaced at each change
@@ -39,11 +37,6 @@ type stream struct {
 
 // ErrShort means a stream ended before the object's size.
 var ErrShort = errors.New("transfer ended before the expected size")
-
-// failMemory is how long a failed transfer's error answers the reads that
-// follow without a new transfer: the kernel retries a failed read-ahead at
-// once, and that retry must not wait a second --timeout.
-const failMemory = 2 * time.Second
 
 // startStream makes sure a transfer fills the spool; body, if given, is an
 // already-open stream from byte 0, opened with ctx, which cancel ends.
@@ -122,12 +115,14 @@ func (st *stream) fill(ctx context.Context, cancel context.CancelFunc, body io.R
 	if err != nil && ctx.Err() != nil {
 		err = context.Canceled // no one waits any more, or the cache closed
 	}
+	if err != nil {
+		o.mu.Lock()
+		o.remember(err)
+		o.mu.Unlock()
+	}
 	st.mu.Lock()
 	st.running = false
 	st.err = err
-	if err != nil && !errors.Is(err, context.Canceled) {
-		st.failed = time.Now()
-	}
 	st.signal()
 	st.mu.Unlock()
 }
@@ -215,14 +210,14 @@ func (st *stream) signal() {
 }
 
 // waitFor blocks until end bytes are spooled. A transfer that stopped early
-// is started again (resumed) for this reader, unless it failed within
-// failMemory: then its error is the answer. A reader interrupted while no
-// other waits cancels the transfer.
-func (st *stream) waitFor(ctx context.Context, end int64, restart func()) error {
+// is started again (resumed) once for this reader, unless it failed while
+// this open was reading, within failMemory: then its error is the answer. A
+// reader interrupted while no other waits cancels the transfer.
+func (st *stream) waitFor(ctx context.Context, src Source, end int64, restart func()) error {
 	restarted := false
 	for {
 		st.mu.Lock()
-		filled, running, err, failed, gen, ch := st.filled, st.running, st.err, st.failed, st.gen, st.notify
+		filled, running, err, gen, ch := st.filled, st.running, st.err, st.gen, st.notify
 		st.mu.Unlock()
 		if filled >= end {
 			return nil
@@ -231,7 +226,13 @@ func (st *stream) waitFor(ctx context.Context, end int64, restart func()) error 
 			return err
 		}
 		if !running {
-			if restarted || errors.Is(err, ErrChanged) || err != nil && time.Since(failed) < failMemory && !failed.IsZero() {
+			st.o.mu.Lock()
+			ferr := st.o.failedFor(src)
+			st.o.mu.Unlock()
+			if ferr != nil {
+				return ferr
+			}
+			if restarted || errors.Is(err, ErrChanged) {
 				return err
 			}
 			restarted = true
