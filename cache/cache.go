@@ -190,7 +190,29 @@ func (c *Cache) object(id string, src Source) *object {
 func (c *Cache) ReadAt(ctx context.Context, src Source, p []byte, off int64) (int, error) {
 	o := c.acquire(src)
 	defer c.release(o)
+	ctx, done := o.watch(ctx, src)
+	defer done()
 	return o.readAt(ctx, src, p, off)
+}
+
+// Abandon ends the reads of src (one open) that are waiting now, as if they
+// were interrupted: close(2) of a file whose reads the kernel does not
+// interrupt (read-ahead) calls it, so that a transfer no one waits for any
+// more is cancelled. Later reads of src are not affected.
+func (c *Cache) Abandon(src Source) {
+	c.mu.Lock()
+	o := c.objs[src.ID()]
+	c.mu.Unlock()
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	cancels := o.cancels[src]
+	delete(o.cancels, src)
+	o.mu.Unlock()
+	for _, cancel := range cancels {
+		cancel()
+	}
 }
 
 func (c *Cache) String() string {

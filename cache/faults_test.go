@@ -191,3 +191,21 @@ func TestInterruptCancelsTransfer(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestAbandonEndsWaits: Abandon(src) (a close) ends the reads of that open
+// that wait, and the transfer no one else waits for is cancelled.
+func TestAbandonEndsWaits(t *testing.T) {
+	src := &hangSource{cancelled: make(chan struct{})}
+	c, _ := New(Options{Bytes: 8 << 20, Dir: t.TempDir()})
+	defer c.Close()
+	go func() { time.Sleep(100 * time.Millisecond); c.Abandon(src) }()
+	_, err := c.ReadAt(context.Background(), src, make([]byte, 100), 0)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	select {
+	case <-src.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the transfer was not cancelled")
+	}
+}

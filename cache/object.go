@@ -35,6 +35,33 @@ type object struct {
 	failErr  error          // why the last transfer failed
 	failAt   time.Time      // and when
 	failSrcs map[Source]bool
+	cancels  map[Source]map[*int]context.CancelFunc // reads under way, for Abandon
+}
+
+// watch derives a read's context that Abandon(src) cancels; done releases it.
+func (o *object) watch(ctx context.Context, src Source) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	key := new(int)
+	o.mu.Lock()
+	if o.cancels == nil {
+		o.cancels = map[Source]map[*int]context.CancelFunc{}
+	}
+	if o.cancels[src] == nil {
+		o.cancels[src] = map[*int]context.CancelFunc{}
+	}
+	o.cancels[src][key] = cancel
+	o.mu.Unlock()
+	return ctx, func() {
+		o.mu.Lock()
+		if m := o.cancels[src]; m != nil {
+			delete(m, key)
+			if len(m) == 0 {
+				delete(o.cancels, src)
+			}
+		}
+		o.mu.Unlock()
+		cancel()
+	}
 }
 
 // fetch is one block on its way; waiters take data from it directly, so a
