@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -34,7 +35,14 @@ type Error struct {
 	Fault string // the server's fault or message, as it said it
 	Kind  error  // one of the sentinels above
 	Err   error  // underlying error, if any
+
+	reported atomic.Bool // logged once: every reader it fails gets it, one log line
 }
+
+// Reported says whether the failure was already reported (logged), and
+// marks it so: a transfer's failure reaches every read waiting for it, and
+// the log should say it once.
+func (e *Error) Reported() bool { return e.reported.Swap(true) }
 
 func (e *Error) Error() string {
 	s := e.Call

@@ -370,6 +370,10 @@ func (o *object) fromSpool(ctx context.Context, src Source, idx int64) ([]byte, 
 		end = o.size
 	}
 	o.mu.Lock()
+	if err := o.failedFor(src); err != nil && (o.st == nil || !o.st.covers(end)) {
+		o.mu.Unlock()
+		return nil, err
+	}
 	st := o.startStream(nil, nil, nil)
 	o.mu.Unlock()
 	if err := st.waitFor(ctx, src, end, func() { o.mu.Lock(); o.startStream(nil, nil, nil); o.mu.Unlock() }); err != nil {

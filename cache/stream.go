@@ -204,6 +204,13 @@ func (st *stream) verify(body io.Reader, n int64) error {
 // ErrChanged means the object no longer matches what was stat'ed.
 var ErrChanged = errors.New("object changed during transfer")
 
+// covers reports whether end bytes are spooled.
+func (st *stream) covers(end int64) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.filled >= end
+}
+
 func (st *stream) signal() {
 	close(st.notify)
 	st.notify = make(chan struct{})

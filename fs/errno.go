@@ -56,6 +56,9 @@ func toErrno(log *slog.Logger, path string, err error) syscall.Errno {
 	}
 	var be *backend.Error
 	if errors.As(err, &be) {
+		if be.Reported() {
+			return errno // one log line per failure, however many reads it fails
+		}
 		log.Error(errno.Error(), "path", path, "call", be.Call, "fault", be.Fault)
 	} else {
 		log.Error(errno.Error(), "path", path, "err", err.Error())

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Faults injects transport faults into the simulator's HTTP handlers, by
@@ -44,7 +45,13 @@ type Faults struct {
 	rules []*FaultRule
 	stop  chan struct{}
 	once  sync.Once
+
+	waiting atomic.Int64 // requests held by a stall or hang now
 }
+
+// Waiting is how many requests a stall or hang holds now: 0 once every
+// client has given up on them.
+func (f *Faults) Waiting() int64 { return f.waiting.Load() }
 
 // FaultRule is one parsed rule.
 type FaultRule struct {
@@ -268,6 +275,8 @@ func (f *Faults) Wrap(h http.Handler) http.Handler {
 
 // wait blocks until the client goes away or the simulator closes.
 func (f *Faults) wait(r *http.Request) {
+	f.waiting.Add(1)
+	defer f.waiting.Add(-1)
 	select {
 	case <-r.Context().Done():
 	case <-f.stop:
