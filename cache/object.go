@@ -283,7 +283,7 @@ func (o *object) fetchRange(first int64, fs []*fetch) {
 	defer func() { <-c.sem }()
 	r := fs[0].run
 	bs := c.opts.BlockSize
-	for len(fs) > 0 {
+	for stuck := 0; len(fs) > 0; {
 		off := first * bs
 		n := int64(len(fs)) * bs
 		if off+n > o.size {
@@ -331,7 +331,12 @@ func (o *object) fetchRange(first int64, fs []*fetch) {
 			return
 		}
 		first, fs = first+int64(got), fs[got:]
-		if got == 0 || r.ctx.Err() != nil || !o.transient(err) {
+		if got > 0 {
+			stuck = 0
+		} else {
+			stuck++
+		}
+		if stuck > maxStuck || r.ctx.Err() != nil || !o.transient(err) || sleep(r.ctx, resumeWait(stuck)) != nil {
 			o.fail(first, fs, r, err)
 			return
 		}

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"sync"
+	"time"
 )
 
 // stream fills an object's spool file from one sequential transfer, for
@@ -33,6 +35,34 @@ type stream struct {
 	waiters int       // readers waiting on the running transfer
 	cancel  context.CancelFunc
 	notify  chan struct{} // closed and replaced at each change
+}
+
+// maxStuck is how many resumes in a row may bring no new block before a
+// lost transfer fails.
+const maxStuck = 3
+
+// resumeWait is the pause before a resume: none after progress, then
+// doubling from 100 ms, with jitter.
+func resumeWait(stuck int) time.Duration {
+	if stuck == 0 {
+		return 0
+	}
+	d := 100 * time.Millisecond << (stuck - 1)
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // ErrShort means a stream ended before the object's size.
@@ -86,7 +116,7 @@ func (st *stream) fill(ctx context.Context, cancel context.CancelFunc, body io.R
 	defer cancel()
 	o := st.o
 	var err error
-	for {
+	for stuck := 0; ; {
 		st.mu.Lock()
 		from := st.filled
 		st.mu.Unlock()
@@ -100,15 +130,22 @@ func (st *stream) fill(ctx context.Context, cancel context.CancelFunc, body io.R
 			body.Close()
 			body = nil
 		}
-		if err == nil {
+		if err == nil || ctx.Err() != nil || !o.transient(err) {
 			break
 		}
 		st.mu.Lock()
 		progress := st.filled > from
 		st.mu.Unlock()
-		// Resume while each try brings bytes; the source's own retries
-		// (within its deadline) cover a resume that cannot start.
-		if !progress || ctx.Err() != nil || !o.transient(err) {
+		// Resume while tries bring bytes, and a few times when they do not
+		// (blocks are kept whole: a loss within a block brings none); the
+		// source's own retries (within its deadline) cover a resume that
+		// cannot start.
+		if progress {
+			stuck = 0
+		} else if stuck++; stuck > maxStuck {
+			break
+		}
+		if sleep(ctx, resumeWait(stuck)) != nil {
 			break
 		}
 	}

@@ -130,10 +130,13 @@ func TestFaultRetries(t *testing.T) {
 			s := sim.StartT(t)
 			s.Library.SetRanges(c.ranges)
 			m := mount(t, s, "--timeout", "10s", "--guest-login", "root:vmware")
+			want, err := s.Download(ctx(t), "demo-library", "multi", "b.bin") // before the faults
+			if err != nil {
+				t.Fatal(err)
+			}
 			for _, r := range c.rules {
 				addFault(t, s, r)
 			}
-			want, _ := s.Download(ctx(t), "demo-library", "multi", "b.bin")
 			got, err := os.ReadFile(m.Path("libraries/demo-library/multi/b.bin"))
 			if err != nil || !bytes.Equal(got, want) {
 				t.Fatalf("library read: %d bytes, %v\n%s", len(got), err, m.Log())
