@@ -195,10 +195,10 @@ func (c *Cache) ReadAt(ctx context.Context, src Source, p []byte, off int64) (in
 	return o.readAt(ctx, src, p, off)
 }
 
-// Abandon ends the reads of src (one open) that are waiting now, as if they
-// were interrupted: close(2) of a file whose reads the kernel does not
-// interrupt (read-ahead) calls it, so that a transfer no one waits for any
-// more is cancelled. Later reads of src are not affected.
+// Abandon is close(2) of src (one open): its reads that are waiting now end
+// as if they were interrupted (the kernel does not interrupt read-ahead),
+// and the object's transfers that no read waits for any more are cancelled
+// (a later read resumes them). Later reads of src are not affected.
 func (c *Cache) Abandon(src Source) {
 	c.mu.Lock()
 	o := c.objs[src.ID()]
@@ -213,6 +213,7 @@ func (c *Cache) Abandon(src Source) {
 	for _, cancel := range cancels {
 		cancel()
 	}
+	o.cancelUnwaited()
 }
 
 func (c *Cache) String() string {

@@ -38,6 +38,26 @@ type object struct {
 	cancels  map[Source]map[*int]context.CancelFunc // reads under way, for Abandon
 }
 
+// cancelUnwaited cancels the transfers no read waits for: ranged fetches
+// and the stream. A waiter still leaving cancels its own when it is the last.
+func (o *object) cancelUnwaited() {
+	o.mu.Lock()
+	st := o.st
+	for _, f := range o.inflight {
+		if f.run.waiters == 0 {
+			f.run.cancel()
+		}
+	}
+	o.mu.Unlock()
+	if st != nil {
+		st.mu.Lock()
+		if st.running && st.waiters == 0 && st.cancel != nil {
+			st.cancel()
+		}
+		st.mu.Unlock()
+	}
+}
+
 // watch derives a read's context that Abandon(src) cancels; done releases it.
 func (o *object) watch(ctx context.Context, src Source) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(ctx)
@@ -190,6 +210,9 @@ func (o *object) block(ctx context.Context, src Source, idx int64) ([]byte, erro
 	}
 	if f.err == errSwitchedToStream {
 		return o.fromSpool(ctx, src, idx)
+	}
+	if errors.Is(f.err, context.Canceled) && ctx.Err() == nil {
+		return o.block(ctx, src, idx) // cancelled for others who left: fetch again
 	}
 	return f.data, f.err
 }
