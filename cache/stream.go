@@ -32,7 +32,7 @@ type stream struct {
 	running bool
 	err     error // why the last transfer stopped early
 	gen     int   // transfers started
-	waiters int       // readers waiting on the running transfer
+	waiters int   // readers waiting on the running transfer
 	cancel  context.CancelFunc
 	notify  chan struct{} // closed and replaced at each change
 }
