@@ -259,3 +259,41 @@ func TestFaultSignalCancelsTransfer(t *testing.T) {
 		})
 	}
 }
+
+// TestFaultExportDiskRetried: an export disk transfer that is reset once is
+// tried again (from the bytes spooled) instead of failing the export: one
+// lease, completed, the right disk; reset on every try, the export fails
+// with EIO and its lease is aborted.
+func TestFaultExportDiskRetried(t *testing.T) {
+	s := sim.StartT(t)
+	vm := simVM(t, s, exportVM, true)
+	m := mount(t, s, "--timeout", "10s")
+	const once = "GET /nfc/*=reset-after:512KiBx1"
+	addFault(t, s, once)
+	raw, err := s.Disks.Raw(vm.Reference(), diskKeys(t, vm)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.CompareRawFile(m.Path("disks", exportVM, "disk-0.img"), raw); err != nil {
+		t.Fatalf("disk after a reset: %v\n%s", err, m.Log())
+	}
+	if s.Faults.Hits(once) != 1 {
+		t.Fatalf("the reset never happened: the test tests nothing")
+	}
+	if s.Exports.LeasesCreated() != 1 || s.Exports.ActiveLeases() != 0 {
+		t.Errorf("leases: %d created, %d active, want 1 and 0", s.Exports.LeasesCreated(), s.Exports.ActiveLeases())
+	}
+
+	// Every try reset: EIO, the lease aborted, nothing left active.
+	s.Faults.Clear()
+	addFault(t, s, "GET /nfc/*=reset-after:512KiB")
+	const other = "DC0_C0_RP0_VM1"
+	simVM(t, s, other, true)
+	if _, err := os.Stat(m.Path("disks", other, "disk-0.img")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("export reset on every try: %v, want EIO", err)
+	}
+	if s.Exports.ActiveLeases() != 0 {
+		t.Errorf("%d leases left active after a failed export", s.Exports.ActiveLeases())
+	}
+	s.Faults.Clear()
+}
