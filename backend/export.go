@@ -88,7 +88,10 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 	name := req.Name
 	if name == "" {
 		var o mo.VirtualMachine
-		if err := property.DefaultCollector(c).RetrieveOne(ctx, req.VM, []string{"name"}, &o); err != nil {
+		cctx, cancel := callContext(ctx, req.Stall)
+		err := property.DefaultCollector(c).RetrieveOne(cctx, req.VM, []string{"name"}, &o)
+		cancel()
+		if err != nil {
 			return nil, vimError("RetrieveProperties", req.VM.Value, err)
 		}
 		name = o.Name
@@ -101,7 +104,9 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 		return nil, newError("export", on, ErrIO, err)
 	}
 
-	lease, err := requestLease(ctx, c, req.VM, req.Snapshot, req.SnapshotRef, on)
+	cctx, cancel := callContext(ctx, req.Stall)
+	lease, err := requestLease(cctx, c, req.VM, req.Snapshot, req.SnapshotRef, on)
+	cancel()
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +120,7 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 		}
 	}()
 
+	// (a wait for the lease to be ready, not a call: no deadline of its own)
 	info, err := lease.Wait(ctx, nil)
 	if err != nil {
 		return nil, vimError("HttpNfcLease", on, err)
@@ -163,7 +169,9 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 		report(keeper.done.Load(), total)
 		// Check this disk now if the manifest has its entry already: then
 		// it can be served while the lease goes on for the others.
-		ok, cerr := checkDisk(tctx, lease, f, sum1, on)
+		cctx, ccancel := callContext(tctx, req.Stall)
+		ok, cerr := checkDisk(cctx, lease, f, sum1, on)
+		ccancel()
 		if cerr != nil {
 			if kerr := keeper.Stop(); kerr != nil {
 				return nil, vimError("HttpNfcLeaseProgress", on, kerr)
@@ -182,10 +190,14 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 	if err := keeper.Stop(); err != nil {
 		return nil, vimError("HttpNfcLeaseProgress", on, err)
 	}
-	if err := checkManifest(ctx, lease, files, sums, on); err != nil {
+	cctx, cancel = callContext(ctx, req.Stall)
+	defer cancel()
+	if err := checkManifest(cctx, lease, files, sums, on); err != nil {
 		return nil, err
 	}
-	if err := lease.Complete(ctx); err != nil {
+	cctx, cancel = callContext(ctx, req.Stall)
+	defer cancel()
+	if err := lease.Complete(cctx); err != nil {
 		return nil, vimError("HttpNfcLeaseComplete", on, err)
 	}
 	end := time.Now()
@@ -199,7 +211,9 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 	for _, item := range items {
 		cdp.OvfFiles = append(cdp.OvfFiles, item.File())
 	}
-	desc, err := ovf.NewManager(c).CreateDescriptor(ctx, object.NewVirtualMachine(c, req.VM), cdp)
+	cctx, cancel = callContext(ctx, req.Stall)
+	defer cancel()
+	desc, err := ovf.NewManager(c).CreateDescriptor(cctx, object.NewVirtualMachine(c, req.VM), cdp)
 	if err != nil {
 		return nil, vimError("CreateDescriptor", on, err)
 	}
@@ -220,6 +234,14 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 	}
 	ovfFile.Ready, mfFile.Ready = end, end
 	return append(append([]ExportedFile{ovfFile}, files...), mfFile), nil
+}
+
+// callContext is one API call's deadline (--timeout); 0 means none.
+func callContext(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // requestLease asks for an export lease of the VM or of one of its snapshots.
