@@ -297,3 +297,69 @@ func TestFaultExportDiskRetried(t *testing.T) {
 	}
 	s.Faults.Clear()
 }
+
+// eintrReader opens a file with O_DIRECT and reads it; SIGUSR1 (handled, no
+// SA_RESTART) must end a blocked read(2) with EINTR, which it prints.
+const eintrReader = `
+import os, signal, sys, errno
+signal.signal(signal.SIGUSR1, lambda *a: None)
+signal.siginterrupt(signal.SIGUSR1, True)
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
+print("open", flush=True)
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+buf = ctypes.create_string_buffer(1 << 17)
+while True:
+    n = libc.read(fd, buf, 1 << 17)
+    if n < 0:
+        print("errno", errno.errorcode[ctypes.get_errno()], flush=True)
+        break
+    if n == 0:
+        print("eof", flush=True)
+        break
+`
+
+// TestFaultSignalEINTR: a handled signal to a reader blocked on a stalled
+// transfer makes read(2) return EINTR at once; the process goes on.
+func TestFaultSignalEINTR(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Fatal("python3 is needed for this test")
+	}
+	s := sim.StartT(t)
+	m := mount(t, s, "--timeout", "60s", "--guest-login", "root:vmware")
+	addFault(t, s, guestGet+"=stall-after:256KiB")
+	cmd := exec.Command("python3", "-c", eintrReader, m.Path("vms", guestVM, guestBlob))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for s.Faults.Waiting() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // the read is blocked in the mount now
+	start := time.Now()
+	_ = cmd.Process.Signal(syscall.SIGUSR1)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil || !strings.Contains(out.String(), "errno EINTR") {
+			t.Fatalf("reader: %v\n%s", err, out.String())
+		}
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("read(2) not interrupted by a signal\n%s", out.String())
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("EINTR after %v", took)
+	}
+	for s.Faults.Waiting() != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s.Faults.Waiting() != 0 {
+		t.Error("the stalled transfer was not cancelled after its only reader left")
+	}
+	s.Faults.Clear()
+}
