@@ -67,9 +67,19 @@ var idempotent = map[string]bool{
 	"updatesession:get":             true,
 }
 
+// unprocessedOn503 lists calls that are not idempotent but may be sent
+// again after a 503, which says the server did not do them: a download
+// session created twice would outlive the mount.
+var unprocessedOn503 = map[string]bool{
+	"download-session:create": true,
+}
+
 // Retryable reports whether a call may be sent again after err.
 func retryable(call string, err error) bool {
 	if notSent(err) {
+		return true
+	}
+	if unprocessedOn503[call] && isStatus(err, http.StatusServiceUnavailable) {
 		return true
 	}
 	return idempotent[call] && transient(err)

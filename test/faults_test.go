@@ -117,6 +117,7 @@ func TestFaultRetries(t *testing.T) {
 	}{
 		{"503", []string{
 			libData + "=503x3",
+			"POST /rest/com/vmware/content/library/item/download-session*=503x1",
 			"POST /rest/com/vmware/content/library/item/downloadsession/file*=503x2",
 			"POST /sdk#InitiateFileTransferFromGuest=503x2",
 			guestGet + "=503x2",
