@@ -93,7 +93,7 @@ func Start(opts Options) (*Server, error) {
 
 	s := &Server{model: model, mux: mux, Faults: newFaults()}
 	for _, f := range opts.Faults {
-		if err := s.Faults.Add(f); err != nil {
+		if _, err := ParseFault(f); err != nil {
 			model.Remove()
 			return nil, err
 		}
@@ -145,6 +145,9 @@ func Start(opts Options) (*Server, error) {
 			s.Close()
 			return nil, fmt.Errorf("guest demo: %w", err)
 		}
+	}
+	for _, f := range opts.Faults { // once the content is made: they are for clients
+		_ = s.Faults.Add(f)
 	}
 	return s, nil
 }
