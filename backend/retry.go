@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi/vapi/rest"
+	"github.com/vmware/govmomi/view"
 )
 
 // Retries: what is safe to try again, and how long to wait in between.
@@ -196,3 +197,13 @@ func (s *LibrarySource) Transient(err error) bool { return transient(err) }
 
 // Transient tells the cache that a lost stream of this file may be resumed.
 func (s *GuestSource) Transient(err error) bool { return transient(err) }
+
+// destroyView destroys a container view after a call, within what is left
+// of the call's deadline. A call that was cancelled or ran out of time
+// leaves the view to the session (views end with it, at logout): waiting
+// on a hung server for a second --timeout would hold the caller twice.
+func destroyView(ctx context.Context, v *view.ContainerView) {
+	if ctx.Err() == nil {
+		_ = v.Destroy(ctx)
+	}
+}

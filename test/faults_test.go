@@ -211,6 +211,17 @@ func TestFaultHungServer(t *testing.T) {
 	if !m.WaitLog("no answer within --timeout") {
 		t.Errorf("log does not say the server did not answer:\n%s", m.Log())
 	}
+	// A server that answers, then hangs: the view is made, its retrieval
+	// and its cleanup hang. Still one --timeout.
+	s.Faults.Clear()
+	for _, call := range []string{"RetrievePropertiesEx", "RetrieveProperties", "DestroyView"} {
+		addFault(t, s, "POST /sdk#"+call+"=hang")
+	}
+	start := time.Now()
+	out, err := exec.Command("ls", m.Path("vms")).CombinedOutput()
+	if took := time.Since(start); err == nil || took > faultTimeout*3/2+time.Second {
+		t.Errorf("ls vms with retrievals hung: %v after %v\n%s", err, took, out)
+	}
 	s.Faults.Clear()
 }
 
