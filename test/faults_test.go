@@ -211,13 +211,28 @@ func TestFaultHungServer(t *testing.T) {
 	if !m.WaitLog("no answer within --timeout") {
 		t.Errorf("log does not say the server did not answer:\n%s", m.Log())
 	}
+	// A Windows guest's drives are probed 24 letters, 6 at a time: still one
+	// --timeout when the guest agent stops answering.
+	s.Faults.Clear()
+	if _, err := os.Stat(m.Path("vms", sim.DemoWindowsVM)); err != nil {
+		t.Fatal(err)
+	}
+	addFault(t, s, "POST /sdk#ListFilesInGuest=hang")
+	start := time.Now()
+	if _, err := os.ReadDir(m.Path("vms", sim.DemoWindowsVM)); !errors.Is(err, syscall.EIO) {
+		t.Errorf("ls of a Windows guest whose agent hangs: %v, want EIO", err)
+	}
+	if took := time.Since(start); took > faultTimeout*3/2+time.Second {
+		t.Errorf("drive probes took %v with a hung guest, want about one --timeout", took)
+	}
+
 	// A server that answers, then hangs: the view is made, its retrieval
 	// and its cleanup hang. Still one --timeout.
 	s.Faults.Clear()
 	for _, call := range []string{"RetrievePropertiesEx", "RetrieveProperties", "DestroyView"} {
 		addFault(t, s, "POST /sdk#"+call+"=hang")
 	}
-	start := time.Now()
+	start = time.Now()
 	out, err := exec.Command("ls", m.Path("vms")).CombinedOutput()
 	if took := time.Since(start); err == nil || took > faultTimeout*3/2+time.Second {
 		t.Errorf("ls vms with retrievals hung: %v after %v\n%s", err, took, out)
