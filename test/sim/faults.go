@@ -198,15 +198,29 @@ func glob(pattern, s string) bool {
 // match returns the rule a request falls under, counting the hit.
 func (f *Faults) match(r *http.Request) *FaultRule {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.rules) == 0 {
+	needBody := false
+	for _, rule := range f.rules {
+		needBody = needBody || rule.Call != ""
+	}
+	empty := len(f.rules) == 0
+	f.mu.Unlock()
+	if empty {
 		return nil
 	}
+	var body []byte
+	if needBody { // read before locking: no lock across network I/O
+		body, _ = io.ReadAll(io.LimitReader(r.Body, 4<<20))
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(body), r.Body), r.Body} // what is past the limit too
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	target := r.URL.Path
 	if r.URL.RawQuery != "" {
 		target += "?" + r.URL.RawQuery
 	}
-	var body []byte
 	for _, rule := range f.rules {
 		if rule.Times > 0 && rule.hits >= rule.Times {
 			continue
@@ -218,10 +232,6 @@ func (f *Faults) match(r *http.Request) *FaultRule {
 			continue
 		}
 		if rule.Call != "" {
-			if body == nil {
-				body, _ = io.ReadAll(io.LimitReader(r.Body, 4<<20))
-				r.Body = io.NopCloser(bytes.NewReader(body))
-			}
 			if !bytes.Contains(body, []byte("<"+rule.Call+">")) && !bytes.Contains(body, []byte("<"+rule.Call+" ")) {
 				continue
 			}
