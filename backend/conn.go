@@ -187,34 +187,58 @@ func (c *Conn) HTTP() *http.Client { return &c.soap.Client }
 // Log is the connection's logger.
 func (c *Conn) Log() *slog.Logger { return c.cfg.Log }
 
-// Do runs one API call with a deadline, logs it when debugging, logs in again
-// once if the session was lost, and returns failures as *Error.
+// Do runs one API call with the one deadline (--timeout) for the call and
+// all its retries: it logs in again once if the session was lost, retries
+// what is safe to retry (retry.go) with capped exponential backoff and
+// jitter, logs each try when debugging, and returns failures as *Error.
 func (c *Conn) Do(ctx context.Context, call, on string, fn func(ctx context.Context) error) error {
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	relogged := false
 	for attempt := 0; ; attempt++ {
 		c.mu.RLock()
 		gen := c.gen
 		c.mu.RUnlock()
-		cctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 		start := time.Now()
-		err := fn(cctx)
-		cancel()
+		err := fn(dctx)
 		if c.cfg.Observer != nil {
 			c.cfg.Observer.Call(call, time.Since(start), err)
 		}
 		if c.cfg.Debug {
-			c.cfg.Log.Debug("api", "call", call, "on", on, "took", time.Since(start).Round(time.Microsecond), "err", errText(err))
+			c.cfg.Log.Debug("api", "call", call, "on", on, "try", attempt+1, "took", time.Since(start).Round(time.Microsecond), "err", errText(err))
 		}
 		if err == nil {
 			return nil
 		}
-		if attempt == 0 && isNotAuthenticated(err) && ctx.Err() == nil {
-			if lerr := c.relogin(ctx, gen); lerr != nil {
-				return lerr
+		if ctx.Err() != nil {
+			return c.classify(call, on, err) // interrupted: EINTR
+		}
+		if !relogged && isNotAuthenticated(err) && dctx.Err() == nil {
+			relogged = true
+			if lerr := c.relogin(dctx, gen); lerr != nil {
+				return c.deadline(call, on, lerr, dctx)
 			}
 			continue
 		}
-		return c.classify(call, on, err)
+		if dctx.Err() == nil && retryable(call, err) && sleepCtx(dctx, backoff(attempt)) == nil {
+			c.NoteRetry(call)
+			continue
+		}
+		return c.deadline(call, on, err, dctx)
 	}
+}
+
+// deadline classifies a failure, saying so when the one deadline ran out.
+func (c *Conn) deadline(call, on string, err error, dctx context.Context) error {
+	if dctx.Err() != nil && !errors.Is(err, context.Canceled) {
+		var be *Error
+		if errors.As(err, &be) && be.Kind != ErrIO {
+			return err
+		}
+		return &Error{Call: call, On: on, Kind: ErrIO, Err: &opaque{err},
+			Fault: fmt.Sprintf("no answer within --timeout %s (%s)", c.cfg.Timeout, redact(err.Error()))}
+	}
+	return c.classify(call, on, err)
 }
 
 // WithLogin runs a long call (a task, an export) with the SOAP client and no

@@ -69,11 +69,30 @@ func (s *LibrarySource) ID() string {
 func (s *LibrarySource) Size() int64 { return s.file.Size }
 
 // Open GETs the download endpoint from off (n bytes, or to the end if n < 0).
+// Within the one deadline it retries what is safe: a 503, a reset or
+// refused connection (backoff and jitter), and an expired session or
+// endpoint (a new session, once).
 func (s *LibrarySource) Open(ctx context.Context, off, n int64) (io.ReadCloser, bool, error) {
+	deadline := time.Now().Add(s.d.c.cfg.Timeout)
+	renewed := false
 	for attempt := 0; ; attempt++ {
-		body, ranged, retry, err := s.open(ctx, off, n)
-		if err == nil || !retry || attempt > 0 {
-			return body, ranged, err
+		body, ranged, renew, err := s.open(ctx, off, n)
+		if err == nil {
+			return body, ranged, nil
+		}
+		if renew && !renewed {
+			renewed = true
+			continue
+		}
+		if ctx.Err() != nil || !transient(err) {
+			return nil, false, err
+		}
+		wait := backoff(attempt)
+		if time.Until(deadline) < wait {
+			return nil, false, err
+		}
+		if sleepCtx(ctx, wait) != nil {
+			return nil, false, ctx.Err()
 		}
 	}
 }
@@ -113,16 +132,20 @@ func (s *LibrarySource) open(ctx context.Context, off, n int64) (io.ReadCloser, 
 	if err != nil {
 		guard.Stop()
 		d.release(sess)
-		return nil, false, false, d.c.classify("GET download endpoint", on, guard.Err(err))
+		if ctx.Err() != nil {
+			return nil, false, false, ctx.Err()
+		}
+		return nil, false, false, transportError("GET download endpoint", on, guard.Err(err))
 	}
 	switch res.StatusCode {
 	case http.StatusOK, http.StatusPartialContent:
-		return &sessionBody{ReadCloser: guard.Wrap(res.Body), release: func() { d.release(sess) }}, res.StatusCode == http.StatusPartialContent, false, nil
+		body := &transportBody{ReadCloser: guard.Wrap(res.Body), call: "GET download endpoint", on: on}
+		return &sessionBody{ReadCloser: body, release: func() { d.release(sess) }}, res.StatusCode == http.StatusPartialContent, false, nil
 	}
 	res.Body.Close()
 	guard.Stop()
 	d.release(sess)
-	e := Errorf("GET download endpoint", on, ErrIO, "%s", res.Status)
+	e := &Error{Call: "GET download endpoint", On: on, Kind: ErrIO, Fault: res.Status, Err: &httpStatus{res.StatusCode, res.Status}}
 	switch res.StatusCode {
 	case http.StatusNotFound, http.StatusUnauthorized, http.StatusGone, http.StatusForbidden:
 		// The session or its endpoint expired: start a new one once.

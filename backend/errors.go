@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sync/atomic"
+	"syscall"
 )
 
 // Kinds of failure, as the filesystem needs to tell them apart.
@@ -33,7 +35,14 @@ type Error struct {
 	Fault string // the server's fault or message, as it said it
 	Kind  error  // one of the sentinels above
 	Err   error  // underlying error, if any
+
+	reported atomic.Bool // logged once: every reader it fails gets it, one log line
 }
+
+// Reported says whether the failure was already reported (logged), and
+// marks it so: a transfer's failure reaches every read waiting for it, and
+// the log should say it once.
+func (e *Error) Reported() bool { return e.reported.Swap(true) }
 
 func (e *Error) Error() string {
 	s := e.Call
@@ -57,7 +66,17 @@ func newError(call, on string, kind error, err error) *Error {
 	if err != nil {
 		fault = redact(err.Error())
 	}
-	return &Error{Call: call, On: on, Fault: fault, Kind: kind, Err: err}
+	return &Error{Call: call, On: on, Fault: fault, Kind: kind, Err: hideErrno(err)}
+}
+
+// hideErrno keeps a transport failure's syscall errno (ECONNRESET, …) out of
+// an error's chain: the kind says what the caller sees, never the socket.
+func hideErrno(err error) error {
+	var en syscall.Errno
+	if err != nil && errors.As(err, &en) {
+		return &opaque{err}
+	}
+	return err
 }
 
 // Errorf makes an *Error of a kind with a formatted fault text.

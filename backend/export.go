@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -10,6 +11,7 @@ import (
 	"github.com/vmware/govmomi/fault"
 	"hash"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,7 +88,10 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 	name := req.Name
 	if name == "" {
 		var o mo.VirtualMachine
-		if err := property.DefaultCollector(c).RetrieveOne(ctx, req.VM, []string{"name"}, &o); err != nil {
+		cctx, cancel := callContext(ctx, req.Stall)
+		err := property.DefaultCollector(c).RetrieveOne(cctx, req.VM, []string{"name"}, &o)
+		cancel()
+		if err != nil {
 			return nil, vimError("RetrieveProperties", req.VM.Value, err)
 		}
 		name = o.Name
@@ -99,7 +104,9 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 		return nil, newError("export", on, ErrIO, err)
 	}
 
-	lease, err := requestLease(ctx, c, req.VM, req.Snapshot, req.SnapshotRef, on)
+	cctx, cancel := callContext(ctx, req.Stall)
+	lease, err := requestLease(cctx, c, req.VM, req.Snapshot, req.SnapshotRef, on)
+	cancel()
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +120,7 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 		}
 	}()
 
+	// (a wait for the lease to be ready, not a call: no deadline of its own)
 	info, err := lease.Wait(ctx, nil)
 	if err != nil {
 		return nil, vimError("HttpNfcLease", on, err)
@@ -161,7 +169,9 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 		report(keeper.done.Load(), total)
 		// Check this disk now if the manifest has its entry already: then
 		// it can be served while the lease goes on for the others.
-		ok, cerr := checkDisk(tctx, lease, f, sum1, on)
+		cctx, ccancel := callContext(tctx, req.Stall)
+		ok, cerr := checkDisk(cctx, lease, f, sum1, on)
+		ccancel()
 		if cerr != nil {
 			if kerr := keeper.Stop(); kerr != nil {
 				return nil, vimError("HttpNfcLeaseProgress", on, kerr)
@@ -180,10 +190,14 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 	if err := keeper.Stop(); err != nil {
 		return nil, vimError("HttpNfcLeaseProgress", on, err)
 	}
-	if err := checkManifest(ctx, lease, files, sums, on); err != nil {
+	cctx, cancel = callContext(ctx, req.Stall)
+	defer cancel()
+	if err := checkManifest(cctx, lease, files, sums, on); err != nil {
 		return nil, err
 	}
-	if err := lease.Complete(ctx); err != nil {
+	cctx, cancel = callContext(ctx, req.Stall)
+	defer cancel()
+	if err := lease.Complete(cctx); err != nil {
 		return nil, vimError("HttpNfcLeaseComplete", on, err)
 	}
 	end := time.Now()
@@ -197,7 +211,9 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 	for _, item := range items {
 		cdp.OvfFiles = append(cdp.OvfFiles, item.File())
 	}
-	desc, err := ovf.NewManager(c).CreateDescriptor(ctx, object.NewVirtualMachine(c, req.VM), cdp)
+	cctx, cancel = callContext(ctx, req.Stall)
+	defer cancel()
+	desc, err := ovf.NewManager(c).CreateDescriptor(cctx, object.NewVirtualMachine(c, req.VM), cdp)
 	if err != nil {
 		return nil, vimError("CreateDescriptor", on, err)
 	}
@@ -218,6 +234,14 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 	}
 	ovfFile.Ready, mfFile.Ready = end, end
 	return append(append([]ExportedFile{ovfFile}, files...), mfFile), nil
+}
+
+// callContext is one API call's deadline (--timeout); 0 means none.
+func callContext(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // requestLease asks for an export lease of the VM or of one of its snapshots.
@@ -266,38 +290,36 @@ func abortLease(lease *nfc.Lease, cause error) {
 	_ = lease.Abort(ctx, &types.LocalizedMethodFault{Fault: f, LocalizedMessage: cause.Error()})
 }
 
-// download spools one disk, hashing it as it goes.
+// download spools one disk, hashing it as it goes. A transfer that loses
+// its stream (a reset, a 503, a body cut short) is tried once more before
+// the export fails (and its lease is aborted): from the bytes spooled, with
+// Range where the host takes it, else from byte 0 with the spooled bytes
+// checked, not trusted, before they are skipped. A stall is not retried:
+// the one deadline is spent.
 func download(ctx context.Context, c *vim25.Client, item nfc.FileItem, dir string, counter io.Writer, stall time.Duration) (ExportedFile, string, string, error) {
 	f := ExportedFile{Name: item.Path, Path: filepath.Join(dir, item.Path)}
 	call := "GET " + item.URL.Path
-	var guard *stallGuard
-	if stall > 0 {
-		guard = newStallGuard(ctx, stall, call, item.Path)
-		defer guard.Stop()
-		ctx = guard.Context()
-	}
-	body, _, err := c.Download(ctx, item.URL, &soap.DefaultDownload)
-	if err != nil {
-		if guard != nil {
-			err = guard.Err(err)
-		}
-		return ExportedFile{}, "", "", vimError(call, item.Path, err)
-	}
-	if guard != nil {
-		body = guard.Wrap(body)
-	}
-	defer body.Close()
-	out, err := os.Create(f.Path)
+	out, err := os.OpenFile(f.Path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
 		return ExportedFile{}, "", "", newError("export", item.Path, ErrIO, err)
 	}
 	defer out.Close()
 	h1, h256 := sha1.New(), sha256.New()
-	f.Size, err = io.Copy(io.MultiWriter(out, h1, h256, counter), body)
-	if err == nil {
-		err = out.Close()
+	sink := io.MultiWriter(out, h1, h256, counter)
+	for attempt := 0; ; attempt++ {
+		n, err := fetchDisk(ctx, c, item, call, out, f.Size, sink, stall)
+		f.Size += n
+		if err == nil {
+			break
+		}
+		if attempt > 0 || ctx.Err() != nil || !transient(err) {
+			return f, "", "", err
+		}
+		if sleepCtx(ctx, backoff(0)) != nil {
+			return f, "", "", ctx.Err()
+		}
 	}
-	if err != nil {
+	if err := out.Close(); err != nil {
 		return f, "", "", newError(call, item.Path, ErrIO, err)
 	}
 	img, err := openImageFile(f.Path)
@@ -309,6 +331,88 @@ func download(ctx context.Context, c *vim25.Client, item nfc.FileItem, dir strin
 		f.Disk.Allocated += e[1] - e[0]
 	}
 	return f, hexSum(h1), hexSum(h256), nil
+}
+
+// fetchDisk GETs a disk from byte have on (Range: bytes=have-), writing the
+// new bytes to sink; a 200 answer to a ranged request starts at byte 0, and
+// its first have bytes must equal out's. It returns the new bytes written.
+func fetchDisk(ctx context.Context, c *vim25.Client, item nfc.FileItem, call string, out *os.File, have int64, sink io.Writer, stall time.Duration) (int64, error) {
+	if stall > 0 {
+		guard := newStallGuard(ctx, stall, call, item.Path)
+		defer guard.Stop()
+		ctx = guard.Context()
+		body, n, err := fetchDiskBody(ctx, c, item, call, out, have, sink, guard)
+		if body != nil {
+			body.Close()
+		}
+		return n, err
+	}
+	body, n, err := fetchDiskBody(ctx, c, item, call, out, have, sink, nil)
+	if body != nil {
+		body.Close()
+	}
+	return n, err
+}
+
+func fetchDiskBody(ctx context.Context, c *vim25.Client, item nfc.FileItem, call string, out *os.File, have int64, sink io.Writer, guard *stallGuard) (io.ReadCloser, int64, error) {
+	param := soap.DefaultDownload
+	if have > 0 {
+		param.Headers = map[string]string{"Range": fmt.Sprintf("bytes=%d-", have)}
+	}
+	res, err := c.DownloadRequest(ctx, item.URL, &param)
+	if err != nil {
+		if guard != nil {
+			err = guard.Err(err)
+		}
+		if errors.Is(err, context.Canceled) {
+			return nil, 0, err
+		}
+		return nil, 0, transportError(call, item.Path, err)
+	}
+	var body io.ReadCloser = res.Body
+	if guard != nil {
+		body = guard.Wrap(body)
+	}
+	body = &transportBody{ReadCloser: body, call: call, on: item.Path}
+	switch {
+	case res.StatusCode == http.StatusPartialContent && have > 0:
+	case res.StatusCode == http.StatusOK:
+		if have > 0 {
+			if err := sameStart(body, out, have); err != nil {
+				return body, 0, newError(call, item.Path, ErrIO, err)
+			}
+		}
+	default:
+		return body, 0, &Error{Call: call, On: item.Path, Kind: ErrIO, Fault: res.Status, Err: &httpStatus{res.StatusCode, res.Status}}
+	}
+	n, err := io.Copy(sink, body)
+	if err != nil {
+		var be *Error
+		if !errors.As(err, &be) {
+			err = newError(call, item.Path, ErrIO, err)
+		}
+	}
+	return body, n, err
+}
+
+// sameStart reads n bytes of body and checks them against the start of f.
+func sameStart(body io.Reader, f *os.File, n int64) error {
+	got := make([]byte, 256<<10)
+	have := make([]byte, len(got))
+	for at := int64(0); at < n; {
+		k := min(int64(len(got)), n-at)
+		if _, err := io.ReadFull(body, got[:k]); err != nil {
+			return err
+		}
+		if _, err := f.ReadAt(have[:k], at); err != nil {
+			return err
+		}
+		if !bytes.Equal(got[:k], have[:k]) {
+			return fmt.Errorf("the disk's bytes before %d changed between tries", at+k)
+		}
+		at += k
+	}
+	return nil
 }
 
 // checkManifest compares the spooled disks with HttpNfcLeaseGetManifest,

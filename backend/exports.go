@@ -227,7 +227,7 @@ func (x *Exports) VMs(ctx context.Context) ([]ExportVM, error) {
 		if err != nil {
 			return err
 		}
-		defer v.Destroy(context.WithoutCancel(ctx))
+		defer destroyView(ctx, v)
 		return v.Retrieve(ctx, []string{"VirtualMachine"}, []string{"name", "runtime.powerState", "config.changeVersion", "snapshot"}, &list)
 	})
 	if err != nil {

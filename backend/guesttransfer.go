@@ -42,49 +42,8 @@ func (s *GuestSource) Size() int64 { return s.size }
 // and n are. A file whose size or mtime changed since it was listed is
 // ErrStale: its bytes would not be the version the cache holds.
 func (s *GuestSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, bool, error) {
-	gp, err := s.v.gpath(s.path)
-	if err != nil {
-		return nil, false, err
-	}
-	call, on := "InitiateFileTransferFromGuest", s.v.name+":"+gp
-	var info *types.FileTransferInformation
-	var u string
-	err = s.v.do(ctx, call, gp, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
-		var err error
-		if info, err = fm.InitiateFileTransferFromGuest(ctx, auth, gp); err != nil {
-			return err
-		}
-		tu, err := transferURL(ctx, fm, info.Url)
-		if err != nil {
-			return err
-		}
-		u = tu.String()
-		return nil
-	})
-	if err != nil {
-		return nil, false, err
-	}
-	if info.Size != s.size || !s.mtime.IsZero() && !mtimeOf(info).Equal(s.mtime) {
-		return nil, false, Errorf(call, on, ErrStale, "size %d mtime %v, listed as %d %v", info.Size, mtimeOf(info), s.size, s.mtime)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, false, err
-	}
-	req.Close = true // as govc: no keep-alive to the transfer host
-	res, err := s.v.g.c.HTTP().Do(req)
-	if err != nil {
-		return nil, false, s.v.g.c.classify("GET guest file", on, err)
-	}
-	if res.StatusCode != http.StatusOK {
-		res.Body.Close()
-		return nil, false, Errorf("GET guest file", on, ErrIO, "%s", res.Status)
-	}
-	if res.ContentLength >= 0 && res.ContentLength != s.size {
-		res.Body.Close()
-		return nil, false, Errorf("GET guest file", on, ErrStale, "%d bytes, listed as %d", res.ContentLength, s.size)
-	}
-	return res.Body, false, nil
+	body, err := s.open(ctx) // guestread.go
+	return body, false, err
 }
 
 func mtimeOf(info *types.FileTransferInformation) time.Time {
@@ -185,7 +144,7 @@ func (v *GuestVM) upload(ctx context.Context, p, dst string, r io.ReadSeeker, si
 		}
 		_ = v.Remove(context.WithoutCancel(ctx), dst) // the guest may have kept part of it
 		var be *Error
-		if attempt >= guestPutAttempts || !errors.As(perr, &be) || !retryable(ctx, be) {
+		if attempt >= guestPutAttempts || !errors.As(perr, &be) || !putRetryable(ctx, be) {
 			if be != nil && attempt > 1 {
 				be.Fault += fmt.Sprintf(" (after %d attempts)", attempt)
 			}

@@ -137,22 +137,30 @@ func (v *GuestVM) driveStat(name string) GuestStat {
 // drives lists the drives found, in letter order.
 func (v *GuestVM) drives(ctx context.Context) ([]GuestStat, error) {
 	found := make([]bool, len(driveLetters))
-	errs := make([]error, len(driveLetters))
+	// The probes share the one deadline, and the first failure ends them
+	// all: a hung guest costs one --timeout, not one per round of probes.
+	pctx, cancel := context.WithTimeout(ctx, v.g.c.cfg.Timeout)
+	defer cancel()
+	var once sync.Once
+	var first error
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 6)
 	for i := range driveLetters {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			found[i], errs[i] = v.drive(ctx, driveLetters[i])
+			var err error
+			if found[i], err = v.drive(pctx, driveLetters[i]); err != nil {
+				once.Do(func() { first = err; cancel() })
+			}
 		})
 	}
 	wg.Wait()
+	if first != nil {
+		return nil, first
+	}
 	var out []GuestStat
 	for i := range driveLetters {
-		if errs[i] != nil {
-			return nil, errs[i]
-		}
 		if found[i] {
 			out = append(out, v.driveStat(driveLetters[i:i+1]+":"))
 		}

@@ -256,7 +256,7 @@ func (w *LibraryWriter) upload(ctx context.Context, sid, itemID string, f staged
 		if err == nil {
 			return nil
 		}
-		if attempt >= max(w.PutAttempts, 1) || !retryable(ctx, err) {
+		if attempt >= max(w.PutAttempts, 1) || !putRetryable(ctx, err) {
 			// The PUT's answer has only a status: the file's state says why.
 			if fi := w.fileState(ctx, sid, on, f.Name); ctx.Err() == nil && fi != nil && fi.ErrorMessage != nil {
 				err.Fault += " (" + fi.Status + ": " + fi.ErrorMessage.DefaultMessage + ")"
@@ -311,11 +311,11 @@ func (w *LibraryWriter) put(ctx context.Context, lm *library.Manager, u *url.URL
 	return nil
 }
 
-// retryable says whether a failed PUT is worth another try with the same
+// putRetryable says whether a failed PUT is worth another try with the same
 // bytes: a connection reset or closed early, or a gateway or server that is
 // briefly unavailable. A stall is not (it already took the deadline), nor
 // is a refusal.
-func retryable(ctx context.Context, err *Error) bool {
+func putRetryable(ctx context.Context, err *Error) bool {
 	if ctx.Err() != nil || strings.Contains(err.Fault, errStalled.Error()) {
 		return false
 	}

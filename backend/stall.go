@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -40,7 +41,7 @@ func (g *stallGuard) Context() context.Context { return g.ctx }
 // Err turns the error of a cancelled request into a stall error.
 func (g *stallGuard) Err(err error) error {
 	if err != nil && errors.Is(context.Cause(g.ctx), errStalled) {
-		return Errorf(g.call, g.on, ErrIO, "%v for %s", errStalled, g.idle)
+		return &Error{Call: g.call, On: g.on, Kind: ErrIO, Err: errStalled, Fault: fmt.Sprintf("%v for %s (--timeout)", errStalled, g.idle)}
 	}
 	return err
 }

@@ -28,7 +28,7 @@ func ListVMs(ctx context.Context, c *Conn) ([]VM, error) {
 		if err != nil {
 			return err
 		}
-		defer v.Destroy(context.WithoutCancel(ctx))
+		defer destroyView(ctx, v)
 		return v.Retrieve(ctx, []string{"VirtualMachine"}, []string{"name", "runtime.powerState", "config.template", "guest.guestFamily", "config.guestId"}, &vms)
 	})
 	if err != nil {

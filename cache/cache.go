@@ -193,7 +193,30 @@ func (c *Cache) object(id string, src Source) *object {
 func (c *Cache) ReadAt(ctx context.Context, src Source, p []byte, off int64) (int, error) {
 	o := c.acquire(src)
 	defer c.release(o)
-	return o.readAt(ctx, p, off)
+	ctx, done := o.watch(ctx, src)
+	defer done()
+	return o.readAt(ctx, src, p, off)
+}
+
+// Abandon is close(2) of src (one open): its reads that are waiting now end
+// as if they were interrupted (the kernel does not interrupt read-ahead),
+// and the object's transfers that no read waits for any more are cancelled
+// (a later read resumes them). Later reads of src are not affected.
+func (c *Cache) Abandon(src Source) {
+	c.mu.Lock()
+	o := c.objs[src.ID()]
+	c.mu.Unlock()
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	cancels := o.cancels[src]
+	delete(o.cancels, src)
+	o.mu.Unlock()
+	for _, cancel := range cancels {
+		cancel()
+	}
+	o.cancelUnwaited()
 }
 
 func (c *Cache) String() string {

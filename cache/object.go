@@ -2,9 +2,11 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"sync"
+	"time"
 )
 
 const (
@@ -29,6 +31,57 @@ type object struct {
 	inflight map[int64]*fetch // ranged fetches under way, by block
 	lastEnd  int64            // where the previous read ended: sequential detection
 	st       *stream
+	readers  map[Source]int // sources (one per open file) reading now
+	failErr  error          // why the last transfer failed
+	failAt   time.Time      // and when
+	failSrcs map[Source]bool
+	cancels  map[Source]map[*int]context.CancelFunc // reads under way, for Abandon
+}
+
+// cancelUnwaited cancels the transfers no read waits for: ranged fetches
+// and the stream. A waiter still leaving cancels its own when it is the last.
+func (o *object) cancelUnwaited() {
+	o.mu.Lock()
+	st := o.st
+	for _, f := range o.inflight {
+		if f.run.waiters == 0 {
+			f.run.cancel()
+		}
+	}
+	o.mu.Unlock()
+	if st != nil {
+		st.mu.Lock()
+		if st.running && st.waiters == 0 && st.cancel != nil {
+			st.cancel()
+		}
+		st.mu.Unlock()
+	}
+}
+
+// watch derives a read's context that Abandon(src) cancels; done releases it.
+func (o *object) watch(ctx context.Context, src Source) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	key := new(int)
+	o.mu.Lock()
+	if o.cancels == nil {
+		o.cancels = map[Source]map[*int]context.CancelFunc{}
+	}
+	if o.cancels[src] == nil {
+		o.cancels[src] = map[*int]context.CancelFunc{}
+	}
+	o.cancels[src][key] = cancel
+	o.mu.Unlock()
+	return ctx, func() {
+		o.mu.Lock()
+		if m := o.cancels[src]; m != nil {
+			delete(m, key)
+			if len(m) == 0 {
+				delete(o.cancels, src)
+			}
+		}
+		o.mu.Unlock()
+		cancel()
+	}
 }
 
 // fetch is one block on its way; waiters take data from it directly, so a
@@ -37,14 +90,36 @@ type fetch struct {
 	done chan struct{}
 	data []byte
 	err  error
+	run  *run
+}
+
+// run is one ranged request of one or more blocks; readers waiting on its
+// blocks are counted, and when the last one is interrupted it is cancelled.
+type run struct {
+	ctx     context.Context
+	cancel  context.CancelFunc
+	waiters int // guarded by object.mu
 }
 
 func (o *object) key(idx int64) blockKey { return blockKey{o.id, idx} }
 
-func (o *object) readAt(ctx context.Context, p []byte, off int64) (int, error) {
+func (o *object) readAt(ctx context.Context, src Source, p []byte, off int64) (int, error) {
 	if off >= o.size {
 		return 0, io.EOF
 	}
+	o.mu.Lock()
+	if o.readers == nil {
+		o.readers = map[Source]int{}
+	}
+	o.readers[src]++
+	o.mu.Unlock()
+	defer func() {
+		o.mu.Lock()
+		if o.readers[src]--; o.readers[src] <= 0 {
+			delete(o.readers, src)
+		}
+		o.mu.Unlock()
+	}()
 	if rest := o.size - off; int64(len(p)) > rest {
 		p = p[:rest]
 	}
@@ -54,7 +129,7 @@ func (o *object) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 	o.mu.Lock()
 	sequential := off == o.lastEnd || (o.lastEnd > 0 && off/bs == (o.lastEnd-1)/bs && off >= o.lastEnd-bs)
 	o.lastEnd = off + int64(len(p))
-	if o.mode != modeStream {
+	if o.mode != modeStream && o.failedFor(src) == nil {
 		o.schedule(first, last)
 		if sequential {
 			o.schedule(last+1, (off+int64(len(p))+o.c.opts.ReadAhead-1)/bs)
@@ -66,7 +141,7 @@ func (o *object) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 	for n < len(p) {
 		pos := off + int64(n)
 		idx := pos / bs
-		blk, err := o.block(ctx, idx)
+		blk, err := o.block(ctx, src, idx)
 		if err != nil {
 			return n, err
 		}
@@ -80,7 +155,7 @@ func (o *object) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 }
 
 // block returns block idx, waiting for its fetch or the spool.
-func (o *object) block(ctx context.Context, idx int64) ([]byte, error) {
+func (o *object) block(ctx context.Context, src Source, idx int64) ([]byte, error) {
 	if b, ok := o.c.blocks.Get(o.key(idx)); ok {
 		o.c.stats.hits.Add(1)
 		return b, nil
@@ -89,18 +164,25 @@ func (o *object) block(ctx context.Context, idx int64) ([]byte, error) {
 	o.mu.Lock()
 	if o.mode == modeStream {
 		o.mu.Unlock()
-		return o.fromSpool(ctx, idx)
+		return o.fromSpool(ctx, src, idx)
 	}
 	f := o.inflight[idx]
+	if err := o.failedFor(src); f == nil && err != nil {
+		o.mu.Unlock()
+		return nil, err
+	}
 	if f == nil {
 		o.schedule(idx, idx)
 		f = o.inflight[idx]
 	}
 	probe := o.probe()
+	if f != nil {
+		f.run.waiters++
+	}
 	o.mu.Unlock()
 	if f == nil {
 		if probe == nil { // cached meanwhile
-			return o.block(ctx, idx)
+			return o.block(ctx, src, idx)
 		}
 		// Another block's first request decides the mode: wait for it.
 		select {
@@ -108,17 +190,61 @@ func (o *object) block(ctx context.Context, idx int64) ([]byte, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		return o.block(ctx, idx)
+		return o.block(ctx, src, idx)
 	}
 	select {
 	case <-f.done:
+		o.mu.Lock()
+		f.run.waiters--
+		o.mu.Unlock()
 	case <-ctx.Done():
+		o.mu.Lock()
+		f.run.waiters--
+		select {
+		case <-f.done: // delivered meanwhile (perhaps as the spool's stream)
+		default:
+			if f.run.waiters == 0 {
+				f.run.cancel() // no one else waits for it
+			}
+		}
+		o.mu.Unlock()
 		return nil, ctx.Err()
 	}
 	if f.err == errSwitchedToStream {
-		return o.fromSpool(ctx, idx)
+		return o.fromSpool(ctx, src, idx)
+	}
+	if errors.Is(f.err, context.Canceled) && ctx.Err() == nil {
+		return o.block(ctx, src, idx) // cancelled for others who left: fetch again
 	}
 	return f.data, f.err
+}
+
+// failMemory is how long a failed transfer's error answers, without a new
+// transfer, the reads of blocks not cached through the opens that were
+// reading when it failed: the kernel retries a failed read-ahead at once,
+// and that retry must not wait a second --timeout. A new open tries again.
+const failMemory = 5 * time.Second
+
+// failedFor is the error of a transfer that failed within failMemory while
+// src was reading. Called with o.mu held.
+func (o *object) failedFor(src Source) error {
+	if o.failErr != nil && time.Since(o.failAt) < failMemory && o.failSrcs[src] {
+		return o.failErr
+	}
+	return nil
+}
+
+// remember records a failed transfer for the opens reading now. Called with
+// o.mu held.
+func (o *object) remember(err error) {
+	if errors.Is(err, context.Canceled) {
+		return // interrupted: the next reader tries again
+	}
+	o.failErr, o.failAt = err, time.Now()
+	o.failSrcs = make(map[Source]bool, len(o.readers))
+	for s := range o.readers {
+		o.failSrcs[s] = true
+	}
 }
 
 // probe is the fetch under way while the mode is unknown. Called with o.mu held.
@@ -150,14 +276,16 @@ func (o *object) schedule(first, last int64) {
 			continue
 		}
 		j := i
-		var run []*fetch
-		for j <= last && len(run) < fetchRun && o.inflight[j] == nil && !o.c.blocks.Contains(o.key(j)) {
-			f := &fetch{done: make(chan struct{})}
+		var fs []*fetch
+		r := &run{}
+		r.ctx, r.cancel = context.WithCancel(o.c.ctx)
+		for j <= last && len(fs) < fetchRun && o.inflight[j] == nil && !o.c.blocks.Contains(o.key(j)) {
+			f := &fetch{done: make(chan struct{}), run: r}
 			o.inflight[j] = f
-			run = append(run, f)
+			fs = append(fs, f)
 			j++
 		}
-		go o.fetchRange(i, run)
+		go o.fetchRange(i, fs)
 		if o.mode == modeUnknown {
 			return // the first answer decides between ranged and stream
 		}
@@ -171,57 +299,86 @@ type switchErr struct{}
 
 func (*switchErr) Error() string { return "endpoint ignores Range: streaming" }
 
-// fetchRange fetches len(run) blocks from block first in one request.
-func (o *object) fetchRange(first int64, run []*fetch) {
+// fetchRange fetches len(fs) blocks from block first in one request. A
+// request that loses its stream part-way resumes from the next block while
+// each try brings bytes.
+func (o *object) fetchRange(first int64, fs []*fetch) {
 	c := o.c
 	c.sem <- struct{}{}
 	defer func() { <-c.sem }()
+	r := fs[0].run
 	bs := c.opts.BlockSize
-	off := first * bs
-	n := int64(len(run)) * bs
-	if off+n > o.size {
-		n = o.size - off
-	}
-	c.Fetches.Add(1)
-	body, ranged, err := o.src.Open(c.ctx, off, n)
-	if err == nil && !ranged {
-		// The body starts at byte 0: it becomes the spool's stream.
-		o.mu.Lock()
-		o.mode = modeStream
-		o.startStream(body)
-		o.finish(first, run, nil, errSwitchedToStream)
-		o.mu.Unlock()
-		return
-	}
-	if err != nil {
-		o.mu.Lock()
-		o.finish(first, run, nil, err)
-		o.mu.Unlock()
-		return
-	}
-	defer body.Close()
-	o.mu.Lock()
-	if o.mode == modeUnknown {
-		o.mode = modeRanged
-	}
-	o.mu.Unlock()
-	for i, f := range run {
-		size := bs
-		if rest := o.size - (first+int64(i))*bs; rest < size {
-			size = rest
+	for stuck := 0; len(fs) > 0; {
+		off := first * bs
+		n := int64(len(fs)) * bs
+		if off+n > o.size {
+			n = o.size - off
 		}
-		buf := make([]byte, size)
-		_, err := io.ReadFull(body, buf)
-		o.mu.Lock()
-		if err != nil {
-			o.finish(first+int64(i), run[i:], nil, err)
+		c.Fetches.Add(1)
+		body, ranged, err := o.src.Open(r.ctx, off, n)
+		if err == nil && !ranged {
+			// The body starts at byte 0: it becomes the spool's stream.
+			o.mu.Lock()
+			o.mode = modeStream
+			o.startStream(r.ctx, r.cancel, body)
+			o.finish(first, fs, nil, errSwitchedToStream)
 			o.mu.Unlock()
 			return
 		}
-		c.blocks.Add(o.key(first+int64(i)), buf)
-		o.finish(first+int64(i), []*fetch{f}, buf, nil)
+		if err != nil {
+			o.fail(first, fs, r, err)
+			return
+		}
+		o.mu.Lock()
+		if o.mode == modeUnknown {
+			o.mode = modeRanged
+		}
 		o.mu.Unlock()
+		got := 0
+		for i, f := range fs {
+			size := bs
+			if rest := o.size - (first+int64(i))*bs; rest < size {
+				size = rest
+			}
+			buf := make([]byte, size)
+			if _, err = io.ReadFull(body, buf); err != nil {
+				break
+			}
+			got++
+			c.blocks.Add(o.key(first+int64(i)), buf)
+			o.mu.Lock()
+			o.finish(first+int64(i), []*fetch{f}, buf, nil)
+			o.mu.Unlock()
+		}
+		body.Close()
+		if err == nil {
+			r.cancel()
+			return
+		}
+		first, fs = first+int64(got), fs[got:]
+		if got > 0 {
+			stuck = 0
+		} else {
+			stuck++
+		}
+		if stuck > maxStuck || r.ctx.Err() != nil || !o.transient(err) || sleep(r.ctx, resumeWait(stuck)) != nil {
+			o.fail(first, fs, r, err)
+			return
+		}
 	}
+}
+
+// fail ends fetches with err, remembered for failMemory unless it was a
+// cancellation (the next reader tries again).
+func (o *object) fail(first int64, fs []*fetch, r *run, err error) {
+	if r.ctx.Err() != nil {
+		err = context.Canceled
+	}
+	r.cancel()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.remember(err)
+	o.finish(first, fs, nil, err)
 }
 
 // finish completes fetches from block first on. Called with o.mu held.
@@ -236,16 +393,20 @@ func (o *object) finish(first int64, run []*fetch, data []byte, err error) {
 }
 
 // fromSpool waits until the spool holds block idx and reads it.
-func (o *object) fromSpool(ctx context.Context, idx int64) ([]byte, error) {
+func (o *object) fromSpool(ctx context.Context, src Source, idx int64) ([]byte, error) {
 	bs := o.c.opts.BlockSize
 	end := (idx + 1) * bs
 	if end > o.size {
 		end = o.size
 	}
 	o.mu.Lock()
-	st := o.startStream(nil)
+	if err := o.failedFor(src); err != nil && (o.st == nil || !o.st.covers(end)) {
+		o.mu.Unlock()
+		return nil, err
+	}
+	st := o.startStream(nil, nil, nil)
 	o.mu.Unlock()
-	if err := st.waitFor(ctx, end, func() { o.mu.Lock(); o.startStream(nil); o.mu.Unlock() }); err != nil {
+	if err := st.waitFor(ctx, src, end, func() { o.mu.Lock(); o.startStream(nil, nil, nil); o.mu.Unlock() }); err != nil {
 		return nil, err
 	}
 	buf := make([]byte, end-idx*bs)

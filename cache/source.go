@@ -9,7 +9,9 @@ import (
 	"io"
 )
 
-// Source is a remote object's bytes.
+// Source is a remote object's bytes. A Source value stands for one open of
+// the object (it must be comparable, e.g. a pointer): a failed transfer's
+// error is remembered briefly for the opens that were reading, not for new ones.
 type Source interface {
 	// ID names the object and its version: cached bytes are keyed under it,
 	// so a new version must have a new ID.
@@ -19,5 +21,9 @@ type Source interface {
 	// Open returns the bytes from off, n of them (n < 0: to the end). An
 	// endpoint that ignores Range answers from byte 0 with ranged = false,
 	// whatever off was; the cache then spools that stream.
+	//
+	// A Source may also have a method Transient(error) bool, saying whether
+	// a stream lost with that error may be resumed; without it, any error but
+	// ErrChanged is.
 	Open(ctx context.Context, off, n int64) (body io.ReadCloser, ranged bool, err error)
 }

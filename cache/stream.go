@@ -1,18 +1,28 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"sync"
+	"time"
 )
 
 // stream fills an object's spool file from one sequential transfer, for
 // endpoints that cannot start anywhere but byte 0 (a download that ignores
 // Range, a one-shot guest URL). Readers wait until the bytes they need are
 // spooled; an evicted block is read back from the spool, never re-fetched.
+//
+// A transfer that loses its stream (a reset, a body cut short) resumes from
+// the bytes spooled: with Range where the endpoint takes it, else with a new
+// transfer from byte 0 whose first bytes are checked against the spool
+// before they are skipped. A resume that brings nothing new ends the
+// transfer with its error. A transfer no reader waits for any more (every
+// waiter interrupted) is cancelled; the next reader resumes it.
 type stream struct {
 	o *object
 	f *os.File
@@ -20,26 +30,54 @@ type stream struct {
 	mu      sync.Mutex
 	filled  int64
 	running bool
-	err     error         // why the last transfer stopped early
-	gen     int           // transfers started
+	err     error // why the last transfer stopped early
+	gen     int   // transfers started
+	waiters int   // readers waiting on the running transfer
+	cancel  context.CancelFunc
 	notify  chan struct{} // closed and replaced at each change
+}
+
+// maxStuck is how many resumes in a row may bring no new block before a
+// lost transfer fails.
+const maxStuck = 3
+
+// resumeWait is the pause before a resume: none after progress, then
+// doubling from 100 ms, with jitter.
+func resumeWait(stuck int) time.Duration {
+	if stuck == 0 {
+		return 0
+	}
+	d := 100 * time.Millisecond << (stuck - 1)
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // ErrShort means a stream ended before the object's size.
 var ErrShort = errors.New("transfer ended before the expected size")
 
 // startStream makes sure a transfer fills the spool; body, if given, is an
-// already-open stream from byte 0. Called with o.mu held.
-func (o *object) startStream(body io.ReadCloser) *stream {
+// already-open stream from byte 0, opened with ctx, which cancel ends.
+// Called with o.mu held.
+func (o *object) startStream(ctx context.Context, cancel context.CancelFunc, body io.ReadCloser) *stream {
 	if o.st == nil {
 		f, err := os.OpenFile(o.spool, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 		o.st = &stream{o: o, f: f, notify: make(chan struct{})}
 		if err != nil {
 			o.st.err = err
-			if body != nil {
-				body.Close()
-			}
-			return o.st
+			o.st.f = nil
 		}
 	}
 	st := o.st
@@ -48,72 +86,77 @@ func (o *object) startStream(body io.ReadCloser) *stream {
 	if st.running || st.filled >= o.size || st.f == nil {
 		if body != nil {
 			body.Close()
+			cancel()
 		}
 		return st
 	}
+	if body == nil {
+		ctx, cancel = context.WithCancel(o.c.ctx)
+	}
 	st.running = true
+	st.cancel = cancel
 	st.gen++
-	go st.fill(body)
+	go st.fill(ctx, cancel, body)
 	return st
 }
 
-func (st *stream) fill(body io.ReadCloser) {
+// transient asks the source whether an error is worth a resume; sources
+// that cannot tell have every error but a change resumed.
+func (o *object) transient(err error) bool {
+	if errors.Is(err, ErrChanged) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	if t, ok := o.src.(interface{ Transient(error) bool }); ok {
+		return errors.Is(err, ErrShort) || t.Transient(err)
+	}
+	return true
+}
+
+func (st *stream) fill(ctx context.Context, cancel context.CancelFunc, body io.ReadCloser) {
+	defer cancel()
 	o := st.o
-	err := func() error {
+	var err error
+	for stuck := 0; ; {
+		st.mu.Lock()
+		from := st.filled
+		st.mu.Unlock()
+		ranged := false
 		if body == nil {
 			o.c.Fetches.Add(1)
-			var err error
-			body, _, err = o.src.Open(o.c.ctx, 0, -1)
-			if err != nil {
-				return err
-			}
+			body, ranged, err = o.src.Open(ctx, from, -1)
 		}
-		defer body.Close()
+		if err == nil {
+			err = st.copy(body, from, ranged)
+			body.Close()
+			body = nil
+		}
+		if err == nil || ctx.Err() != nil || !o.transient(err) {
+			break
+		}
 		st.mu.Lock()
-		skip := st.filled
+		progress := st.filled > from
 		st.mu.Unlock()
-		// A restarted transfer begins at byte 0 again: skip what is spooled.
-		if _, err := io.CopyN(io.Discard, body, skip); err != nil {
-			return err
+		// Resume while tries bring bytes, and a few times when they do not
+		// (blocks are kept whole: a loss within a block brings none); the
+		// source's own retries (within its deadline) cover a resume that
+		// cannot start.
+		if progress {
+			stuck = 0
+		} else if stuck++; stuck > maxStuck {
+			break
 		}
-		// Whole blocks at a time: one write to the spool per block, and the
-		// block goes straight into the LRU, so a reader close behind the
-		// stream never touches the disk.
-		bs := o.c.opts.BlockSize
-		for at := skip; ; {
-			size := bs
-			if rest := o.size - at; rest < size {
-				size = rest
-			}
-			buf := make([]byte, size)
-			n, rerr := io.ReadFull(body, buf)
-			if rerr == nil && at+size == o.size {
-				// The last block: a stream longer than the size stat'ed has changed.
-				if m, _ := body.Read(make([]byte, 1)); m > 0 {
-					return fmt.Errorf("%w: more than %d bytes", ErrChanged, o.size)
-				}
-				rerr = io.EOF
-			}
-			if int64(n) < size { // a partial block is not kept: blocks stay aligned
-				if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-					return ErrShort
-				}
-				return rerr
-			}
-			if _, err := st.f.WriteAt(buf, at); err != nil {
-				return err
-			}
-			o.c.blocks.Add(o.key(at/bs), buf)
-			at += size
-			st.mu.Lock()
-			st.filled = at
-			st.signal()
-			st.mu.Unlock()
-			if at >= o.size {
-				return nil
-			}
+		if sleep(ctx, resumeWait(stuck)) != nil {
+			break
 		}
-	}()
+	}
+	if err != nil && ctx.Err() != nil {
+		err = context.Canceled // no one waits any more, or the cache closed
+	}
+	if err != nil {
+		o.mu.Lock()
+		o.remember(err)
+		o.mu.Unlock()
+	}
 	st.mu.Lock()
 	st.running = false
 	st.err = err
@@ -121,17 +164,100 @@ func (st *stream) fill(body io.ReadCloser) {
 	st.mu.Unlock()
 }
 
+// copy spools body, which starts at from if ranged, else at byte 0: then
+// the bytes already spooled are compared with it, not trusted.
+func (st *stream) copy(body io.Reader, from int64, ranged bool) error {
+	o := st.o
+	if !ranged && from > 0 {
+		if err := st.verify(body, from); err != nil {
+			return err
+		}
+	}
+	// Whole blocks at a time: one write to the spool per block, and the
+	// block goes straight into the LRU, so a reader close behind the
+	// stream never touches the disk.
+	bs := o.c.opts.BlockSize
+	for at := from; ; {
+		size := bs
+		if rest := o.size - at; rest < size {
+			size = rest
+		}
+		buf := make([]byte, size)
+		n, rerr := io.ReadFull(body, buf)
+		if rerr == nil && at+size == o.size {
+			// The last block: a stream longer than the size stat'ed has changed.
+			if m, _ := body.Read(make([]byte, 1)); m > 0 {
+				return fmt.Errorf("%w: more than %d bytes", ErrChanged, o.size)
+			}
+			rerr = io.EOF
+		}
+		if int64(n) < size { // a partial block is not kept: blocks stay aligned
+			if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+				return ErrShort
+			}
+			return rerr
+		}
+		if _, err := st.f.WriteAt(buf, at); err != nil {
+			return err
+		}
+		o.c.blocks.Add(o.key(at/bs), buf)
+		at += size
+		st.mu.Lock()
+		st.filled = at
+		st.signal()
+		st.mu.Unlock()
+		if at >= o.size {
+			return nil
+		}
+	}
+}
+
+// verify reads the first n bytes of body and checks them against the spool.
+func (st *stream) verify(body io.Reader, n int64) error {
+	got := make([]byte, 256<<10)
+	have := make([]byte, len(got))
+	for at := int64(0); at < n; {
+		k := int64(len(got))
+		if n-at < k {
+			k = n - at
+		}
+		if _, err := io.ReadFull(body, got[:k]); err != nil {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return ErrShort
+			}
+			return err
+		}
+		if _, err := st.f.ReadAt(have[:k], at); err != nil {
+			return err
+		}
+		if !bytes.Equal(got[:k], have[:k]) {
+			return fmt.Errorf("%w: bytes before %d differ from the first transfer's", ErrChanged, at+k)
+		}
+		at += k
+	}
+	return nil
+}
+
 // ErrChanged means the object no longer matches what was stat'ed.
 var ErrChanged = errors.New("object changed during transfer")
+
+// covers reports whether end bytes are spooled.
+func (st *stream) covers(end int64) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.filled >= end
+}
 
 func (st *stream) signal() {
 	close(st.notify)
 	st.notify = make(chan struct{})
 }
 
-// waitFor blocks until end bytes are spooled. If the transfer stopped early,
-// it restarts it once for this reader (restart), then gives up with its error.
-func (st *stream) waitFor(ctx context.Context, end int64, restart func()) error {
+// waitFor blocks until end bytes are spooled. A transfer that stopped early
+// is started again (resumed) once for this reader, unless it failed while
+// this open was reading, within failMemory: then its error is the answer. A
+// reader interrupted while no other waits cancels the transfer.
+func (st *stream) waitFor(ctx context.Context, src Source, end int64, restart func()) error {
 	restarted := false
 	for {
 		st.mu.Lock()
@@ -144,6 +270,12 @@ func (st *stream) waitFor(ctx context.Context, end int64, restart func()) error 
 			return err
 		}
 		if !running {
+			st.o.mu.Lock()
+			ferr := st.o.failedFor(src)
+			st.o.mu.Unlock()
+			if ferr != nil {
+				return ferr
+			}
 			if restarted || errors.Is(err, ErrChanged) {
 				return err
 			}
@@ -157,15 +289,36 @@ func (st *stream) waitFor(ctx context.Context, end int64, restart func()) error 
 			st.mu.Unlock()
 			continue
 		}
+		st.mu.Lock()
+		if st.gen != gen || !st.running {
+			st.mu.Unlock()
+			continue
+		}
+		st.waiters++
+		st.mu.Unlock()
 		select {
 		case <-ch:
+			st.mu.Lock()
+			st.waiters--
+			st.mu.Unlock()
 		case <-ctx.Done():
+			st.mu.Lock()
+			st.waiters--
+			if st.waiters == 0 && st.running && st.gen == gen {
+				st.cancel()
+			}
+			st.mu.Unlock()
 			return ctx.Err()
 		}
 	}
 }
 
 func (st *stream) close() {
+	st.mu.Lock()
+	if st.cancel != nil {
+		st.cancel()
+	}
+	st.mu.Unlock()
 	if st.f != nil {
 		st.f.Close()
 	}

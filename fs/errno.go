@@ -59,6 +59,9 @@ func toErrno(log *slog.Logger, path string, err error) syscall.Errno {
 	level := errnoLevel(errno)
 	var be *backend.Error
 	if errors.As(err, &be) {
+		if be.Reported() {
+			return errno // one log line per failure, however many reads it fails
+		}
 		log.Log(context.Background(), level, errno.Error(), "path", path, "call", be.Call, "fault", be.Fault)
 	} else {
 		log.Log(context.Background(), level, errno.Error(), "path", path, "err", err.Error())

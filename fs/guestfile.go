@@ -295,6 +295,9 @@ func (h *guestHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 // Flush is close(2): the commit, for a handle that may have written.
 func (h *guestHandle) Flush(ctx context.Context) syscall.Errno {
 	if !h.write {
+		if h.src != nil {
+			h.f.fs.Cache.Abandon(h.src) // reads still waiting end (libHandle.Flush)
+		}
 		return 0
 	}
 	h.f.mu.Lock()

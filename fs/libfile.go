@@ -240,7 +240,10 @@ type libHandle struct {
 	mtime time.Time
 }
 
-var _ gofs.FileReader = (*libHandle)(nil)
+var (
+	_ gofs.FileReader  = (*libHandle)(nil)
+	_ gofs.FileFlusher = (*libHandle)(nil)
+)
 
 func (h *libHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	n, err := h.f.fs.Cache.ReadAt(ctx, h.src, dest, off)
@@ -248,6 +251,14 @@ func (h *libHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Read
 		return nil, toErrno(h.f.fs.Log, h.f.path(), err)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// Flush is close(2): reads of this open still waiting for the network (the
+// kernel's read-ahead, which a signal does not interrupt) end, and a
+// transfer no one else waits for is cancelled.
+func (h *libHandle) Flush(ctx context.Context) syscall.Errno {
+	h.f.fs.Cache.Abandon(h.src)
+	return 0
 }
 
 // stagedHandle is a library file open for writing (or for reading while it

@@ -56,7 +56,7 @@ func (s *Server) hookExports() {
 		}
 		return nil, nil
 	}
-	s.mux.Handle(nfcPattern, s.Exports)
+	s.mux.Handle(nfcPattern, s.Faults.Wrap(s.Exports))
 }
 
 // ExportVm exports a powered-off VM; vSphere refuses any other power state.

@@ -258,7 +258,7 @@ func (s *Server) startGuest(opts Options) error {
 	}
 	reg.Put(&guestFileManager{GuestFileManager: fms[0].(*simulator.GuestFileManager), g: s.Guest})
 	reg.AddHandler(s.Guest)
-	s.mux.Handle(guestPath, s.Guest)
+	s.mux.Handle(guestPath, s.Faults.Wrap(s.Guest))
 	s.pinHostThumbprints()
 	return nil
 }

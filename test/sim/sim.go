@@ -7,7 +7,9 @@ import (
 	"context"
 	"crypto/sha1"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -29,6 +31,9 @@ type Options struct {
 
 	LeaseTimeout time.Duration // export lease timeout; 0 means vCenter's 300s
 	GuestLogin   *url.Userinfo // what the simulated guests accept; nil means root/vmware
+
+	Ranges bool     // library downloads answer Range with 206 (vcsim ignores Range)
+	Faults []string // transport faults to inject from the start (see Faults)
 }
 
 // Server is a running simulator.
@@ -48,6 +53,7 @@ type Server struct {
 	Disks    *Disks          // every VM disk's raw content and served VMDK
 	Exports  *Exports        // export leases (counters, timeout)
 	Guest    *Guest          // directory-backed guests of the VMs (clock, failures, counters)
+	Faults   *Faults         // transport faults injected by method and path (faults.go)
 
 	adminC    adminClient
 	closeOnce sync.Once
@@ -72,19 +78,35 @@ func Start(opts Options) (*Server, error) {
 	if listen == "" {
 		listen = "127.0.0.1:0"
 	}
+	// vcsim panics when it cannot listen: say why in one line instead.
+	if l, err := net.Listen("tcp", listen); err != nil {
+		model.Remove()
+		return nil, fmt.Errorf("cannot listen on %s: %w", listen, errors.Unwrap(err))
+	} else {
+		l.Close()
+	}
 	model.Service.TLS = new(tls.Config)
 	model.Service.RegisterEndpoints = true
 	model.Service.Listen = &url.URL{Host: listen, User: login}
 	mux := http.NewServeMux()
 	model.Service.ServeMux = mux
 
-	s := &Server{model: model, mux: mux}
+	s := &Server{model: model, mux: mux, Faults: newFaults()}
+	for _, f := range opts.Faults {
+		if _, err := ParseFault(f); err != nil {
+			model.Remove()
+			return nil, err
+		}
+	}
 	s.Library = newLibraryData(s)
+	s.Library.SetRanges(opts.Ranges)
 	s.Prepare = newPrepareSteps(s)
-	mux.Handle(rest.Path+"/com/vmware/cis/data/", s.Library)
-	mux.Handle(rest.Path+"/com/vmware/content/library/item/downloadsession/file/", s.Prepare)
+	mux.Handle(rest.Path+"/com/vmware/cis/data/", s.Faults.Wrap(s.Library))
+	mux.Handle(rest.Path+"/com/vmware/content/library/item/downloadsession/file/", s.Faults.Wrap(s.Prepare))
 	s.Sessions = newSessions(s)
-	mux.Handle(rest.Path+"/com/vmware/cis/session", s.Sessions)
+	mux.Handle(rest.Path+"/com/vmware/cis/session", s.Faults.Wrap(s.Sessions))
+	// Every SOAP call, before vcsim's "/sdk".
+	mux.Handle("POST /sdk", s.Faults.Wrap(http.HandlerFunc(model.Service.ServeSDK)))
 	if err := s.startExports(opts); err != nil {
 		model.Remove()
 		return nil, err
@@ -100,6 +122,10 @@ func Start(opts Options) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	// Every vAPI call our extensions hand on to vcsim passes the faults
+	// (newUpdateSessions needed vcsim's own handler).
+	s.vapi = s.Faults.Wrap(s.vapi)
+	mux.Handle(rest.Path+"/com/vmware/content/", s.vapi)
 	s.Updates.register(mux)
 	(&LibraryChecks{s: s, vc: s.Updates.vc}).register(mux)
 	cert := s.srv.Certificate()
@@ -119,6 +145,9 @@ func Start(opts Options) (*Server, error) {
 			s.Close()
 			return nil, fmt.Errorf("guest demo: %w", err)
 		}
+	}
+	for _, f := range opts.Faults { // once the content is made: they are for clients
+		_ = s.Faults.Add(f)
 	}
 	return s, nil
 }
@@ -149,6 +178,7 @@ func StartT(t TB, opts ...Options) *Server {
 // Close stops the server and removes the simulator's temporary files.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		s.Faults.close()
 		if s.Updates != nil {
 			s.Updates.close() // stalled PUTs return
 		}

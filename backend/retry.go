@@ -1,0 +1,209 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vmware/govmomi/vapi/rest"
+	"github.com/vmware/govmomi/view"
+)
+
+// Retries: what is safe to try again, and how long to wait in between.
+//
+// The budget is the one deadline (--timeout): a call and all its retries
+// share it, so a call never takes longer than --timeout whatever fails. In
+// between, the wait doubles from retryBase up to retryCap, with full jitter.
+
+const (
+	retryBase = 100 * time.Millisecond
+	retryCap  = 2 * time.Second
+)
+
+// backoff is the wait before retry number attempt (0 for the first retry).
+func backoff(attempt int) time.Duration {
+	d := retryBase << min(attempt, 10)
+	if d > retryCap || d <= 0 {
+		d = retryCap
+	}
+	return d/2 + rand.N(d/2+1) // jitter, never less than half the step
+}
+
+// sleepCtx waits d, or less if ctx ends (and then says so).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// idempotent lists the calls that can be sent again after any transient
+// failure, a lost connection included: reads, polls and calls whose repeat
+// has the same effect. Other calls are retried only when the server cannot
+// have seen them (refused connections).
+var idempotent = map[string]bool{
+	"library:list":                  true,
+	"library:get":                   true,
+	"library/item:list":             true,
+	"library/item:get":              true,
+	"library/item/file:list":        true,
+	"SessionIsActive":               true,
+	"downloadsession/file:prepare":  true,
+	"downloadsession/file:get":      true,
+	"download-session:keep-alive":   true,
+	"RetrieveProperties":            true,
+	"ListFilesInGuest":              true,
+	"InitiateFileTransferFromGuest": true,
+	"Datastore:list":                true,
+	"updatesession/file:get":        true,
+	"updatesession:get":             true,
+}
+
+// unprocessedOn503 lists calls that are not idempotent but may be sent
+// again after a 503, which says the server did not do them: a download
+// session created twice would outlive the mount.
+var unprocessedOn503 = map[string]bool{
+	"download-session:create": true,
+}
+
+// Retryable reports whether a call may be sent again after err.
+func retryable(call string, err error) bool {
+	if notSent(err) {
+		return true
+	}
+	if unprocessedOn503[call] && isStatus(err, http.StatusServiceUnavailable) {
+		return true
+	}
+	return idempotent[call] && transient(err)
+}
+
+// notSent reports failures the server cannot have acted on: the connection
+// was refused.
+func notSent(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// transient reports failures worth another try: 503, a connection reset,
+// aborted or refused, a body cut short. Deadlines and cancellations are not:
+// the one deadline is spent.
+func transient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errStalled) {
+		return false
+	}
+	if isStatus(err, http.StatusServiceUnavailable) {
+		return true
+	}
+	for _, e := range []error{syscall.ECONNRESET, syscall.ECONNREFUSED, syscall.ECONNABORTED, syscall.EPIPE, io.ErrUnexpectedEOF, errTransport} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	if errors.Is(err, io.EOF) {
+		return true // a connection closed before the response
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "connection reset") || strings.Contains(msg, "broken pipe") ||
+		strings.Contains(msg, "server closed idle connection") || strings.Contains(msg, "unexpected EOF")
+}
+
+// isStatus reports an HTTP status error of either client (SOAP's is unexported).
+func isStatus(err error, code int) bool {
+	if rest.IsStatusError(err, code) {
+		return true
+	}
+	var he *httpStatus
+	if errors.As(err, &he) {
+		return he.code == code
+	}
+	return strings.Contains(err.Error(), http.StatusText(code)) && strings.Contains(err.Error(), itoa(code))
+}
+
+func itoa(n int) string {
+	var b [8]byte
+	i := len(b)
+	for n > 0 || i == len(b) {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[i:])
+}
+
+// httpStatus is a transfer's unexpected HTTP status.
+type httpStatus struct {
+	code   int
+	status string
+}
+
+func (e *httpStatus) Error() string { return e.status }
+
+// errTransport marks a transport failure once it has been mapped.
+var errTransport = errors.New("transport error")
+
+// transportError is the one place transport failures (resets, refused and
+// aborted connections, TLS and DNS errors, bodies cut short) are mapped: to
+// an *Error of kind ErrIO that keeps the text but not the syscall errno, so
+// that no ECONNRESET, ECONNABORTED or ECONNREFUSED reaches an application.
+func transportError(call, on string, err error) error {
+	var be *Error
+	if err == nil || errors.As(err, &be) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	return &Error{Call: call, On: on, Kind: ErrIO, Fault: redact(err.Error()), Err: &opaque{err}}
+}
+
+// opaque hides an error's chain (its syscall errno) but says it is a
+// transport failure and keeps its text.
+type opaque struct{ err error }
+
+func (o *opaque) Error() string { return o.err.Error() }
+
+func (o *opaque) Is(target error) bool {
+	switch target {
+	case errTransport:
+		return true
+	case context.DeadlineExceeded, errStalled, io.ErrUnexpectedEOF:
+		return errors.Is(o.err, target)
+	}
+	return false
+}
+
+// transportBody maps the errors of a transfer's body through
+// transportError, so a reset mid-body is EIO with the call named.
+type transportBody struct {
+	io.ReadCloser
+	call, on string
+}
+
+func (b *transportBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = transportError(b.call, b.on, err)
+	}
+	return n, err
+}
+
+// Transient tells the cache that a lost stream of this file may be resumed.
+func (s *LibrarySource) Transient(err error) bool { return transient(err) }
+
+// Transient tells the cache that a lost stream of this file may be resumed.
+func (s *GuestSource) Transient(err error) bool { return transient(err) }
+
+// destroyView destroys a container view after a call, within what is left
+// of the call's deadline. A call that was cancelled or ran out of time
+// leaves the view to the session (views end with it, at logout): waiting
+// on a hung server for a second --timeout would hold the caller twice.
+func destroyView(ctx context.Context, v *view.ContainerView) {
+	if ctx.Err() == nil {
+		_ = v.Destroy(ctx)
+	}
+}
