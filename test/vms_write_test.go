@@ -185,8 +185,10 @@ func TestVMsRsync(t *testing.T) {
 	calls := func(name string) int { return after.Calls[name] - before.Calls[name] }
 	t.Logf("rsync -a in: %v; calls %v", took.Round(time.Millisecond), diffCalls(before.Calls, after.Calls))
 	// One read-back per file written (and per directory made or filled),
-	// never a re-list of the directory per change (that would be 3 or more a file).
-	if n := calls("ListFilesInGuest"); n > 501*5/4 {
+	// never a re-list of the directory per change (that would be 3 or more a
+	// file). The bound leaves room for lists the 1 s TTL makes due again on a
+	// loaded machine (628 against 501 files was seen), not for one per change.
+	if n := calls("ListFilesInGuest"); n > 501*2 {
 		t.Errorf("%d ListFilesInGuest calls to write 501 files: a list per change?", n)
 	}
 	if after.Refused != 0 {
