@@ -216,6 +216,17 @@ func TestKilledMountSessionEnded(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	// The mount records the session once create has answered: kill it only
+	// after that, as a kill before it leaves nothing to find.
+	for {
+		if recs, _ := filepath.Glob(filepath.Join(cacheDir, "sessions", "*", sids[0])); len(recs) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session %s never recorded under %s/sessions\n%s", sids[0], cacheDir, m.Log())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	_ = m.cmd.Process.Kill()
 	<-m.done
 	_ = syscall.Unmount(m.Dir, syscall.MNT_DETACH)
