@@ -16,18 +16,28 @@ import (
 // (NAME_MAX; statfs says so too).
 const maxName = 255
 
-// libNameErrno checks a name (as shown in the mount) that is about to be
-// created: ENAMETOOLONG over 255 bytes (as shown, or as the server has it),
-// EINVAL for what the library API refuses (file names become paths on the
-// datastore: no "/" or "\", no "..", not empty, not ".").
+// libNameErrno checks a library's or item's name (as shown in the mount)
+// that is about to be created: EINVAL for a name the name rule would not
+// show back, ENAMETOOLONG over 255 bytes (as shown, or as the server has
+// it). vCenter takes any other name for them, "/" included ("a%2Fb").
 func libNameErrno(shown string) syscall.Errno {
-	if errno := checkNewName(shown); errno != 0 { // a name the rule would not show back
+	if errno := checkNewName(shown); errno != 0 {
+		return errno
+	}
+	if len(shown) > maxName || len(DecodeName(shown)) > maxName {
+		return syscall.ENAMETOOLONG
+	}
+	return 0
+}
+
+// fileNameErrno checks a library file's name as libNameErrno does, and
+// gives EINVAL for what the library API refuses in file names, which become
+// paths on the datastore: no "/" or "\", no "..", not empty, not ".".
+func fileNameErrno(shown string) syscall.Errno {
+	if errno := libNameErrno(shown); errno != 0 {
 		return errno
 	}
 	n := DecodeName(shown)
-	if len(shown) > maxName || len(n) > maxName {
-		return syscall.ENAMETOOLONG
-	}
 	if n == "" || n == "." || strings.ContainsAny(n, "/\\") || strings.Contains(n, "..") {
 		return syscall.EINVAL
 	}

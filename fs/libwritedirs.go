@@ -282,7 +282,7 @@ func (d *itemDir) Create(ctx context.Context, name string, flags uint32, mode ui
 	if errno := d.fs.writable(d.sub); errno != 0 {
 		return nil, nil, 0, errno
 	}
-	if errno := libNameErrno(name); errno != 0 { // before anything is made on the server
+	if errno := fileNameErrno(name); errno != 0 { // before anything is made on the server
 		return nil, nil, 0, errno
 	}
 	n := DecodeName(name)
@@ -347,7 +347,7 @@ func (d *itemDir) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if name == newName {
 		return 0
 	}
-	if errno := libNameErrno(newName); errno != 0 {
+	if errno := fileNameErrno(newName); errno != 0 {
 		return errno
 	}
 	itm, l, err := d.list(ctx)

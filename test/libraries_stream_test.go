@@ -20,7 +20,7 @@ import (
 func tmpfsDir(t *testing.T, size string) string {
 	t.Helper()
 	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
 		t.Fatalf("mount tmpfs: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
@@ -31,6 +31,7 @@ func tmpfsDir(t *testing.T, size string) string {
 // tmpfs succeeds in one session, the bytes equal; the server changes only
 // at close.
 func TestStreamedUpload(t *testing.T) {
+	t.Setenv("VSPHEREFS_STREAM_AFTER", "4194304") // streaming is opt-in (fs/staging.go)
 	s := sim.StartT(t)
 	cache := tmpfsDir(t, "64m")
 	m := mount(t, s, "--cache-dir", cache, "--cache-size", "16MiB")
@@ -72,6 +73,7 @@ func TestStreamedUpload(t *testing.T) {
 // already dropped fails with EIO and leaves the server's file as it was;
 // fsync of a streamed file waits for its bytes and commits nothing.
 func TestStreamedUploadFallback(t *testing.T) {
+	t.Setenv("VSPHEREFS_STREAM_AFTER", "4194304") // streaming is opt-in (fs/staging.go)
 	s := sim.StartT(t)
 	m := mount(t, s)
 	item := m.Path("libraries", "demo-library", "multi")
@@ -142,6 +144,7 @@ func TestStreamedUploadFallback(t *testing.T) {
 // bytes); one that breaks after bytes were dropped fails with EIO, the
 // server's file as it was, and one log line naming the path, call and fault.
 func TestStreamedUploadFails(t *testing.T) {
+	t.Setenv("VSPHEREFS_STREAM_AFTER", "4194304") // streaming is opt-in (fs/staging.go)
 	s := sim.StartT(t)
 	m := mount(t, s)
 	p := m.Path("libraries", "demo-library", "multi", "b.bin")
@@ -180,6 +183,7 @@ func TestStreamedUploadFails(t *testing.T) {
 // descriptor a shell shares with its children is committed at the last
 // close of all, once, with every byte.
 func TestStreamedUploadSharedDescriptor(t *testing.T) {
+	t.Setenv("VSPHEREFS_STREAM_AFTER", "4194304") // streaming is opt-in (fs/staging.go)
 	s := sim.StartT(t)
 	m := mount(t, s)
 	item := m.Path("libraries", "demo-library", "hello")

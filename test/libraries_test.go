@@ -76,8 +76,8 @@ func TestListingMatchesAPI(t *testing.T) {
 		t.Errorf("libraries/: %v, want %v", got, want)
 	}
 	out := run(t, "df", "-k", m.Dir)
-	if !strings.Contains(out, "vspherefs") {
-		t.Errorf("df: %s", out)
+	if !strings.Contains(out, s.URL.Host) { // the vCenter is the filesystem's source
+		t.Errorf("df: %s, want %s as the source", out, s.URL.Host)
 	}
 }
 

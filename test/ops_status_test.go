@@ -5,6 +5,7 @@ package test
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,7 +147,14 @@ func freePort(t *testing.T) string {
 // scrape returns the value of each sample of /metrics, keyed by its name and labels as printed.
 func scrape(t *testing.T, addr string) map[string]float64 {
 	t.Helper()
+	// The harness sees the FUSE mount a moment before the mount has bound
+	// its metrics listener (it does so before it says READY).
+	deadline := time.Now().Add(10 * time.Second)
 	res, err := http.Get("http://" + addr + "/metrics")
+	for err != nil && errors.Is(err, syscall.ECONNREFUSED) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		res, err = http.Get("http://" + addr + "/metrics")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
