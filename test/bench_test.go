@@ -49,20 +49,21 @@ func timeCPU(b testing.TB, name string, args ...string) (time.Duration, time.Dur
 
 // cpuTime is the CPU time (user + system) a mount's process has used so
 // far, from /proc/<pid>/stat (fields 14 and 15, in USER_HZ ticks, which
-// Linux fixes at 100 a second for /proc).
-func cpuTime(b testing.TB, m *Mount) time.Duration {
+// Linux fixes at 100 a second for /proc), and its minor page faults (field 10).
+func cpuTime(b testing.TB, m *Mount) (time.Duration, int64) {
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", m.cmd.Process.Pid))
 	if err != nil {
 		b.Fatal(err)
 	}
 	// The command name (field 2) is in parentheses and may hold spaces.
 	f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
+	minflt, err0 := strconv.ParseInt(f[7], 10, 64)
 	utime, err1 := strconv.ParseInt(f[11], 10, 64)
 	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
+	if err0 != nil || err1 != nil || err2 != nil {
 		b.Fatalf("/proc/%d/stat: %q", m.cmd.Process.Pid, st)
 	}
-	return time.Duration(utime+stime) * (time.Second / 100)
+	return time.Duration(utime+stime) * (time.Second / 100), minflt
 }
 
 // cpuPerGiB is CPU seconds per GiB moved.
@@ -96,6 +97,7 @@ func BenchmarkLibraryRead(b *testing.B) {
 			shm := filepath.Join("/dev/shm", fmt.Sprintf("vspherefs-bench-%d", os.Getpid()))
 			defer os.Remove(shm)
 			var curl, cold, warm, tmpfs, curlCPU, mountCPU, ddCPU time.Duration
+			var faults int64 // the mount's minor page faults in cold reads
 			for i := 0; i < b.N; i++ {
 				u, h, done, err := s.Endpoint(c, "bench", "file", "data.bin")
 				if err != nil {
@@ -104,9 +106,10 @@ func BenchmarkLibraryRead(b *testing.B) {
 				wall, cpu := timeCPU(b, "curl", "-sf", "--cacert", mustCert(b, s), "-H", "vmware-api-session-id: "+h.Get("vmware-api-session-id"), "-o", "/dev/null", u)
 				curl, curlCPU = curl+wall, curlCPU+cpu
 				done()
-				before := cpuTime(b, m)
+				cpu0, flt0 := cpuTime(b, m)
 				wall, cpu = timeCPU(b, "dd", "if="+p, "of=/dev/null", "bs=1M")
-				mountCPU += cpuTime(b, m) - before
+				cpu1, flt1 := cpuTime(b, m)
+				mountCPU, faults = mountCPU+cpu1-cpu0, faults+flt1-flt0
 				cold, ddCPU = cold+wall, ddCPU+cpu
 				warm += timeCmd(b, "dd", "if="+p, "of=/dev/null", "bs=1M")
 				timeCmd(b, "cp", p, shm)
@@ -128,6 +131,7 @@ func BenchmarkLibraryRead(b *testing.B) {
 			b.ReportMetric(cpuPerGiB(mountCPU, n), "mount-cpu-s/GiB")
 			b.ReportMetric(cpuPerGiB(ddCPU, n), "dd-cpu-s/GiB")
 			b.ReportMetric(mountCPU.Seconds()/curlCPU.Seconds(), "mount/curl-cpu")
+			b.ReportMetric(float64(faults)/float64(n>>20), "mount-faults/MiB")
 			b.ReportMetric(float64(rssKiB(b, m))/1024, "rss-MiB")
 		})
 	}
