@@ -131,6 +131,7 @@ func (f *libFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 		return nil, 0, toErrno(f.fs.Log, f.path(), err)
 	}
 	src := f.fs.Downloads.Source(it, file)
+	src.Origin = f.path()
 	var fl uint32
 	f.mu.Lock()
 	if f.lastOpen == src.ID() {
