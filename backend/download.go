@@ -12,7 +12,18 @@ import (
 	"github.com/vmware/govmomi/vapi/library"
 	"github.com/vmware/govmomi/vapi/rest"
 	"github.com/vmware/govmomi/vim25/soap"
+
+	"github.com/vspherefs/vspherefs/status"
 )
+
+// withOrigin attaches origin, the mount path a transfer is for, to ctx
+// unless ctx has one already (status.WithOrigin).
+func withOrigin(ctx context.Context, origin string) context.Context {
+	if origin == "" || status.Origin(ctx) != "" {
+		return ctx
+	}
+	return status.WithOrigin(ctx, origin)
+}
 
 // Downloads keeps one download session per library item, reused across its
 // files and across opens, kept alive while in use and deleted when idle.
@@ -58,6 +69,10 @@ type LibrarySource struct {
 	d    *Downloads
 	item Item
 	file File
+	// Origin is the file's path in the mount, shown by `vspherefs status`
+	// for its prepare and transfers (the cache opens streams on contexts of
+	// its own): set by whoever makes the source.
+	Origin string
 }
 
 // ID keys cached blocks: a new content version is a new object.
@@ -73,6 +88,7 @@ func (s *LibrarySource) Size() int64 { return s.file.Size }
 // refused connection (backoff and jitter), and an expired session or
 // endpoint (a new session, once).
 func (s *LibrarySource) Open(ctx context.Context, off, n int64) (io.ReadCloser, bool, error) {
+	ctx = withOrigin(ctx, s.Origin)
 	deadline := time.Now().Add(s.d.c.cfg.Timeout)
 	renewed := false
 	for attempt := 0; ; attempt++ {
@@ -229,6 +245,8 @@ func (d *Downloads) endpoint(ctx context.Context, s *dlSession, it Item, name st
 		return u, nil
 	}
 	on := it.Name + "/" + name
+	step := d.c.Step(ctx, "library prepare", on, "preparing")
+	defer step.End() // (a prepared file's endpoint is kept: listed once)
 	lm := d.c.Library()
 	var info *library.DownloadFile
 	err := d.c.Do(ctx, "downloadsession/file:prepare", on, func(ctx context.Context) (err error) {

@@ -26,6 +26,8 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/vspherefs/vspherefs/status"
 )
 
 // ExportRequest says what to export and where to spool it.
@@ -52,6 +54,9 @@ type ExportRequest struct {
 	// can only be served once Export has returned. Called from Export's
 	// goroutine, one disk at a time.
 	DiskReady func(i int, f ExportedFile)
+	// LeaseReady, if set, is told when the lease is ready and the disks'
+	// transfers begin.
+	LeaseReady func()
 }
 
 // ExportProgress is how far an export's disk transfers are.
@@ -125,6 +130,9 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 	if err != nil {
 		return nil, vimError("HttpNfcLease", on, err)
 	}
+	if req.LeaseReady != nil {
+		req.LeaseReady()
+	}
 	var items []nfc.FileItem
 	var total int64
 	for _, item := range info.Items {
@@ -154,7 +162,7 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 	sums := map[string]string{}   // device key -> sha1
 	verified := map[string]bool{} // device key -> checked on its own, served early
 	for i, item := range items {
-		f, sum1, sum256, derr := download(tctx, c, item, req.Dir, keeper, req.Stall)
+		f, sum1, sum256, derr := download(diskOrigin(tctx, i, item.Path), c, item, req.Dir, keeper, req.Stall)
 		if f.Path != "" {
 			written = append(written, f.Path)
 		}
@@ -234,6 +242,21 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 	}
 	ovfFile.Ready, mfFile.Ready = end, end
 	return append(append([]ExportedFile{ovfFile}, files...), mfFile), nil
+}
+
+// diskOrigin is ctx for the transfer of disk i (in lease order), called
+// name in the package: under the origin of ctx, the mount folder the export
+// is for (status.WithOrigin), its file there: exports/<vm>/<name>, or the
+// raw image disks/<vm>/disk-<i>.img.
+func diskOrigin(ctx context.Context, i int, name string) context.Context {
+	folder := status.Origin(ctx)
+	if folder == "" {
+		return ctx
+	}
+	if strings.HasPrefix(folder, "disks/") {
+		name = DiskImageName(i)
+	}
+	return status.WithOrigin(ctx, folder+"/"+name)
 }
 
 // callContext is one API call's deadline (--timeout); 0 means none.

@@ -16,6 +16,8 @@ import (
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/vspherefs/vspherefs/status"
 )
 
 // ExportVM is a VM as exports/ and disks/ show it.
@@ -536,7 +538,7 @@ func (x *Exports) job(ctx context.Context, t ExportTarget) (*exportJob, error) {
 		j = nil
 	}
 	if j == nil {
-		j = x.startLocked(t, cv)
+		j = x.startLocked(t, cv, status.Origin(ctx))
 	}
 	x.mu.Unlock()
 	return j, nil
@@ -561,7 +563,9 @@ func (x *Exports) dropLocked(j *exportJob) {
 	}
 }
 
-func (x *Exports) startLocked(t ExportTarget, cv string) *exportJob {
+// origin is the mount folder the export is for (status.WithOrigin), shown
+// by `vspherefs status` for its lease and disk transfers.
+func (x *Exports) startLocked(t ExportTarget, cv, origin string) *exportJob {
 	x.seq++
 	safe := strings.NewReplacer("/", "_", "@", "_").Replace(t.Key())
 	j := &exportJob{key: t.Key(), label: t.Label(), cv: cv, done: make(chan struct{}),
@@ -569,7 +573,7 @@ func (x *Exports) startLocked(t ExportTarget, cv string) *exportJob {
 		id:  fmt.Sprintf("%s#%d", t.Key(), x.seq),
 		dir: filepath.Join(x.dir, fmt.Sprintf("%d-%s", x.seq, safe))}
 	var ctx context.Context
-	ctx, j.cancel = context.WithCancel(x.ctx)
+	ctx, j.cancel = context.WithCancel(status.WithOrigin(x.ctx, origin))
 	x.jobs[j.key] = j
 	x.wg.Add(1)
 	go x.run(ctx, j, t)
@@ -582,7 +586,10 @@ func (x *Exports) run(ctx context.Context, j *exportJob, t ExportTarget) {
 	defer j.cancel()
 	start := time.Now()
 	x.log.Info("export started: one lease, disks spooled, then served from the spool", "export", j.label, "spool", j.dir)
+	step := x.conn.Step(ctx, "export lease", j.label, "waiting for lease")
+	defer step.End()
 	req := ExportRequest{VM: t.VM, Name: t.Name, Dir: j.dir, Progress: j.progress(x.log), Stall: x.conn.cfg.Timeout,
+		LeaseReady: func() { step.SetState("streaming disks") },
 		DiskReady: func(i int, f ExportedFile) {
 			x.log.Info("disk spooled and checked against the lease's manifest: served while the export goes on",
 				"export", j.label, "file", f.Name, "bytes", f.Size)

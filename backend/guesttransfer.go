@@ -22,6 +22,9 @@ type GuestSource struct {
 	path  string
 	size  int64
 	mtime time.Time
+	// Origin is the file's path in the mount, shown by `vspherefs status`
+	// for its transfers: set by whoever makes the source.
+	Origin string
 }
 
 // Source returns the source of a guest file as last listed: its size and
@@ -42,7 +45,7 @@ func (s *GuestSource) Size() int64 { return s.size }
 // and n are. A file whose size or mtime changed since it was listed is
 // ErrStale: its bytes would not be the version the cache holds.
 func (s *GuestSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, bool, error) {
-	body, err := s.open(ctx) // guestread.go
+	body, err := s.open(withOrigin(ctx, s.Origin)) // guestread.go
 	return body, false, err
 }
 

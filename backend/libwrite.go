@@ -20,6 +20,8 @@ import (
 
 	"github.com/vmware/govmomi/vapi/library"
 	"github.com/vmware/govmomi/vim25/soap"
+
+	"github.com/vspherefs/vspherefs/status"
 )
 
 // libraryConn is what the library writer needs of a connection (*Conn has
@@ -122,6 +124,8 @@ func (w *LibraryWriter) Commit(ctx context.Context, itemID string, files []Stage
 		ms = append(ms, m)
 	}
 	w.endUnended(ctx, itemID) // a session an earlier failure left would make this one busy
+	// Listed in status from the session's create to DONE.
+	defer w.step(ctx, itemID, ms).End()
 	lm := w.c.Library()
 	var sid string
 	err := w.c.Do(ctx, "updatesession:create", itemID, func(ctx context.Context) (err error) {
@@ -145,6 +149,21 @@ func (w *LibraryWriter) Commit(ctx context.Context, itemID string, files []Stage
 		w.closed(sid)
 	}
 	return err
+}
+
+// step lists the commit with the transfers in flight, for the mount path
+// ctx carries (the item's folder; the file's own path when it commits one).
+func (w *LibraryWriter) step(ctx context.Context, itemID string, files []staged) *status.Live {
+	c, ok := w.c.(interface {
+		Step(ctx context.Context, kind, on, state string) *status.Live
+	})
+	if !ok {
+		return nil
+	}
+	if o := status.Origin(ctx); o != "" && len(files) == 1 {
+		ctx = status.WithOrigin(ctx, o+"/"+files[0].Name)
+	}
+	return c.Step(ctx, "library commit", itemID, "committing")
 }
 
 // run does the steps after create; ended says the session already left ACTIVE.
@@ -199,6 +218,9 @@ func validationText(v *library.UpdateFileValidation) string {
 
 // upload adds one file as PUSH with its checksum and PUTs its bytes.
 func (w *LibraryWriter) upload(ctx context.Context, sid, itemID string, f staged) error {
+	if o := status.Origin(ctx); o != "" { // the item's folder: its PUT is for the file
+		ctx = status.WithOrigin(ctx, o+"/"+f.Name)
+	}
 	lm := w.c.Library()
 	on := itemID + "/" + f.Name
 	var info *library.UpdateFile

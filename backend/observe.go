@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi/vim25/soap"
+
+	"github.com/vspherefs/vspherefs/status"
 )
 
 // Observer sees what a connection does, for status and metrics: every API
@@ -75,4 +77,25 @@ func (c *Conn) NoteRetry(call string) {
 	if r, ok := c.cfg.Observer.(RetryObserver); ok {
 		r.Retry(call)
 	}
+}
+
+// StepObserver is an Observer that also lists, with the transfers in
+// flight, the steps that move no bytes of their own: a library file's
+// prepare, a commit, an export's lease.
+type StepObserver interface {
+	Step(kind, path, state string) *status.Live
+}
+
+// Step lists a step for the mount path ctx carries (status.WithOrigin), else
+// for on; End it when it is over. Nil (which End and SetState take) when
+// the observer does not list steps.
+func (c *Conn) Step(ctx context.Context, kind, on, state string) *status.Live {
+	s, ok := c.cfg.Observer.(StepObserver)
+	if !ok {
+		return nil
+	}
+	if o := status.Origin(ctx); o != "" {
+		on = o
+	}
+	return s.Step(kind, on, state)
 }

@@ -195,7 +195,19 @@ func (c *Cache) ReadAt(ctx context.Context, src Source, p []byte, off int64) (in
 	defer c.release(o)
 	ctx, done := o.watch(ctx, src)
 	defer done()
-	return o.readAt(ctx, src, p, off)
+	b, err := o.readAt(ctx, src, p, off, false)
+	return len(b), err
+}
+
+// ReadShared is ReadAt that may return, instead of p filled, a slice of a
+// cached block holding the bytes asked for (when they lie in one block),
+// to be read and never modified: a FUSE reply from it copies nothing more.
+func (c *Cache) ReadShared(ctx context.Context, src Source, p []byte, off int64) ([]byte, error) {
+	o := c.acquire(src)
+	defer c.release(o)
+	ctx, done := o.watch(ctx, src)
+	defer done()
+	return o.readAt(ctx, src, p, off, true)
 }
 
 // Abandon is close(2) of src (one open): its reads that are waiting now end

@@ -77,6 +77,7 @@ func testReads(t *testing.T, ranged bool) {
 		t.Fatalf("sequential read differs (%d bytes)", got.Len())
 	}
 	// Concurrent random reads, including the last byte and past EOF.
+	kept := make(chan sharedRead, 8*50)
 	var wg sync.WaitGroup
 	for g := 0; g < 8; g++ {
 		wg.Add(1)
@@ -86,7 +87,21 @@ func testReads(t *testing.T, ranged bool) {
 			for i := 0; i < 50; i++ {
 				off := r.Int64N(int64(len(src.data)) + 10)
 				p := make([]byte, r.IntN(300<<10)+1)
-				n, err := c.ReadAt(ctx, src, p, off)
+				var n int
+				var err error
+				if g%2 == 1 { // no-copy reads: p, or a slice of one block
+					var b []byte
+					b, err = c.ReadShared(ctx, src, p, off)
+					n = copy(p, b)
+					if len(b) > len(p) {
+						t.Errorf("ReadShared returned %d bytes for %d", len(b), len(p))
+					}
+					if err == nil && len(b) > 0 {
+						kept <- sharedRead{b, off}
+					}
+				} else {
+					n, err = c.ReadAt(ctx, src, p, off)
+				}
 				if off >= int64(len(src.data)) {
 					if err != io.EOF || n != 0 {
 						t.Errorf("past EOF: %d %v", n, err)
@@ -105,9 +120,22 @@ func testReads(t *testing.T, ranged bool) {
 		}(g)
 	}
 	wg.Wait()
+	close(kept)
+	// Slices handed out by ReadShared still hold their bytes after every
+	// later read and eviction: cached blocks are never reused in place.
+	for k := range kept {
+		if !bytes.Equal(k.b, src.data[k.off:k.off+int64(len(k.b))]) {
+			t.Fatalf("bytes read shared at %d changed later", k.off)
+		}
+	}
 	if !ranged && src.opens.Load() != 1 {
 		t.Fatalf("stream source opened %d times, want 1 (the spool serves re-reads)", src.opens.Load())
 	}
+}
+
+type sharedRead struct {
+	b   []byte
+	off int64
 }
 
 func TestRanged(t *testing.T) { testReads(t, true) }
@@ -209,5 +237,46 @@ func TestSpoolBudget(t *testing.T) {
 	}
 	if srcs[0].opens.Load() != before+1 {
 		t.Fatalf("re-read made %d transfers, want 1", srcs[0].opens.Load()-before)
+	}
+}
+
+// TestReadShared: a range within one block comes back as the block's own
+// bytes (no copy into p); one across blocks, or at the end, is copied into p.
+func TestReadShared(t *testing.T) {
+	for _, ranged := range []bool{false, true} {
+		src := &memSource{data: randomData(1<<20 + 100), ranged: ranged}
+		c, err := New(Options{Bytes: 8 << 20, BlockSize: 256 << 10, Dir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		for _, tc := range []struct {
+			off    int64
+			n      int
+			inP    bool // answered in p
+			length int
+		}{
+			{0, 256 << 10, false, 256 << 10},
+			{1000, 4096, false, 4096},
+			{256<<10 - 10, 20, true, 20}, // across two blocks
+			{1 << 20, 4096, false, 100},  // the short last block
+			{1<<20 + 100, 10, true, 0},   // at the end: EOF
+		} {
+			p := make([]byte, tc.n)
+			b, err := c.ReadShared(ctx, src, p, tc.off)
+			if tc.length == 0 {
+				if err != io.EOF || len(b) != 0 {
+					t.Fatalf("ranged=%v at the end: %d bytes, %v", ranged, len(b), err)
+				}
+				continue
+			}
+			if err != nil || len(b) != tc.length || !bytes.Equal(b, src.data[tc.off:tc.off+int64(tc.length)]) {
+				t.Fatalf("ranged=%v at %d: %d bytes, %v", ranged, tc.off, len(b), err)
+			}
+			if inP := &b[0] == &p[0]; inP != tc.inP {
+				t.Fatalf("ranged=%v at %d: answered in p = %v, want %v", ranged, tc.off, inP, tc.inP)
+			}
+		}
+		c.Close()
 	}
 }

@@ -103,9 +103,12 @@ type run struct {
 
 func (o *object) key(idx int64) blockKey { return blockKey{o.id, idx} }
 
-func (o *object) readAt(ctx context.Context, src Source, p []byte, off int64) (int, error) {
+// readAt reads len(p) bytes at off into p and returns them; with share, a
+// range within one block is returned as a slice of the cached block instead
+// (no copy; blocks are never modified once cached).
+func (o *object) readAt(ctx context.Context, src Source, p []byte, off int64, share bool) ([]byte, error) {
 	if off >= o.size {
-		return 0, io.EOF
+		return p[:0], io.EOF
 	}
 	o.mu.Lock()
 	if o.readers == nil {
@@ -143,15 +146,18 @@ func (o *object) readAt(ctx context.Context, src Source, p []byte, off int64) (i
 		idx := pos / bs
 		blk, err := o.block(ctx, src, idx)
 		if err != nil {
-			return n, err
+			return p[:n], err
+		}
+		if b := blk[pos-idx*bs:]; share && first == last && len(b) >= len(p) {
+			return b[:len(p)], nil
 		}
 		m := copy(p[n:], blk[pos-idx*bs:])
 		if m == 0 {
-			return n, io.ErrUnexpectedEOF
+			return p[:n], io.ErrUnexpectedEOF
 		}
 		n += m
 	}
-	return n, nil
+	return p, nil
 }
 
 // block returns block idx, waiting for its fetch or the spool.
@@ -340,7 +346,7 @@ func (o *object) fetchRange(first int64, fs []*fetch) {
 			if rest := o.size - (first+int64(i))*bs; rest < size {
 				size = rest
 			}
-			buf := make([]byte, size)
+			buf := newBlock(size)
 			if _, err = io.ReadFull(body, buf); err != nil {
 				break
 			}
@@ -408,6 +414,11 @@ func (o *object) fromSpool(ctx context.Context, src Source, idx int64) ([]byte, 
 	o.mu.Unlock()
 	if err := st.waitFor(ctx, src, end, func() { o.mu.Lock(); o.startStream(nil, nil, nil); o.mu.Unlock() }); err != nil {
 		return nil, err
+	}
+	// A reader ahead of the stream finds the block in the LRU, where the
+	// stream put it as it spooled it: no read back from the spool.
+	if b, ok := o.c.blocks.Get(o.key(idx)); ok {
+		return b, nil
 	}
 	buf := make([]byte, end-idx*bs)
 	if _, err := st.f.ReadAt(buf, idx*bs); err != nil {

@@ -182,7 +182,7 @@ func (st *stream) copy(body io.Reader, from int64, ranged bool) error {
 		if rest := o.size - at; rest < size {
 			size = rest
 		}
-		buf := make([]byte, size)
+		buf := newBlock(size)
 		n, rerr := io.ReadFull(body, buf)
 		if rerr == nil && at+size == o.size {
 			// The last block: a stream longer than the size stat'ed has changed.

@@ -346,7 +346,7 @@ func (d *exportDir) match(name string) backend.FileMatch {
 // name: for a disk, until it is spooled and checked; for the rest, until the
 // export is done.
 func (d *exportDir) find(ctx context.Context, name string) (spooled, error) {
-	f, err := d.fs.Exports.File(ctx, d.t, d.match(name))
+	f, err := d.fs.Exports.File(withOrigin(ctx, d.mountPath()), d.t, d.match(name))
 	if err != nil {
 		return spooled{}, err
 	}

@@ -108,6 +108,7 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		return nil, 0, toErrno(f.fs.Log, f.mountPath(), err)
 	}
 	src := f.vm.Source(f.guestPath(), s.Size, s.Mtime)
+	src.Origin = f.mountPath()
 	var fl uint32
 	f.mu.Lock()
 	if f.lastOpen == src.ID() && f.st == nil {
@@ -267,6 +268,7 @@ func (h *guestHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 			return fuse.ReadResultData(dest[:n]), 0
 		}
 		src = f.vm.Source(f.guestPath(), st.base.Size, st.base.Mtime) // staged, not yet changed
+		src.Origin = f.mountPath()
 	}
 	f.mu.Unlock()
 	n, err := f.fs.Cache.ReadAt(ctx, src, dest, off)

@@ -79,6 +79,7 @@ func (f *guestFile) loadLocked(ctx context.Context) error {
 		return nil
 	}
 	src := f.vm.Source(f.guestPath(), st.base.Size, st.base.Mtime)
+	src.Origin = f.mountPath()
 	buf := make([]byte, f.fs.Cache.BlockSize())
 	for off := int64(0); off < st.base.Size; {
 		n, err := f.fs.Cache.ReadAt(ctx, src, buf, off)
@@ -198,6 +199,7 @@ func (f *guestFile) commitLocked(ctx context.Context) syscall.Errno {
 		a.Mode = &m
 	}
 	p, size, exists := f.guestPath(), st.size, st.exists
+	bg = withOrigin(bg, f.mountPath())
 	done := make(chan struct{})
 	st.committing = done
 	var errno syscall.Errno

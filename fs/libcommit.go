@@ -260,7 +260,7 @@ func (w *Writes) run(it *itemWrites, files []*staged, removes []string) error {
 		list = append(list, s)
 	}
 	start := time.Now()
-	err := w.lw.Commit(w.ctx, it.id, list, removes)
+	err := w.lw.Commit(withOrigin(w.ctx, itemPath), it.id, list, removes)
 	if err == nil {
 		var total int64
 		for _, s := range list {

@@ -131,6 +131,7 @@ func (f *libFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 		return nil, 0, toErrno(f.fs.Log, f.path(), err)
 	}
 	src := f.fs.Downloads.Source(it, file)
+	src.Origin = f.path()
 	var fl uint32
 	f.mu.Lock()
 	if f.lastOpen == src.ID() {
@@ -246,11 +247,12 @@ var (
 )
 
 func (h *libHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	n, err := h.f.fs.Cache.ReadAt(ctx, h.src, dest, off)
+	// The reply is written from the cached block itself where it can be.
+	b, err := h.f.fs.Cache.ReadShared(ctx, h.src, dest, off)
 	if err != nil && err != io.EOF {
 		return nil, toErrno(h.f.fs.Log, h.f.path(), err)
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	return fuse.ReadResultData(b), 0
 }
 
 // Flush is close(2): reads of this open still waiting for the network (the

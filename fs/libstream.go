@@ -137,6 +137,7 @@ func (sf *staged) writeLocal(data []byte, off int64, appendMode bool, after int6
 func (w *Writes) startStream(sf *staged, ino uint64) {
 	w.mu.Lock()
 	it, name := sf.it, sf.name
+	origin := it.path + "/" + EncodeName(name)
 	ok := !sf.localOnly && !isHeldTemp(name) && !isOVF(name) && sf.writers == 1 && sf.opens == 1 &&
 		!sf.unlinked && !sf.inBatch && !sf.ready && !w.closing && it.stream == nil
 	w.mu.Unlock()
@@ -149,7 +150,7 @@ func (w *Writes) startStream(sf *staged, ino uint64) {
 	if !it.session.TryLock() {
 		return // another session of the item: try again at a later write
 	}
-	s, err := w.lw.StartStream(w.ctx, it.id, name)
+	s, err := w.lw.StartStream(withOrigin(w.ctx, origin), it.id, name)
 	if err != nil {
 		it.session.Unlock()
 		sf.mu.Lock()

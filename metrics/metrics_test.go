@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/vspherefs/vspherefs/status"
 )
 
 func TestKindOf(t *testing.T) {
@@ -98,4 +101,31 @@ func TestLeasesFromSOAP(t *testing.T) {
 	if len(got) != 3 || got[0] != env("ExportSnapshot") || got[2] != env("HttpNfcLeaseComplete") {
 		t.Errorf("the server got other bodies than were sent")
 	}
+}
+
+// A transfer whose request carries the origin of a mount path is shown by
+// it, with its host and URL path (never the query) besides.
+func TestTransportShowsOrigin(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello")
+	}))
+	defer srv.Close()
+	m := New(slog.New(slog.NewTextHandler(io.Discard, nil)), false)
+	c := &http.Client{Transport: m.Transport(http.DefaultTransport)}
+	req, _ := http.NewRequestWithContext(status.WithOrigin(context.Background(), "vms/demo-vm/etc/hostname"),
+		http.MethodGet, srv.URL+"/guestFile?id=1&token=secret", nil)
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	ts := m.Tracker.Snapshot()
+	if len(ts) != 1 || ts[0].Path != "vms/demo-vm/etc/hostname" || ts[0].URLPath != "/guestFile" || ts[0].Host != req.URL.Host {
+		t.Fatalf("in flight: %+v", ts)
+	}
+	step := m.Step("library commit", "libraries/l/i", "committing")
+	if ts := m.Tracker.Snapshot(); len(ts) != 2 || ts[1].Path != "libraries/l/i" || ts[1].State != "committing" || ts[1].Kind != "library commit" {
+		t.Errorf("with a step: %+v", ts)
+	}
+	step.End()
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vspherefs/vspherefs/status"
 )
 
 // Transport wraps the connection's HTTP transport (backend.Observer): API
@@ -62,7 +64,8 @@ func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if dir == "written" {
 		state = "streaming"
 	}
-	live := t.m.Tracker.Begin(kind+" "+verb, host, path, state, total)
+	origin := status.Origin(r.Context()) // the path in the mount it is for, if the fs said
+	live := t.m.Tracker.BeginAt(origin, kind+" "+verb, host, path, state, total)
 	g := t.m.transfers.WithLabelValues(tree, dir)
 	g.Inc()
 	bytes := t.m.transferBytes.WithLabelValues(tree, dir)
@@ -74,13 +77,13 @@ func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
 			g.Dec()
 			t.m.transferSeconds.WithLabelValues(tree, dir).Observe(time.Since(start).Seconds())
 			if t.m.Debug {
-				t.m.Log.Debug("transfer", "kind", kind, "method", r.Method, "host", host, "path", path,
+				t.m.Log.Debug("transfer", "kind", kind, "file", origin, "method", r.Method, "host", host, "path", path,
 					"status", status, "bytes", live.Done(), "took", time.Since(start).Round(time.Microsecond))
 			}
 		})
 	}
 	if t.m.Debug {
-		t.m.Log.Debug("transfer start", "kind", kind, "method", r.Method, "host", host, "path", path)
+		t.m.Log.Debug("transfer start", "kind", kind, "file", origin, "method", r.Method, "host", host, "path", path)
 	}
 	if dir == "written" && r.Body != nil && r.Body != http.NoBody {
 		r2 := *r
@@ -104,6 +107,13 @@ func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	live.SetState("server answered")
 	res.Body = &countBody{ReadCloser: res.Body, end: func() { end(strconv.Itoa(res.StatusCode)) }}
 	return res, nil
+}
+
+// Step lists a step that moves no bytes of its own (a library file's
+// prepare, a commit, an export's lease) with the transfers, for path in the
+// mount (backend.StepObserver).
+func (m *Metrics) Step(kind, path, state string) *status.Live {
+	return m.Tracker.BeginAt(path, kind, "", "", state, -1)
 }
 
 // countBody counts the bytes read through it and ends the transfer at EOF or Close.

@@ -41,12 +41,17 @@ type HeldFile struct {
 	State string `json:"state"`
 }
 
-// Transfer is one HTTP transfer in flight.
+// Transfer is one transfer in flight (or a step of one that moves no bytes:
+// a library file's prepare, a commit, an export's lease).
 type Transfer struct {
-	ID      int64     `json:"id"`
-	Kind    string    `json:"kind"` // library download, library upload, guest download, guest upload, export disk
-	Host    string    `json:"host"`
-	Path    string    `json:"path"` // URL path: never its query (tokens)
+	ID   int64  `json:"id"`
+	Kind string `json:"kind"` // library prepare, library download, library upload, library commit, guest download, guest upload, export lease, export disk download
+	// Path is the path in the mount it is for (libraries/lib/item/file,
+	// vms/vm/etc/hostname, exports/vm/vm-disk-0.vmdk), or the URL path
+	// when that is not known.
+	Path    string    `json:"path"`
+	Host    string    `json:"host,omitempty"`
+	URLPath string    `json:"url_path,omitempty"` // never its query (tokens)
 	State   string    `json:"state"`
 	Done    int64     `json:"bytes_done"`
 	Total   int64     `json:"bytes_total"` // -1: unknown
@@ -68,22 +73,33 @@ type Live struct {
 	id      int64
 	kind    string
 	host    string
-	path    string
+	path    string // in the mount, or the URL path
+	urlPath string
 	started time.Time
 	total   atomic.Int64
 	done    atomic.Int64
 	state   atomic.Value // string
 }
 
-// Begin starts tracking a transfer of total bytes (-1: unknown).
-func (t *Tracker) Begin(kind, host, path, state string, total int64) *Live {
+// Begin starts tracking a transfer of total bytes (-1: unknown), shown by
+// its URL path.
+func (t *Tracker) Begin(kind, host, urlPath, state string, total int64) *Live {
+	return t.BeginAt(urlPath, kind, host, urlPath, state, total)
+}
+
+// BeginAt starts tracking a transfer (or a step) for path in the mount
+// ("": shown by its URL path); host and urlPath may be "".
+func (t *Tracker) BeginAt(path, kind, host, urlPath, state string, total int64) *Live {
+	if path == "" {
+		path = urlPath
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.live == nil {
 		t.live = map[int64]*Live{}
 	}
 	t.next++
-	l := &Live{t: t, id: t.next, kind: kind, host: host, path: path, started: time.Now()}
+	l := &Live{t: t, id: t.next, kind: kind, host: host, path: path, urlPath: urlPath, started: time.Now()}
 	l.total.Store(total)
 	l.state.Store(state)
 	t.live[l.id] = l
@@ -93,8 +109,12 @@ func (t *Tracker) Begin(kind, host, path, state string, total int64) *Live {
 // Add counts n more bytes.
 func (l *Live) Add(n int64) { l.done.Add(n) }
 
-// SetState changes what the transfer is doing.
-func (l *Live) SetState(s string) { l.state.Store(s) }
+// SetState changes what the transfer is doing (nil: nothing is tracked).
+func (l *Live) SetState(s string) {
+	if l != nil {
+		l.state.Store(s)
+	}
+}
 
 // SetTotal sets the expected size once known.
 func (l *Live) SetTotal(n int64) { l.total.Store(n) }
@@ -102,8 +122,11 @@ func (l *Live) SetTotal(n int64) { l.total.Store(n) }
 // Done is the bytes moved so far.
 func (l *Live) Done() int64 { return l.done.Load() }
 
-// End stops tracking it.
+// End stops tracking it (nil: nothing is tracked).
 func (l *Live) End() {
+	if l == nil {
+		return
+	}
 	l.t.mu.Lock()
 	delete(l.t.live, l.id)
 	l.t.mu.Unlock()
@@ -120,7 +143,7 @@ func (t *Tracker) Snapshot() []Transfer {
 	out := make([]Transfer, 0, len(ls))
 	now := time.Now()
 	for _, l := range ls {
-		tr := Transfer{ID: l.id, Kind: l.kind, Host: l.host, Path: l.path, State: l.state.Load().(string),
+		tr := Transfer{ID: l.id, Kind: l.kind, Host: l.host, Path: l.path, URLPath: l.urlPath, State: l.state.Load().(string),
 			Done: l.done.Load(), Total: l.total.Load(), Started: l.started}
 		if secs := now.Sub(l.started).Seconds(); secs > 0 {
 			tr.Rate = float64(tr.Done) / secs

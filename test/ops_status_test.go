@@ -81,8 +81,12 @@ func TestOpsStatusShowsGrowingTransfer(t *testing.T) {
 	if grown.Kind != "library download" || grown.Host != s.URL.Host || grown.State != "streaming" || grown.Rate <= 0 {
 		t.Errorf("transfer %+v: want a streaming library download from %s with a rate", grown, s.URL.Host)
 	}
-	if strings.ContainsAny(grown.Path, "?&") {
-		t.Errorf("transfer path %q shows a query", grown.Path)
+	// Shown by its path in the mount; the URL path (never its query) besides.
+	if grown.Path != "libraries/demo-library/big/big.bin" || grown.URLPath == "" || grown.URLPath == grown.Path {
+		t.Errorf("transfer shows path %q, URL path %q; want libraries/demo-library/big/big.bin and the URL's", grown.Path, grown.URLPath)
+	}
+	if strings.ContainsAny(grown.URLPath, "?&") {
+		t.Errorf("transfer URL path %q shows a query", grown.URLPath)
 	}
 	if snap.PID != m.cmd.Process.Pid || snap.Mountpoint != m.Dir || snap.Server != s.URL.Host {
 		t.Errorf("status names pid %d, %q, %q; want %d, %q, %q", snap.PID, snap.Mountpoint, snap.Server, m.cmd.Process.Pid, m.Dir, s.URL.Host)
@@ -126,11 +130,86 @@ func TestOpsStatusShowsGrowingTransfer(t *testing.T) {
 	if st := statusJSON(t, m); len(st.Held) != 0 || st.Commits != 0 {
 		t.Errorf("after the commit: staged %+v, %d commits pending", st.Held, st.Commits)
 	}
+	// A commit is listed by the file's path while it runs (create to DONE),
+	// and so is its upload.
+	s.Updates.SetPutDelay(2 * time.Second)
+	defer s.Updates.SetPutDelay(0)
+	closed := make(chan error, 1)
+	go func() {
+		closed <- os.WriteFile(m.Path("libraries", "demo-library", "hello", "slow.txt"), []byte("slow"), 0o644)
+	}()
+	const slow = "libraries/demo-library/hello/slow.txt"
+	var commit, upload *status.Transfer
+	for i := 0; i < 100 && (commit == nil || upload == nil); i++ {
+		for _, tr := range statusJSON(t, m).Transfers {
+			switch {
+			case tr.Path == slow && tr.Kind == "library commit" && tr.State == "committing":
+				commit = &tr
+			case tr.Path == slow && tr.Kind == "library upload" && tr.URLPath != "":
+				upload = &tr
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if commit == nil || upload == nil {
+		t.Errorf("while %s commits: commit %+v, upload %+v; want both listed by its path", slow, commit, upload)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	s.Updates.SetPutDelay(0)
+	if ts := statusJSON(t, m).Transfers; len(ts) != 0 {
+		t.Errorf("after the commit: %+v in flight", ts)
+	}
 	// The text form says the same in words.
 	out, err := exec.Command(binary, "status", m.Dir).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), s.URL.Host) || !strings.Contains(string(out), "API calls since mount") {
 		t.Errorf("status: %v\n%s", err, out)
 	}
+}
+
+// A throttled guest read shows in `status --json` by its path under vms/,
+// with the ESXi host and the URL path of its transfer; the text form names
+// it too.
+func TestOpsStatusShowsGuestTransfer(t *testing.T) {
+	s := sim.StartT(t)
+	s.Guest.SetRate(128 << 10) // the 1 MiB blob takes about 8s
+	defer s.Guest.SetRate(0)
+	m := mountWithDir(t, s, nil, "GOVC_GUEST_LOGIN="+sim.GuestLoginString())
+	want := "vms/" + guestVM + guestBlob
+	cat := exec.Command("cat", m.Path(want))
+	cat.Stdout = io.Discard
+	if err := cat.Start(); err != nil {
+		t.Fatal(err)
+	}
+	catDone := make(chan error, 1)
+	go func() { catDone <- cat.Wait() }()
+	t.Cleanup(func() { s.Guest.SetRate(0); <-catDone })
+
+	var tr *status.Transfer
+	var snap status.Snapshot
+	for i := 0; i < 300 && tr == nil; i++ {
+		snap = statusJSON(t, m)
+		if got := findTransfer(snap, "blob.bin"); got != nil && got.Done > 0 {
+			tr = got
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if tr == nil {
+		t.Fatalf("no guest transfer of blob.bin; last status: %+v", snap)
+	}
+	if tr.Path != want || tr.Kind != "guest download" || tr.State != "streaming" || tr.URLPath != "/guestFile" || tr.Host == "" {
+		t.Errorf("transfer %+v: want a streaming guest download of %s, URL path /guestFile, with its host", tr, want)
+	}
+	out, err := exec.Command(binary, "status", m.Dir).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), want) || !strings.Contains(string(out), "guest download") {
+		t.Errorf("status: %v\n%s", err, out)
+	}
+	s.Guest.SetRate(0)
+	if err := <-catDone; err != nil {
+		t.Fatalf("cat: %v", err)
+	}
+	catDone <- nil
 }
 
 func freePort(t *testing.T) string {
@@ -236,4 +315,39 @@ func keys(m map[string]float64) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// An export shows in `status --json` as its lease, by the package's folder,
+// and its disk's transfer, by the disk's file (here held by a stall until
+// --timeout fails it).
+func TestOpsStatusShowsExport(t *testing.T) {
+	s := sim.StartT(t)
+	simVM(t, s, exportVM, true)
+	m := mount(t, s, "--timeout", "4s")
+	addFault(t, s, "GET /nfc/*=stall-after:256KiB")
+	defer s.Faults.Clear()
+	folder := "exports/" + exportVM
+	disk := folder + "/" + exportVM + "-disk-0.vmdk"
+	statDone := make(chan error, 1)
+	go func() { _, err := os.Stat(m.Path(disk)); statDone <- err }()
+	var lease, fetch *status.Transfer
+	var snap status.Snapshot
+	for i := 0; i < 200 && (lease == nil || fetch == nil); i++ {
+		snap = statusJSON(t, m)
+		for _, tr := range snap.Transfers {
+			switch {
+			case tr.Path == folder && tr.Kind == "export lease" && tr.State == "streaming disks":
+				lease = &tr
+			case tr.Path == disk && tr.Kind == "export disk download" && strings.Contains(tr.URLPath, "/nfc/") && tr.Done > 0:
+				fetch = &tr
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if lease == nil || fetch == nil {
+		t.Errorf("export of %s: lease %+v, disk transfer %+v; last status: %+v", folder, lease, fetch, snap)
+	}
+	if err := <-statDone; err == nil {
+		t.Errorf("stat of a disk whose transfer stalled succeeded")
+	}
 }

@@ -94,7 +94,7 @@ func printStatus(w io.Writer, s *status.Snapshot) {
 	if len(s.Transfers) == 0 {
 		fmt.Fprintln(w, "no transfer in flight")
 	} else {
-		fmt.Fprintln(tw, "TRANSFER\tHOST\tPATH\tSTATE\tDONE\tTOTAL\tRATE\tETA")
+		fmt.Fprintln(tw, "PATH\tKIND\tSTATE\tDONE\tTOTAL\tRATE\tETA\tHOST\tURL PATH")
 		for _, t := range s.Transfers {
 			total, eta := "?", ""
 			if t.Total >= 0 {
@@ -103,7 +103,7 @@ func printStatus(w io.Writer, s *status.Snapshot) {
 			if t.ETA > 0 {
 				eta = (time.Duration(t.ETA) * time.Second).String()
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s/s\t%s\n", t.Kind, t.Host, t.Path, t.State, size(t.Done), total, size(int64(t.Rate)), eta)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s/s\t%s\t%s\t%s\n", t.Path, t.Kind, t.State, size(t.Done), total, size(int64(t.Rate)), eta, t.Host, t.URLPath)
 		}
 		tw.Flush()
 	}
