@@ -11,7 +11,7 @@ build:
 
 # The suite: unit tests and real FUSE mounts against the embedded simulator, with -race.
 test:
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 45m ./...
 
 # Build, start the embedded simulator, mount it at $(MNT) and say what to try.
 demo: build
