@@ -475,7 +475,8 @@ func TestVMsFailedCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := bytes.Repeat([]byte("new bytes "), 10000)
-	s.Guest.FailNextPut(5000)
+	// Every try fails: a PUT cut short may be retried (a broken pipe is).
+	s.Guest.FailPutsAfter(5000)
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -32,6 +32,7 @@ type Guest struct {
 	clock    atomic.Int64 // offset added to time.Now for URL expiry, ns
 	rate     atomic.Int64 // transfer bytes per second per stream; 0: unlimited
 	failPut  atomic.Int64 // the next PUT fails after this many bytes; -1: none
+	failPuts atomic.Int64 // every PUT fails after this many bytes; -1: none
 	pageSize atomic.Int32 // most entries ListFilesInGuest returns per call
 	puts     putFaults    // queued PUT faults (guesturl.go)
 
@@ -71,6 +72,7 @@ func newGuest(reg *simulator.Registry, home string, login *url.Userinfo) *Guest 
 		stats:   GuestStats{Calls: map[string]int{}, FromGuest: map[string]int{}},
 	}
 	g.failPut.Store(-1)
+	g.failPuts.Store(-1)
 	g.pageSize.Store(100)
 	return g
 }
@@ -85,6 +87,10 @@ func (g *Guest) SetRate(n int64) { g.rate.Store(n) }
 // FailNextPut makes the next PUT fail after n body bytes, as a dropped
 // connection would; the file it was replacing must stay as it was.
 func (g *Guest) FailNextPut(n int64) { g.failPut.Store(n) }
+
+// FailPutsAfter makes every PUT fail after n body bytes (-1: none), so that
+// a commit fails whatever its retries do.
+func (g *Guest) FailPutsAfter(n int64) { g.failPuts.Store(n) }
 
 // SetPageSize sets the most entries one ListFilesInGuest call returns.
 func (g *Guest) SetPageSize(n int) { g.pageSize.Store(int32(n)) }

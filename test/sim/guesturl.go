@@ -202,6 +202,8 @@ func (g *Guest) servePut(w http.ResponseWriter, r *http.Request, t *ticket) {
 	}
 	if fail := g.failPut.Swap(-1); fail >= 0 {
 		body = &failingReader{r: r.Body, left: fail}
+	} else if fail := g.failPuts.Load(); fail >= 0 {
+		body = &failingReader{r: r.Body, left: fail}
 	}
 	var n int64
 	err = g.pump(t, fh, io.LimitReader(body, t.size+1), &n)
