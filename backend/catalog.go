@@ -7,32 +7,8 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi/vapi/library"
+	"github.com/vspherefs/vspherefs/remote"
 )
-
-// Library is a content library as the filesystem shows it.
-type Library struct {
-	ID, Name, Type    string
-	Created, Modified time.Time
-	Subscribed        bool
-	DatastoreID       string
-}
-
-// Item is a library item.
-type Item struct {
-	ID, LibraryID, Name string
-	ContentVersion      string
-	Created, Modified   time.Time
-	Size                int64
-}
-
-// File is a file of an item.
-type File struct {
-	Name    string
-	Size    int64
-	Version string
-
-	Checksum string // the server's, as "ALGORITHM:hex" ("" if it gives none)
-}
 
 // Catalog lists libraries, items and files. The old /rest API has no bulk
 // get, so a listing is 1 + N calls: details are cached by id (with the item's
@@ -43,19 +19,19 @@ type Catalog struct {
 
 	mu      sync.Mutex
 	libIDs  timed[[]string]
-	libs    map[string]Library
+	libs    map[string]remote.Library
 	itemIDs map[string]timed[[]string] // by library
-	items   map[string]timed[Item]
-	files   map[string]timed[[]File] // by item
-	views   map[string]itemView      // sorted items by library, as last built
-	gen     uint64                   // bumped when any item's details change
+	items   map[string]timed[remote.Item]
+	files   map[string]timed[[]remote.File] // by item
+	views   map[string]itemView             // sorted items by library, as last built
+	gen     uint64                          // bumped when any item's details change
 }
 
 // itemView is a library's sorted item list, valid for one id list and gen.
 type itemView struct {
 	at    time.Time
 	gen   uint64
-	items []Item
+	items []remote.Item
 }
 
 type timed[T any] struct {
@@ -67,12 +43,12 @@ func (t timed[T]) fresh(ttl time.Duration) bool { return !t.at.IsZero() && time.
 
 // NewCatalog makes a catalog whose lists live for ttl.
 func NewCatalog(c *Conn, ttl time.Duration) *Catalog {
-	return &Catalog{c: c, ttl: ttl, libs: map[string]Library{}, itemIDs: map[string]timed[[]string]{},
-		items: map[string]timed[Item]{}, files: map[string]timed[[]File]{}, views: map[string]itemView{}}
+	return &Catalog{c: c, ttl: ttl, libs: map[string]remote.Library{}, itemIDs: map[string]timed[[]string]{},
+		items: map[string]timed[remote.Item]{}, files: map[string]timed[[]remote.File]{}, views: map[string]itemView{}}
 }
 
 // Libraries lists the libraries, oldest first.
-func (k *Catalog) Libraries(ctx context.Context) ([]Library, error) {
+func (k *Catalog) Libraries(ctx context.Context) ([]remote.Library, error) {
 	k.mu.Lock()
 	ids := k.libIDs
 	k.mu.Unlock()
@@ -98,14 +74,14 @@ func (k *Catalog) Libraries(ctx context.Context) ([]Library, error) {
 		}
 	}
 	k.mu.Unlock()
-	got, err := parallel(ctx, missing, func(ctx context.Context, id string) (Library, error) {
+	got, err := parallel(ctx, missing, func(ctx context.Context, id string) (remote.Library, error) {
 		var l *library.Library
 		err := k.c.Do(ctx, "library:get", id, func(ctx context.Context) (err error) {
 			l, err = k.c.Library().GetLibraryByID(ctx, id)
 			return err
 		})
 		if err != nil {
-			return Library{}, err
+			return remote.Library{}, err
 		}
 		return toLibrary(l), nil
 	})
@@ -117,7 +93,7 @@ func (k *Catalog) Libraries(ctx context.Context) ([]Library, error) {
 	for _, l := range got {
 		k.libs[l.ID] = l
 	}
-	out := make([]Library, 0, len(ids.v))
+	out := make([]remote.Library, 0, len(ids.v))
 	for _, id := range ids.v {
 		if l, ok := k.libs[id]; ok {
 			out = append(out, l)
@@ -127,8 +103,8 @@ func (k *Catalog) Libraries(ctx context.Context) ([]Library, error) {
 	return out, nil
 }
 
-func toLibrary(l *library.Library) Library {
-	out := Library{ID: l.ID, Name: l.Name, Type: l.Type, Subscribed: l.Type == "SUBSCRIBED" || l.Subscription != nil}
+func toLibrary(l *library.Library) remote.Library {
+	out := remote.Library{ID: l.ID, Name: l.Name, Type: l.Type, Subscribed: l.Type == "SUBSCRIBED" || l.Subscription != nil}
 	if l.CreationTime != nil {
 		out.Created = *l.CreationTime
 	}
@@ -143,7 +119,7 @@ func toLibrary(l *library.Library) Library {
 }
 
 // Items lists a library's items, oldest first.
-func (k *Catalog) Items(ctx context.Context, libID string) ([]Item, error) {
+func (k *Catalog) Items(ctx context.Context, libID string) ([]remote.Item, error) {
 	k.mu.Lock()
 	ids := k.itemIDs[libID]
 	k.mu.Unlock()
@@ -169,7 +145,7 @@ func (k *Catalog) Items(ctx context.Context, libID string) ([]Item, error) {
 		}
 	}
 	k.mu.Unlock()
-	if _, err := parallel(ctx, missing, func(ctx context.Context, id string) (Item, error) {
+	if _, err := parallel(ctx, missing, func(ctx context.Context, id string) (remote.Item, error) {
 		return k.Item(ctx, id, true)
 	}); err != nil {
 		return nil, err
@@ -181,7 +157,7 @@ func (k *Catalog) Items(ctx context.Context, libID string) ([]Item, error) {
 	if v, ok := k.views[libID]; ok && v.at.Equal(ids.at) && v.gen == k.gen {
 		return v.items, nil
 	}
-	out := make([]Item, 0, len(ids.v))
+	out := make([]remote.Item, 0, len(ids.v))
 	for _, id := range ids.v {
 		if it, ok := k.items[id]; ok {
 			out = append(out, it.v)
@@ -194,7 +170,7 @@ func (k *Catalog) Items(ctx context.Context, libID string) ([]Item, error) {
 
 // Item returns an item's details, from the cache unless refresh is set and
 // they are older than the TTL.
-func (k *Catalog) Item(ctx context.Context, id string, refresh bool) (Item, error) {
+func (k *Catalog) Item(ctx context.Context, id string, refresh bool) (remote.Item, error) {
 	k.mu.Lock()
 	it, ok := k.items[id]
 	k.mu.Unlock()
@@ -207,9 +183,9 @@ func (k *Catalog) Item(ctx context.Context, id string, refresh bool) (Item, erro
 		return err
 	})
 	if err != nil {
-		return Item{}, err
+		return remote.Item{}, err
 	}
-	v := Item{ID: li.ID, LibraryID: li.LibraryID, Name: li.Name, ContentVersion: li.ContentVersion, Size: li.Size}
+	v := remote.Item{ID: li.ID, LibraryID: li.LibraryID, Name: li.Name, ContentVersion: li.ContentVersion, Size: li.Size}
 	if li.CreationTime != nil {
 		v.Created = *li.CreationTime
 	}
@@ -221,19 +197,19 @@ func (k *Catalog) Item(ctx context.Context, id string, refresh bool) (Item, erro
 	if old, ok := k.items[id]; !ok || old.v != v {
 		k.gen++
 	}
-	k.items[id] = timed[Item]{v, time.Now()}
+	k.items[id] = timed[remote.Item]{v, time.Now()}
 	k.mu.Unlock()
 	return v, nil
 }
 
 // Files lists an item's files, refreshing the item's details with them.
-func (k *Catalog) Files(ctx context.Context, itemID string) (Item, []File, error) {
+func (k *Catalog) Files(ctx context.Context, itemID string) (remote.Item, []remote.File, error) {
 	k.mu.Lock()
 	fs := k.files[itemID]
 	k.mu.Unlock()
 	it, err := k.Item(ctx, itemID, !fs.fresh(k.ttl))
 	if err != nil {
-		return Item{}, nil, err
+		return remote.Item{}, nil, err
 	}
 	if fs.fresh(k.ttl) {
 		return it, fs.v, nil
@@ -244,19 +220,19 @@ func (k *Catalog) Files(ctx context.Context, itemID string) (Item, []File, error
 		return err
 	})
 	if err != nil {
-		return Item{}, nil, err
+		return remote.Item{}, nil, err
 	}
-	files := make([]File, 0, len(list))
+	files := make([]remote.File, 0, len(list))
 	for _, f := range list {
 		var size int64
 		if f.Size != nil {
 			size = *f.Size
 		}
-		files = append(files, File{Name: f.Name, Size: size, Version: f.Version, Checksum: checksumOf(f)})
+		files = append(files, remote.File{Name: f.Name, Size: size, Version: f.Version, Checksum: checksumOf(f)})
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
 	k.mu.Lock()
-	k.files[itemID] = timed[[]File]{files, time.Now()}
+	k.files[itemID] = timed[[]remote.File]{files, time.Now()}
 	k.mu.Unlock()
 	return it, files, nil
 }
@@ -300,7 +276,7 @@ func parallel[T any](ctx context.Context, ids []string, fn func(context.Context,
 	var kept []T
 	for i := range ids {
 		if errs[i] != nil {
-			if isKind(errs[i], ErrNotFound) {
+			if isKind(errs[i], remote.ErrNotFound) {
 				continue // deleted between the list and the get
 			}
 			return nil, errs[i]

@@ -19,6 +19,7 @@ import (
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // Config says where and how to connect.
@@ -231,11 +232,11 @@ func (c *Conn) Do(ctx context.Context, call, on string, fn func(ctx context.Cont
 // deadline classifies a failure, saying so when the one deadline ran out.
 func (c *Conn) deadline(call, on string, err error, dctx context.Context) error {
 	if dctx.Err() != nil && !errors.Is(err, context.Canceled) {
-		var be *Error
-		if errors.As(err, &be) && be.Kind != ErrIO {
+		var be *remote.Error
+		if errors.As(err, &be) && be.Kind != remote.ErrIO {
 			return err
 		}
-		return &Error{Call: call, On: on, Kind: ErrIO, Err: &opaque{err},
+		return &remote.Error{Call: call, On: on, Kind: remote.ErrIO, Err: &opaque{err},
 			Fault: fmt.Sprintf("no answer within --timeout %s (%s)", c.cfg.Timeout, redact(err.Error()))}
 	}
 	return c.classify(call, on, err)
@@ -270,20 +271,20 @@ func isNotAuthenticated(err error) bool {
 
 // classify turns an API error into an *Error of the right kind.
 func (c *Conn) classify(call, on string, err error) error {
-	var be *Error
+	var be *remote.Error
 	if errors.As(err, &be) {
 		return err
 	}
-	kind := ErrIO
+	kind := remote.ErrIO
 	switch {
 	case errors.Is(err, context.Canceled):
 		return err // the reader was interrupted: fs answers EINTR
 	case errors.Is(err, context.DeadlineExceeded):
-		kind = ErrIO
+		kind = remote.ErrIO
 	case rest.IsStatusError(err, http.StatusNotFound):
-		kind = ErrNotFound
+		kind = remote.ErrNotFound
 	case rest.IsStatusError(err, http.StatusUnauthorized), rest.IsStatusError(err, http.StatusForbidden):
-		kind = ErrPermission
+		kind = remote.ErrPermission
 	case soap.IsSoapFault(err) || soap.IsVimFault(err):
 		kind = faultKind(err)
 	default:
@@ -299,7 +300,7 @@ func faultKind(err any) error {
 			return m.kind
 		}
 	}
-	return ErrIO
+	return remote.ErrIO
 }
 
 var vapiType = regexp.MustCompile(`com\.vmware\.vapi\.std\.errors\.([a-z_]+)`)
@@ -313,17 +314,17 @@ func vapiKind(msg string) error {
 	}
 	switch {
 	case strings.Contains(msg, "not_found"), strings.Contains(msg, "404 Not Found"):
-		return ErrNotFound
+		return remote.ErrNotFound
 	case strings.Contains(msg, "already_exists"):
-		return ErrExists
+		return remote.ErrExists
 	case strings.Contains(msg, "unauthorized"), strings.Contains(msg, "unauthenticated"):
-		return ErrPermission
+		return remote.ErrPermission
 	case strings.Contains(msg, "resource_busy"), strings.Contains(msg, "resource_in_use"), strings.Contains(msg, "not_allowed_in_current_state"), strings.Contains(msg, "concurrent_change"):
-		return ErrBusy
+		return remote.ErrBusy
 	case strings.Contains(msg, "unsupported"):
-		return ErrUnsupported
+		return remote.ErrUnsupported
 	case strings.Contains(msg, "invalid_argument"):
-		return ErrInvalid
+		return remote.ErrInvalid
 	}
-	return ErrIO
+	return remote.ErrIO
 }

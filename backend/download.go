@@ -13,6 +13,7 @@ import (
 	"github.com/vmware/govmomi/vapi/rest"
 	"github.com/vmware/govmomi/vim25/soap"
 
+	"github.com/vspherefs/vspherefs/remote"
 	"github.com/vspherefs/vspherefs/status"
 )
 
@@ -60,15 +61,15 @@ func NewDownloads(c *Conn, idle time.Duration) *Downloads {
 }
 
 // Source is the cache.Source of one library file.
-func (d *Downloads) Source(item Item, f File) *LibrarySource {
+func (d *Downloads) Source(item remote.Item, f remote.File) *LibrarySource {
 	return &LibrarySource{d: d, item: item, file: f}
 }
 
 // LibrarySource reads one file of one item version.
 type LibrarySource struct {
 	d    *Downloads
-	item Item
-	file File
+	item remote.Item
+	file remote.File
 	// Origin is the file's path in the mount, shown by `vspherefs status`
 	// for its prepare and transfers (the cache opens streams on contexts of
 	// its own): set by whoever makes the source.
@@ -161,14 +162,14 @@ func (s *LibrarySource) open(ctx context.Context, off, n int64) (io.ReadCloser, 
 	res.Body.Close()
 	guard.Stop()
 	d.release(sess)
-	e := &Error{Call: "GET download endpoint", On: on, Kind: ErrIO, Fault: res.Status, Err: &httpStatus{res.StatusCode, res.Status}}
+	e := &remote.Error{Call: "GET download endpoint", On: on, Kind: remote.ErrIO, Fault: res.Status, Err: &httpStatus{res.StatusCode, res.Status}}
 	switch res.StatusCode {
 	case http.StatusNotFound, http.StatusUnauthorized, http.StatusGone, http.StatusForbidden:
 		// The session or its endpoint expired: start a new one once.
 		d.drop(ctx, s.item)
 		return nil, false, true, e
 	case http.StatusRequestedRangeNotSatisfiable:
-		e.Kind = ErrStale
+		e.Kind = remote.ErrStale
 	}
 	return nil, false, false, e
 }
@@ -185,10 +186,10 @@ func (b *sessionBody) Close() error {
 	return err
 }
 
-func sessionKey(it Item) string { return it.ID + "@" + it.ContentVersion }
+func sessionKey(it remote.Item) string { return it.ID + "@" + it.ContentVersion }
 
 // acquire returns the item's session, creating it if needed, and counts a user.
-func (d *Downloads) acquire(ctx context.Context, it Item) (*dlSession, error) {
+func (d *Downloads) acquire(ctx context.Context, it remote.Item) (*dlSession, error) {
 	key := sessionKey(it)
 	d.mu.Lock()
 	if s, ok := d.sessions[key]; ok {
@@ -227,7 +228,7 @@ func (d *Downloads) release(s *dlSession) {
 }
 
 // drop forgets an item's session (expired or failed) so the next open makes a new one.
-func (d *Downloads) drop(ctx context.Context, it Item) {
+func (d *Downloads) drop(ctx context.Context, it remote.Item) {
 	d.mu.Lock()
 	s := d.sessions[sessionKey(it)]
 	delete(d.sessions, sessionKey(it))
@@ -238,7 +239,7 @@ func (d *Downloads) drop(ctx context.Context, it Item) {
 }
 
 // endpoint prepares a file and polls until it is PREPARED.
-func (d *Downloads) endpoint(ctx context.Context, s *dlSession, it Item, name string) (*url.URL, error) {
+func (d *Downloads) endpoint(ctx context.Context, s *dlSession, it remote.Item, name string) (*url.URL, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if u, ok := s.endpoints[name]; ok {
@@ -264,10 +265,10 @@ func (d *Downloads) endpoint(ctx context.Context, s *dlSession, it Item, name st
 			if info.ErrorMessage != nil {
 				msg = info.ErrorMessage.DefaultMessage
 			}
-			return nil, Errorf("downloadsession/file:prepare", on, ErrIO, "ERROR: %s", msg)
+			return nil, remote.Errorf("downloadsession/file:prepare", on, remote.ErrIO, "ERROR: %s", msg)
 		case "UNPREPARED", "PREPARE_REQUESTED", "PREPARING":
 		default:
-			return nil, Errorf("downloadsession/file:get", on, ErrIO, "unexpected status %q", info.Status)
+			return nil, remote.Errorf("downloadsession/file:get", on, remote.ErrIO, "unexpected status %q", info.Status)
 		}
 		select {
 		case <-time.After(wait):
@@ -290,11 +291,11 @@ func (d *Downloads) endpoint(ctx context.Context, s *dlSession, it Item, name st
 		}
 	}
 	if info.DownloadEndpoint == nil {
-		return nil, Errorf("downloadsession/file:get", on, ErrIO, "PREPARED without a download endpoint")
+		return nil, remote.Errorf("downloadsession/file:get", on, remote.ErrIO, "PREPARED without a download endpoint")
 	}
 	u, err := soap.ParseURL(info.DownloadEndpoint.URI)
 	if err != nil {
-		return nil, Errorf("downloadsession/file:get", on, ErrIO, "bad endpoint: %v", err)
+		return nil, remote.Errorf("downloadsession/file:get", on, remote.ErrIO, "bad endpoint: %v", err)
 	}
 	if tp := info.DownloadEndpoint.SSLCertificateThumbprint; tp != "" {
 		d.c.soap.SetThumbprint(u.Host, tp)

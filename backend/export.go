@@ -27,6 +27,7 @@ import (
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/vspherefs/vspherefs/remote"
 	"github.com/vspherefs/vspherefs/status"
 )
 
@@ -53,7 +54,7 @@ type ExportRequest struct {
 	// yet is not told of: it is checked with the others at the end, and
 	// can only be served once Export has returned. Called from Export's
 	// goroutine, one disk at a time.
-	DiskReady func(i int, f ExportedFile)
+	DiskReady func(i int, f remote.ExportedFile)
 	// LeaseReady, if set, is told when the lease is ready and the disks'
 	// transfers begin.
 	LeaseReady func()
@@ -64,24 +65,6 @@ type ExportProgress struct {
 	Done, Total int64 // bytes; Total is the lease's own estimate
 }
 
-// ExportedFile is one file of an exported OVF package, complete in the spool.
-type ExportedFile struct {
-	Name string // as govc export.ovf names it
-	Path string // in the spool directory
-	Size int64
-	Disk *ExportedDisk // set for the disks
-	// Ready is when the file could first be served: a disk once spooled
-	// and checked against the lease's manifest, the .ovf and .mf at the end.
-	Ready time.Time
-}
-
-// ExportedDisk describes an exported disk.
-type ExportedDisk struct {
-	DeviceKey string // the lease's device key
-	Capacity  int64  // bytes: the size of its raw image (see OpenStreamImage)
-	Allocated int64  // bytes of the raw image that have grains; the rest reads as zeros
-}
-
 // Export exports a VM, or one of its snapshots, as the OVF package that
 // `govc export.ovf -sha 256` writes: <name>.ovf from OvfManager.CreateDescriptor,
 // one streamOptimized .vmdk per disk with the bytes the lease serves, and
@@ -89,7 +72,7 @@ type ExportedDisk struct {
 // the whole transfer, renews it, checks the disks against the lease's
 // manifest, and completes it; on any error or cancellation it aborts the
 // lease and removes what it spooled. A powered-on VM is ErrBusy.
-func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []ExportedFile, err error) {
+func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []remote.ExportedFile, err error) {
 	name := req.Name
 	if name == "" {
 		var o mo.VirtualMachine
@@ -106,7 +89,7 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 		on += "@" + req.Snapshot
 	}
 	if err := os.MkdirAll(req.Dir, 0o750); err != nil {
-		return nil, newError("export", on, ErrIO, err)
+		return nil, newError("export", on, remote.ErrIO, err)
 	}
 
 	cctx, cancel := callContext(ctx, req.Stall)
@@ -230,7 +213,7 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 		written = append(written, ovfFile.Path)
 	}
 	if err != nil {
-		return nil, newError("export", on, ErrIO, err)
+		return nil, newError("export", on, remote.ErrIO, err)
 	}
 	fmt.Fprintf(mf, "SHA256(%s)= %s\n", ovfFile.Name, sum)
 	mfFile, _, err := writeFile(req.Dir, name+".mf", mf.String())
@@ -238,10 +221,10 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []Ex
 		written = append(written, mfFile.Path)
 	}
 	if err != nil {
-		return nil, newError("export", on, ErrIO, err)
+		return nil, newError("export", on, remote.ErrIO, err)
 	}
 	ovfFile.Ready, mfFile.Ready = end, end
-	return append(append([]ExportedFile{ovfFile}, files...), mfFile), nil
+	return append(append([]remote.ExportedFile{ovfFile}, files...), mfFile), nil
 }
 
 // diskOrigin is ctx for the transfer of disk i (in lease order), called
@@ -254,7 +237,7 @@ func diskOrigin(ctx context.Context, i int, name string) context.Context {
 		return ctx
 	}
 	if strings.HasPrefix(folder, "disks/") {
-		name = DiskImageName(i)
+		name = remote.DiskImageName(i)
 	}
 	return status.WithOrigin(ctx, folder+"/"+name)
 }
@@ -282,7 +265,7 @@ func requestLease(ctx context.Context, c *vim25.Client, vm types.ManagedObjectRe
 		if err != nil {
 			if on2 := fault.Is(err, &types.InvalidPowerState{}); on2 {
 				// Busy, not down: the VM is there and running; say what to do.
-				return nil, &Error{Call: "ExportVm", On: on, Kind: ErrBusy, Err: err,
+				return nil, &remote.Error{Call: "ExportVm", On: on, Kind: remote.ErrBusy, Err: err,
 					Fault: err.Error() + " (power the VM off, or export a snapshot of it: <vm>@<snapshot>)"}
 			}
 			return nil, vimError("ExportVm", on, err)
@@ -319,12 +302,12 @@ func abortLease(lease *nfc.Lease, cause error) {
 // Range where the host takes it, else from byte 0 with the spooled bytes
 // checked, not trusted, before they are skipped. A stall is not retried:
 // the one deadline is spent.
-func download(ctx context.Context, c *vim25.Client, item nfc.FileItem, dir string, counter io.Writer, stall time.Duration) (ExportedFile, string, string, error) {
-	f := ExportedFile{Name: item.Path, Path: filepath.Join(dir, item.Path)}
+func download(ctx context.Context, c *vim25.Client, item nfc.FileItem, dir string, counter io.Writer, stall time.Duration) (remote.ExportedFile, string, string, error) {
+	f := remote.ExportedFile{Name: item.Path, Path: filepath.Join(dir, item.Path)}
 	call := "GET " + item.URL.Path
 	out, err := os.OpenFile(f.Path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
-		return ExportedFile{}, "", "", newError("export", item.Path, ErrIO, err)
+		return remote.ExportedFile{}, "", "", newError("export", item.Path, remote.ErrIO, err)
 	}
 	defer out.Close()
 	h1, h256 := sha1.New(), sha256.New()
@@ -343,13 +326,13 @@ func download(ctx context.Context, c *vim25.Client, item nfc.FileItem, dir strin
 		}
 	}
 	if err := out.Close(); err != nil {
-		return f, "", "", newError(call, item.Path, ErrIO, err)
+		return f, "", "", newError(call, item.Path, remote.ErrIO, err)
 	}
 	img, err := openImageFile(f.Path)
 	if err != nil {
-		return f, "", "", newError(call, item.Path, ErrIO, err)
+		return f, "", "", newError(call, item.Path, remote.ErrIO, err)
 	}
-	f.Disk = &ExportedDisk{DeviceKey: item.DeviceId, Capacity: img.Size()}
+	f.Disk = &remote.ExportedDisk{DeviceKey: item.DeviceId, Capacity: img.Size()}
 	for _, e := range img.Allocated() {
 		f.Disk.Allocated += e[1] - e[0]
 	}
@@ -402,17 +385,17 @@ func fetchDiskBody(ctx context.Context, c *vim25.Client, item nfc.FileItem, call
 	case res.StatusCode == http.StatusOK:
 		if have > 0 {
 			if err := sameStart(body, out, have); err != nil {
-				return body, 0, newError(call, item.Path, ErrIO, err)
+				return body, 0, newError(call, item.Path, remote.ErrIO, err)
 			}
 		}
 	default:
-		return body, 0, &Error{Call: call, On: item.Path, Kind: ErrIO, Fault: res.Status, Err: &httpStatus{res.StatusCode, res.Status}}
+		return body, 0, &remote.Error{Call: call, On: item.Path, Kind: remote.ErrIO, Fault: res.Status, Err: &httpStatus{res.StatusCode, res.Status}}
 	}
 	n, err := io.Copy(sink, body)
 	if err != nil {
-		var be *Error
+		var be *remote.Error
 		if !errors.As(err, &be) {
-			err = newError(call, item.Path, ErrIO, err)
+			err = newError(call, item.Path, remote.ErrIO, err)
 		}
 	}
 	return body, n, err
@@ -440,7 +423,7 @@ func sameStart(body io.Reader, f *os.File, n int64) error {
 
 // checkManifest compares the spooled disks with HttpNfcLeaseGetManifest,
 // once every disk is transferred.
-func checkManifest(ctx context.Context, lease *nfc.Lease, files []ExportedFile, sums map[string]string, on string) error {
+func checkManifest(ctx context.Context, lease *nfc.Lease, files []remote.ExportedFile, sums map[string]string, on string) error {
 	entries, err := lease.GetManifest(ctx)
 	if err != nil {
 		return vimError("HttpNfcLeaseGetManifest", on, err)
@@ -448,7 +431,7 @@ func checkManifest(ctx context.Context, lease *nfc.Lease, files []ExportedFile, 
 	for _, f := range files {
 		e := manifestEntry(entries, f.Disk.DeviceKey)
 		if e == nil {
-			return Errorf("HttpNfcLeaseGetManifest", on, ErrIO, "%s: not in the lease's manifest", f.Name)
+			return remote.Errorf("HttpNfcLeaseGetManifest", on, remote.ErrIO, "%s: not in the lease's manifest", f.Name)
 		}
 		if err := matchEntry(e, f, sums[f.Disk.DeviceKey], on); err != nil {
 			return err
@@ -462,7 +445,7 @@ func checkManifest(ctx context.Context, lease *nfc.Lease, files []ExportedFile, 
 // when a lease's manifest is complete: an entry that is not there yet (or
 // has no SHA1), or a GetManifest that fails, only means the disk is checked
 // with the others at the end (false, nil). A mismatch fails the export.
-func checkDisk(ctx context.Context, lease *nfc.Lease, f ExportedFile, sum1, on string) (bool, error) {
+func checkDisk(ctx context.Context, lease *nfc.Lease, f remote.ExportedFile, sum1, on string) (bool, error) {
 	entries, err := lease.GetManifest(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -489,16 +472,16 @@ func manifestEntry(entries []types.HttpNfcLeaseManifestEntry, key string) *types
 	return nil
 }
 
-func matchEntry(e *types.HttpNfcLeaseManifestEntry, f ExportedFile, sum1, on string) error {
+func matchEntry(e *types.HttpNfcLeaseManifestEntry, f remote.ExportedFile, sum1, on string) error {
 	if !strings.EqualFold(e.Sha1, sum1) || (e.Size > 0 && e.Size != f.Size) {
-		return Errorf("HttpNfcLeaseGetManifest", on, ErrIO,
+		return remote.Errorf("HttpNfcLeaseGetManifest", on, remote.ErrIO,
 			"%s: spooled %d bytes with SHA1 %s, the server says %d bytes with SHA1 %s", f.Name, f.Size, sum1, e.Size, e.Sha1)
 	}
 	return nil
 }
 
-func writeFile(dir, name, content string) (ExportedFile, string, error) {
-	f := ExportedFile{Name: name, Path: filepath.Join(dir, name), Size: int64(len(content))}
+func writeFile(dir, name, content string) (remote.ExportedFile, string, error) {
+	f := remote.ExportedFile{Name: name, Path: filepath.Join(dir, name), Size: int64(len(content))}
 	if err := os.WriteFile(f.Path, []byte(content), 0o640); err != nil {
 		return f, "", err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/vmware/govmomi/vapi/library"
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/vspherefs/vspherefs/remote"
 	"github.com/vspherefs/vspherefs/test/sim"
 )
 
@@ -71,7 +72,7 @@ func runGovc(t *testing.T, s *sim.Server, args ...string) {
 }
 
 // sameAsGovc checks that files are exactly what govc export.ovf -sha 256 wrote in dir.
-func sameAsGovc(t *testing.T, files []ExportedFile, dir string) {
+func sameAsGovc(t *testing.T, files []remote.ExportedFile, dir string) {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -174,7 +175,7 @@ func TestExportPoweredOn(t *testing.T) {
 	vm := findVM(t, c, "DC0_H0_VM0", false)
 	dir := t.TempDir()
 	_, err := Export(context.Background(), c.Client, ExportRequest{VM: vm.Reference(), Dir: dir})
-	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "snapshot") {
+	if !errors.Is(err, remote.ErrBusy) || !strings.Contains(err.Error(), "snapshot") {
 		t.Fatalf("export of a powered-on VM: %v", err)
 	}
 	if s.Exports.ActiveLeases() != 0 {
@@ -194,7 +195,7 @@ func TestExportSnapshot(t *testing.T) {
 	if err := CreateSnapshot(ctx, c.Client, ref, "b1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := CreateSnapshot(ctx, c.Client, ref, "b1"); !errors.Is(err, ErrExists) {
+	if err := CreateSnapshot(ctx, c.Client, ref, "b1"); !errors.Is(err, remote.ErrExists) {
 		t.Fatalf("second snapshot b1: %v", err)
 	}
 	list, err := Snapshots(ctx, c.Client, ref)
@@ -210,13 +211,13 @@ func TestExportSnapshot(t *testing.T) {
 	runGovc(t, s, "export.ovf", "-vm", "DC0_H0_VM0", "-snapshot", "b1", "-sha", "256", govcDir)
 	sameAsGovc(t, files, filepath.Join(govcDir, "DC0_H0_VM0"))
 
-	if _, err := Export(ctx, c.Client, ExportRequest{VM: ref, Snapshot: "nope", Dir: t.TempDir()}); !errors.Is(err, ErrNotFound) {
+	if _, err := Export(ctx, c.Client, ExportRequest{VM: ref, Snapshot: "nope", Dir: t.TempDir()}); !errors.Is(err, remote.ErrNotFound) {
 		t.Fatalf("export of a missing snapshot: %v", err)
 	}
 	if err := RemoveSnapshot(ctx, c.Client, ref, "b1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := RemoveSnapshot(ctx, c.Client, ref, "b1"); !errors.Is(err, ErrNotFound) {
+	if err := RemoveSnapshot(ctx, c.Client, ref, "b1"); !errors.Is(err, remote.ErrNotFound) {
 		t.Fatalf("second remove: %v", err)
 	}
 	if list, _ := Snapshots(ctx, c.Client, ref); len(list) != 0 {
@@ -279,7 +280,7 @@ func TestExportManifestMismatch(t *testing.T) {
 	s.Exports.Corrupt(true)
 	dir := t.TempDir()
 	_, err := Export(context.Background(), c.Client, ExportRequest{VM: vm.Reference(), Dir: dir})
-	if !errors.Is(err, ErrIO) || !strings.Contains(err.Error(), "SHA1") {
+	if !errors.Is(err, remote.ErrIO) || !strings.Contains(err.Error(), "SHA1") {
 		t.Fatalf("damaged export: %v", err)
 	}
 	if s.Exports.ActiveLeases() != 0 {
@@ -315,10 +316,10 @@ func TestExportLeaseLost(t *testing.T) {
 func TestExportDiskReady(t *testing.T) {
 	s, c := simClient(t, sim.Options{})
 	vm := findVM(t, c, "DC0_H0_VM1", true)
-	var ready []ExportedFile
+	var ready []remote.ExportedFile
 	var active []int
 	files, err := Export(context.Background(), c.Client, ExportRequest{VM: vm.Reference(), Dir: t.TempDir(),
-		DiskReady: func(i int, f ExportedFile) {
+		DiskReady: func(i int, f remote.ExportedFile) {
 			if i != len(ready) {
 				t.Errorf("disk %d told of after %d", i, len(ready))
 			}

@@ -18,6 +18,7 @@ import (
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // diskServer serves data, ignoring Range (200 from byte 0); its first
@@ -80,7 +81,7 @@ func TestExportDiskResumeWithoutRange(t *testing.T) {
 		t.Fatalf("resumed: %d bytes, %v, %d requests", len(got), err, n.Load())
 	}
 	srv, _ = diskServer(t, data, 1<<20, true)
-	if _, err := fetchFromFake(t, srv); err == nil || !errors.Is(err, ErrIO) {
+	if _, err := fetchFromFake(t, srv); err == nil || !errors.Is(err, remote.ErrIO) {
 		t.Fatalf("changed between tries: %v, want an error", err)
 	}
 }

@@ -17,49 +17,20 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/vspherefs/vspherefs/remote"
 	"github.com/vspherefs/vspherefs/status"
 )
-
-// ExportVM is a VM as exports/ and disks/ show it.
-type ExportVM struct {
-	VM
-	ChangeVersion string     // config.changeVersion: a new one means new disks
-	Snapshots     []Snapshot // parents before children
-}
-
-// ExportTarget is what one export folder exports: a VM, or a snapshot of it.
-type ExportTarget struct {
-	VM       types.ManagedObjectReference
-	Name     string    // the VM's name, which is the package's name
-	Snapshot *Snapshot // nil: the VM itself, which must be powered off
-}
-
-// Key identifies the target's content: the VM, or the snapshot.
-func (t ExportTarget) Key() string {
-	if t.Snapshot == nil {
-		return t.VM.Value
-	}
-	return t.VM.Value + "@" + t.Snapshot.Ref.Value
-}
-
-// Label names the target in logs and errors: vm or vm@snapshot.
-func (t ExportTarget) Label() string {
-	if t.Snapshot == nil {
-		return t.Name
-	}
-	return t.Name + "@" + t.Snapshot.Name
-}
 
 // ExportResult is a finished export: the package's files in the spool.
 type ExportResult struct {
 	ID    string // changes when the target is exported again
-	Files []ExportedFile
+	Files []remote.ExportedFile
 	Done  time.Time
 }
 
 // Disks are the result's disk files, in lease order.
-func (r *ExportResult) Disks() []ExportedFile {
-	var d []ExportedFile
+func (r *ExportResult) Disks() []remote.ExportedFile {
+	var d []remote.ExportedFile
 	for _, f := range r.Files {
 		if f.Disk != nil {
 			d = append(d, f)
@@ -84,9 +55,6 @@ func PackageNames(name string, disks int) []string {
 	return append(names, name+".mf")
 }
 
-// DiskImageName is the raw image name of the i-th disk (disks/<vm>/).
-func DiskImageName(i int) string { return fmt.Sprintf("disk-%d.img", i) }
-
 // Exports runs the exports a mount serves: at most one job per target,
 // started by the first access that needs sizes, spooled under a directory
 // and kept until the target changes or the mount ends. A job holds its
@@ -105,7 +73,7 @@ type Exports struct {
 	closed  bool
 	jobs    map[string]*exportJob
 	seq     int
-	vms     []ExportVM
+	vms     []remote.ExportVM
 	vmsAt   time.Time
 	layouts map[string]layout // target key -> disk count, from the configuration
 }
@@ -137,12 +105,12 @@ type exportJob struct {
 	// their own manifest entries (by index in lease order). wake is closed
 	// and replaced whenever one is added.
 	readyMu sync.Mutex
-	ready   map[int]ExportedFile
+	ready   map[int]remote.ExportedFile
 	wake    chan struct{}
 }
 
 // diskReady makes a disk servable before the export ends.
-func (j *exportJob) diskReady(i int, f ExportedFile) {
+func (j *exportJob) diskReady(i int, f remote.ExportedFile) {
 	j.readyMu.Lock()
 	j.ready[i] = f
 	close(j.wake)
@@ -159,28 +127,6 @@ func (j *exportJob) failed() error {
 		return nil
 	}
 }
-
-// SpooledFile is a file of an export that can be read from the spool: of
-// a finished export, or a disk served while its export goes on.
-type SpooledFile struct {
-	ExportedFile
-	ExportID string // changes when the target is exported again
-	job      *exportJob
-}
-
-// Err is the export's error if it has failed since the file was served
-// (a disk can be served before its export ends): from then on the file
-// must not be read, so that nothing is served from an export that failed.
-func (f SpooledFile) Err() error {
-	if f.job == nil {
-		return nil
-	}
-	return f.job.failed()
-}
-
-// FileMatch picks a file of an export: disk is the file's index among the
-// disks in lease order, -1 for the .ovf and .mf.
-type FileMatch func(disk int, f ExportedFile) bool
 
 // retryAfter is how long a failed export answers with its error before the
 // next access tries again (so that ls -l of a package exports once).
@@ -214,7 +160,7 @@ func (x *Exports) Close() {
 
 // VMs lists the VMs, templates included (they export as VMs do), with
 // their snapshots, by name; the list is kept for the TTL.
-func (x *Exports) VMs(ctx context.Context) ([]ExportVM, error) {
+func (x *Exports) VMs(ctx context.Context) ([]remote.ExportVM, error) {
 	x.mu.Lock()
 	if x.vms != nil && time.Since(x.vmsAt) < x.ttl {
 		vms := x.vms
@@ -235,9 +181,9 @@ func (x *Exports) VMs(ctx context.Context) ([]ExportVM, error) {
 	if err != nil {
 		return nil, err
 	}
-	vms := make([]ExportVM, 0, len(list))
+	vms := make([]remote.ExportVM, 0, len(list))
 	for _, m := range list {
-		v := ExportVM{VM: VM{Ref: m.Self, Name: m.Name, On: m.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn},
+		v := remote.ExportVM{VM: remote.VM{Ref: remote.Ref(m.Self), Name: m.Name, On: m.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn},
 			Snapshots: flattenSnapshots(m.Snapshot)}
 		if m.Config != nil {
 			v.ChangeVersion = m.Config.ChangeVersion
@@ -259,10 +205,10 @@ func (x *Exports) Invalidate() {
 }
 
 // current finds the target's VM (and snapshot) in the VM list.
-func (x *Exports) current(ctx context.Context, t ExportTarget) (ExportVM, error) {
+func (x *Exports) current(ctx context.Context, t remote.ExportTarget) (remote.ExportVM, error) {
 	vms, err := x.VMs(ctx)
 	if err != nil {
-		return ExportVM{}, err
+		return remote.ExportVM{}, err
 	}
 	for _, v := range vms {
 		if v.Ref != t.VM {
@@ -274,20 +220,20 @@ func (x *Exports) current(ctx context.Context, t ExportTarget) (ExportVM, error)
 				found = found || s.Ref == t.Snapshot.Ref
 			}
 			if !found {
-				return v, Errorf("FindSnapshot", t.Label(), ErrNotFound, "no such snapshot")
+				return v, remote.Errorf("FindSnapshot", t.Label(), remote.ErrNotFound, "no such snapshot")
 			}
 		}
 		return v, nil
 	}
-	return ExportVM{}, Errorf("FindVM", t.Label(), ErrNotFound, "no such VM")
+	return remote.ExportVM{}, remote.Errorf("FindVM", t.Label(), remote.ErrNotFound, "no such VM")
 }
 
 // Check says whether the target can be exported now: ErrBusy, with what to
 // do instead, for a powered-on VM (whose export and spool are then dropped:
 // its disks change while it runs).
-func (x *Exports) Check(ctx context.Context, t ExportTarget) error {
+func (x *Exports) Check(ctx context.Context, t remote.ExportTarget) error {
 	v, err := x.current(ctx, t)
-	if isKind(err, ErrNotFound) {
+	if isKind(err, remote.ErrNotFound) {
 		x.Drop(t) // the VM or snapshot is gone: so is its spool
 	}
 	if err != nil {
@@ -295,7 +241,7 @@ func (x *Exports) Check(ctx context.Context, t ExportTarget) error {
 	}
 	if t.Snapshot == nil && v.On {
 		x.Drop(t)
-		return Errorf("ExportVm", t.Label(), ErrBusy,
+		return remote.Errorf("ExportVm", t.Label(), remote.ErrBusy,
 			"the VM is powered on: power it off, or export a snapshot of it (mkdir exports/<vm>@<snapshot>)")
 	}
 	return nil
@@ -307,7 +253,7 @@ func (x *Exports) Check(ctx context.Context, t ExportTarget) error {
 // disks are served as they are spooled, the others only at the end, so
 // that is the order to copy them in. The second result is the number of
 // disks.
-func (x *Exports) Names(ctx context.Context, t ExportTarget) ([]string, int, error) {
+func (x *Exports) Names(ctx context.Context, t remote.ExportTarget) ([]string, int, error) {
 	if err := x.Check(ctx, t); err != nil {
 		return nil, 0, err
 	}
@@ -331,7 +277,7 @@ func (x *Exports) Names(ctx context.Context, t ExportTarget) ([]string, int, err
 }
 
 // diskCount counts the target's virtual disks in its configuration.
-func (x *Exports) diskCount(ctx context.Context, t ExportTarget) (int, error) {
+func (x *Exports) diskCount(ctx context.Context, t remote.ExportTarget) (int, error) {
 	cv := ""
 	ref := t.VM
 	if t.Snapshot != nil {
@@ -354,14 +300,14 @@ func (x *Exports) diskCount(ctx context.Context, t ExportTarget) (int, error) {
 		pc := property.DefaultCollector(x.conn.Vim())
 		if t.Snapshot != nil {
 			var o mo.VirtualMachineSnapshot
-			if err := pc.RetrieveOne(ctx, ref, []string{"config.hardware.device"}, &o); err != nil {
+			if err := pc.RetrieveOne(ctx, types.ManagedObjectReference(ref), []string{"config.hardware.device"}, &o); err != nil {
 				return err
 			}
 			devices = o.Config.Hardware.Device
 			return nil
 		}
 		var o mo.VirtualMachine
-		if err := pc.RetrieveOne(ctx, ref, []string{"config.hardware.device"}, &o); err != nil {
+		if err := pc.RetrieveOne(ctx, types.ManagedObjectReference(ref), []string{"config.hardware.device"}, &o); err != nil {
 			return err
 		}
 		if o.Config != nil {
@@ -386,7 +332,7 @@ func (x *Exports) diskCount(ctx context.Context, t ExportTarget) (int, error) {
 
 // Peek returns the target's finished export, if there is one and it is
 // still current; it never starts one.
-func (x *Exports) Peek(ctx context.Context, t ExportTarget) (*ExportResult, bool) {
+func (x *Exports) Peek(ctx context.Context, t remote.ExportTarget) (*ExportResult, bool) {
 	j := x.peekJob(ctx, t)
 	if j == nil {
 		return nil, false
@@ -402,7 +348,7 @@ func (x *Exports) Peek(ctx context.Context, t ExportTarget) (*ExportResult, bool
 }
 
 // peekJob is the target's current export job, running or finished, if any.
-func (x *Exports) peekJob(ctx context.Context, t ExportTarget) *exportJob {
+func (x *Exports) peekJob(ctx context.Context, t remote.ExportTarget) *exportJob {
 	v, err := x.current(ctx, t)
 	if err != nil {
 		return nil
@@ -419,7 +365,7 @@ func (x *Exports) peekJob(ctx context.Context, t ExportTarget) *exportJob {
 // Get returns the target's export, starting it if there is none (or the
 // VM changed since), and waiting for it: the sizes of the package's files
 // are only known once their bytes are spooled.
-func (x *Exports) Get(ctx context.Context, t ExportTarget) (*ExportResult, error) {
+func (x *Exports) Get(ctx context.Context, t remote.ExportTarget) (*ExportResult, error) {
 	j, err := x.job(ctx, t)
 	if err != nil {
 		return nil, err
@@ -441,10 +387,10 @@ func (x *Exports) Get(ctx context.Context, t ExportTarget) (*ExportResult, error
 // against its entry in the lease's manifest (while the lease goes on for
 // the others), the .ovf and .mf (and a disk the manifest had no entry for
 // yet) once the whole export is done. ErrNotFound if match picks nothing.
-func (x *Exports) File(ctx context.Context, t ExportTarget, match FileMatch) (SpooledFile, error) {
+func (x *Exports) File(ctx context.Context, t remote.ExportTarget, match remote.FileMatch) (remote.SpooledFile, error) {
 	j, err := x.job(ctx, t)
 	if err != nil {
-		return SpooledFile{}, err
+		return remote.SpooledFile{}, err
 	}
 	for {
 		f, ok, wake := j.find(match)
@@ -453,25 +399,25 @@ func (x *Exports) File(ctx context.Context, t ExportTarget, match FileMatch) (Sp
 		}
 		if wake == nil { // finished
 			if err := j.failed(); err != nil {
-				return SpooledFile{}, err
+				return remote.SpooledFile{}, err
 			}
-			return SpooledFile{}, Errorf("export", t.Label(), ErrNotFound, "no such file in the export")
+			return remote.SpooledFile{}, remote.Errorf("export", t.Label(), remote.ErrNotFound, "no such file in the export")
 		}
 		select {
 		case <-wake:
 		case <-j.done:
 		case <-ctx.Done():
-			return SpooledFile{}, ctx.Err()
+			return remote.SpooledFile{}, ctx.Err()
 		}
 	}
 }
 
 // FileReady is File without starting an export or waiting: the file if it
 // can be served now.
-func (x *Exports) FileReady(ctx context.Context, t ExportTarget, match FileMatch) (SpooledFile, bool) {
+func (x *Exports) FileReady(ctx context.Context, t remote.ExportTarget, match remote.FileMatch) (remote.SpooledFile, bool) {
 	j := x.peekJob(ctx, t)
 	if j == nil {
-		return SpooledFile{}, false
+		return remote.SpooledFile{}, false
 	}
 	f, ok, _ := j.find(match)
 	return f, ok
@@ -480,9 +426,9 @@ func (x *Exports) FileReady(ctx context.Context, t ExportTarget, match FileMatch
 // find looks for a servable file: in the result once the job is done (an
 // error if it failed), else among the disks served early; wake, when the
 // job still runs, is closed at the next change.
-func (j *exportJob) find(match FileMatch) (f SpooledFile, ok bool, wake <-chan struct{}) {
+func (j *exportJob) find(match remote.FileMatch) (f remote.SpooledFile, ok bool, wake <-chan struct{}) {
 	if j.failed() != nil {
-		return SpooledFile{}, false, nil
+		return remote.SpooledFile{}, false, nil
 	}
 	select {
 	case <-j.done:
@@ -493,24 +439,24 @@ func (j *exportJob) find(match FileMatch) (f SpooledFile, ok bool, wake <-chan s
 				i, disk = disk, disk+1
 			}
 			if match(i, ef) {
-				return SpooledFile{ExportedFile: ef, ExportID: j.id, job: j}, true, nil
+				return remote.SpooledFile{ExportedFile: ef, ExportID: j.id, Failed: j.failed}, true, nil
 			}
 		}
-		return SpooledFile{}, false, nil
+		return remote.SpooledFile{}, false, nil
 	default:
 	}
 	j.readyMu.Lock()
 	defer j.readyMu.Unlock()
 	for i, ef := range j.ready {
 		if match(i, ef) {
-			return SpooledFile{ExportedFile: ef, ExportID: j.id, job: j}, true, nil
+			return remote.SpooledFile{ExportedFile: ef, ExportID: j.id, Failed: j.failed}, true, nil
 		}
 	}
-	return SpooledFile{}, false, j.wake
+	return remote.SpooledFile{}, false, j.wake
 }
 
 // job finds the target's current export job or starts one.
-func (x *Exports) job(ctx context.Context, t ExportTarget) (*exportJob, error) {
+func (x *Exports) job(ctx context.Context, t remote.ExportTarget) (*exportJob, error) {
 	if err := x.Check(ctx, t); err != nil {
 		return nil, err
 	}
@@ -525,7 +471,7 @@ func (x *Exports) job(ctx context.Context, t ExportTarget) (*exportJob, error) {
 	x.mu.Lock()
 	if x.closed {
 		x.mu.Unlock()
-		return nil, Errorf("export", t.Label(), ErrIO, "unmounting")
+		return nil, remote.Errorf("export", t.Label(), remote.ErrIO, "unmounting")
 	}
 	j := x.jobs[t.Key()]
 	if j != nil && j.cv != cv {
@@ -546,7 +492,7 @@ func (x *Exports) job(ctx context.Context, t ExportTarget) (*exportJob, error) {
 
 // Drop forgets the target's export: one running is aborted, its spool removed
 // (open files keep their bytes until closed).
-func (x *Exports) Drop(t ExportTarget) {
+func (x *Exports) Drop(t remote.ExportTarget) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if j := x.jobs[t.Key()]; j != nil {
@@ -565,11 +511,11 @@ func (x *Exports) dropLocked(j *exportJob) {
 
 // origin is the mount folder the export is for (status.WithOrigin), shown
 // by `vspherefs status` for its lease and disk transfers.
-func (x *Exports) startLocked(t ExportTarget, cv, origin string) *exportJob {
+func (x *Exports) startLocked(t remote.ExportTarget, cv, origin string) *exportJob {
 	x.seq++
 	safe := strings.NewReplacer("/", "_", "@", "_").Replace(t.Key())
 	j := &exportJob{key: t.Key(), label: t.Label(), cv: cv, done: make(chan struct{}),
-		ready: map[int]ExportedFile{}, wake: make(chan struct{}),
+		ready: map[int]remote.ExportedFile{}, wake: make(chan struct{}),
 		id:  fmt.Sprintf("%s#%d", t.Key(), x.seq),
 		dir: filepath.Join(x.dir, fmt.Sprintf("%d-%s", x.seq, safe))}
 	var ctx context.Context
@@ -581,25 +527,25 @@ func (x *Exports) startLocked(t ExportTarget, cv, origin string) *exportJob {
 }
 
 // run exports a target into its job's spool directory.
-func (x *Exports) run(ctx context.Context, j *exportJob, t ExportTarget) {
+func (x *Exports) run(ctx context.Context, j *exportJob, t remote.ExportTarget) {
 	defer x.wg.Done()
 	defer j.cancel()
 	start := time.Now()
 	x.log.Info("export started: one lease, disks spooled, then served from the spool", "export", j.label, "spool", j.dir)
 	step := x.conn.Step(ctx, "export lease", j.label, "waiting for lease")
 	defer step.End()
-	req := ExportRequest{VM: t.VM, Name: t.Name, Dir: j.dir, Progress: j.progress(x.log), Stall: x.conn.cfg.Timeout,
+	req := ExportRequest{VM: types.ManagedObjectReference(t.VM), Name: t.Name, Dir: j.dir, Progress: j.progress(x.log), Stall: x.conn.cfg.Timeout,
 		LeaseReady: func() { step.SetState("streaming disks") },
-		DiskReady: func(i int, f ExportedFile) {
+		DiskReady: func(i int, f remote.ExportedFile) {
 			x.log.Info("disk spooled and checked against the lease's manifest: served while the export goes on",
 				"export", j.label, "file", f.Name, "bytes", f.Size)
 			j.diskReady(i, f)
 		}}
 	if t.Snapshot != nil {
 		ref := t.Snapshot.Ref
-		req.Snapshot, req.SnapshotRef = t.Snapshot.Name, &ref
+		req.Snapshot, req.SnapshotRef = t.Snapshot.Name, (*types.ManagedObjectReference)(&ref)
 	}
-	var files []ExportedFile
+	var files []remote.ExportedFile
 	attempt := 0
 	err := x.conn.WithLogin(ctx, func(vc *vim25.Client) (err error) {
 		// A second attempt (after a lost session) spools afresh into its
@@ -608,7 +554,7 @@ func (x *Exports) run(ctx context.Context, j *exportJob, t ExportTarget) {
 		if attempt++; attempt > 1 {
 			req.Dir = filepath.Join(j.dir, fmt.Sprintf("retry-%d", attempt))
 			j.readyMu.Lock()
-			j.ready = map[int]ExportedFile{}
+			j.ready = map[int]remote.ExportedFile{}
 			j.readyMu.Unlock()
 		}
 		files, err = Export(ctx, vc, req)
@@ -653,19 +599,21 @@ func (j *exportJob) progress(log *slog.Logger) func(ExportProgress) {
 
 // CreateSnapshot makes a snapshot of a VM for exports/<vm>@<name> (no
 // memory, quiesced when VMware Tools run).
-func (x *Exports) CreateSnapshot(ctx context.Context, vm types.ManagedObjectReference, name string) error {
+func (x *Exports) CreateSnapshot(ctx context.Context, vm remote.Ref, name string) error {
 	defer x.Invalidate()
-	return x.conn.WithLogin(ctx, func(vc *vim25.Client) error { return CreateSnapshot(ctx, vc, vm, name) })
+	return x.conn.WithLogin(ctx, func(vc *vim25.Client) error {
+		return CreateSnapshot(ctx, vc, types.ManagedObjectReference(vm), name)
+	})
 }
 
 // RemoveSnapshot drops a snapshot's export and removes the snapshot.
-func (x *Exports) RemoveSnapshot(ctx context.Context, t ExportTarget) error {
+func (x *Exports) RemoveSnapshot(ctx context.Context, t remote.ExportTarget) error {
 	if t.Snapshot == nil {
-		return Errorf("RemoveSnapshot", t.Label(), ErrInvalid, "not a snapshot")
+		return remote.Errorf("RemoveSnapshot", t.Label(), remote.ErrInvalid, "not a snapshot")
 	}
 	x.Drop(t)
 	defer x.Invalidate()
 	return x.conn.WithLogin(ctx, func(vc *vim25.Client) error {
-		return RemoveSnapshotRef(ctx, vc, t.Snapshot.Ref, t.Label())
+		return RemoveSnapshotRef(ctx, vc, types.ManagedObjectReference(t.Snapshot.Ref), t.Label())
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/vmware/govmomi/guest"
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/types"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // Guests gives the guest file operations of VMs (GuestFileManager, through
@@ -25,8 +26,8 @@ type Guests struct {
 	born   time.Time // shown as the time of Windows drives
 	mu     sync.Mutex
 	fms    map[types.ManagedObjectReference]fmEntry
-	vms    timed[[]VM]
-	lists  map[listKey]timed[[]GuestStat]
+	vms    timed[[]remote.VM]
+	lists  map[listKey]timed[[]remote.GuestStat]
 	gen    int64                                                 // bumped by every change to lists (guestlist.go)
 	drives map[types.ManagedObjectReference]map[byte]timed[bool] // Windows drive probes (guestwin.go)
 }
@@ -45,11 +46,11 @@ type fmEntry struct {
 // lists are cached for ttl.
 func NewGuests(c *Conn, logins *GuestLogins, ttl time.Duration) *Guests {
 	return &Guests{c: c, logins: logins, ttl: ttl, born: time.Now(), fms: map[types.ManagedObjectReference]fmEntry{},
-		lists: map[listKey]timed[[]GuestStat]{}, drives: map[types.ManagedObjectReference]map[byte]timed[bool]{}}
+		lists: map[listKey]timed[[]remote.GuestStat]{}, drives: map[types.ManagedObjectReference]map[byte]timed[bool]{}}
 }
 
 // VMs lists the VMs, cached for the TTL.
-func (g *Guests) VMs(ctx context.Context) ([]VM, error) {
+func (g *Guests) VMs(ctx context.Context) ([]remote.VM, error) {
 	g.mu.Lock()
 	if g.vms.fresh(g.ttl) {
 		defer g.mu.Unlock()
@@ -61,14 +62,14 @@ func (g *Guests) VMs(ctx context.Context) ([]VM, error) {
 		return nil, err
 	}
 	g.mu.Lock()
-	g.vms = timed[[]VM]{v: vms, at: time.Now()}
+	g.vms = timed[[]remote.VM]{v: vms, at: time.Now()}
 	g.mu.Unlock()
 	return vms, nil
 }
 
 // Dir is List cached for the TTL: one paged call sequence per directory and
 // TTL, whatever the number of entries stat'ed.
-func (v *GuestVM) Dir(ctx context.Context, dir string) ([]GuestStat, error) {
+func (v *GuestVM) Dir(ctx context.Context, dir string) ([]remote.GuestStat, error) {
 	k := listKey{v.ref, path.Clean(dir)}
 	if v.windows && k.dir == "/" {
 		return v.drives(ctx)
@@ -86,30 +87,30 @@ func (v *GuestVM) Dir(ctx context.Context, dir string) ([]GuestStat, error) {
 	}
 	v.g.mu.Lock()
 	if v.g.gen == gen { // else a change raced with the listing: do not keep it
-		v.g.lists[k] = timed[[]GuestStat]{v: list, at: time.Now()}
+		v.g.lists[k] = timed[[]remote.GuestStat]{v: list, at: time.Now()}
 	}
 	v.g.mu.Unlock()
 	return list, nil
 }
 
 // Lookup finds a name in a directory's cached list.
-func (v *GuestVM) Lookup(ctx context.Context, dir, name string) (GuestStat, error) {
+func (v *GuestVM) Lookup(ctx context.Context, dir, name string) (remote.GuestStat, error) {
 	if v.windows && path.Clean(dir) == "/" {
 		return v.lookupDrive(ctx, name)
 	}
 	list, err := v.Dir(ctx, dir)
 	if err != nil {
-		return GuestStat{}, err
+		return remote.GuestStat{}, err
 	}
 	for _, s := range list {
 		if s.Name == name {
-			if s.stale {
+			if s.Stale {
 				return v.restat(ctx, path.Join(dir, name))
 			}
 			return s, nil
 		}
 	}
-	return GuestStat{}, Errorf("ListFilesInGuest", v.name+":"+path.Join(dir, name), ErrNotFound, "no such file")
+	return remote.GuestStat{}, remote.Errorf("ListFilesInGuest", v.name+":"+path.Join(dir, name), remote.ErrNotFound, "no such file")
 }
 
 // restat reads p's attributes again, for an entry known to be stale.
@@ -117,16 +118,16 @@ func (v *GuestVM) Lookup(ctx context.Context, dir, name string) (GuestStat, erro
 // what was read: an answer that raced with one is not stored, and p stays
 // stale, so that it cannot hide the change (rsync skips its last utimensat
 // of a directory if the directory shows its own time there).
-func (v *GuestVM) restat(ctx context.Context, p string) (GuestStat, error) {
+func (v *GuestVM) restat(ctx context.Context, p string) (remote.GuestStat, error) {
 	v.g.mu.Lock()
 	gen := v.g.gen
 	v.g.mu.Unlock()
 	s, err := v.Stat(ctx, p)
 	if err != nil {
-		if isKind(err, ErrNotFound) {
+		if isKind(err, remote.ErrNotFound) {
 			v.forget(p)
 		}
-		return GuestStat{}, err
+		return remote.GuestStat{}, err
 	}
 	v.g.mu.Lock()
 	if v.g.gen == gen {
@@ -168,8 +169,8 @@ type GuestVM struct {
 }
 
 // VM returns the guest of a VM. It makes no call.
-func (g *Guests) VM(vm VM) *GuestVM {
-	return &GuestVM{g: g, ref: vm.Ref, name: vm.Name, windows: vm.Windows}
+func (g *Guests) VM(vm remote.VM) *GuestVM {
+	return &GuestVM{g: g, ref: types.ManagedObjectReference(vm.Ref), name: vm.Name, windows: vm.Windows}
 }
 
 // Name is the VM's name.
@@ -200,7 +201,7 @@ func (v *GuestVM) do(ctx context.Context, call, p string, fn func(context.Contex
 	on := v.name + ":" + p
 	login := v.g.logins.For(v.name)
 	if login == nil {
-		return Errorf(call, on, ErrPermission, "no guest login for this VM (--guest-login, --guest-login-file)")
+		return remote.Errorf(call, on, remote.ErrPermission, "no guest login for this VM (--guest-login, --guest-login-file)")
 	}
 	pass, _ := login.Password()
 	auth := &types.NamePasswordAuthentication{Username: login.Username(), Password: pass}
@@ -213,37 +214,13 @@ func (v *GuestVM) do(ctx context.Context, call, p string, fn func(context.Contex
 	})
 }
 
-// GuestFileType is what a guest path is.
-type GuestFileType int
-
-const (
-	GuestFile GuestFileType = iota
-	GuestDir
-	GuestSymlink
-)
-
-// GuestStat is a guest file's attributes, as the guest reports them.
-type GuestStat struct {
-	Name   string // base name
-	Type   GuestFileType
-	Size   int64
-	Mode   uint32 // permission bits (07777); 0 if the guest does not say
-	UID    int64  // -1 if the guest does not say (Windows)
-	GID    int64
-	Mtime  time.Time
-	Atime  time.Time
-	Target string // symlink target
-
-	stale bool // a directory whose contents we changed: its mtime must be read again
-}
-
-func statOf(f types.GuestFileInfo) GuestStat {
-	s := GuestStat{Name: path.Base(f.Path), Size: f.Size, UID: -1, GID: -1}
+func statOf(f types.GuestFileInfo) remote.GuestStat {
+	s := remote.GuestStat{Name: path.Base(f.Path), Size: f.Size, UID: -1, GID: -1}
 	switch types.GuestFileType(f.Type) {
 	case types.GuestFileTypeDirectory:
-		s.Type = GuestDir
+		s.Type = remote.GuestDir
 	case types.GuestFileTypeSymlink:
-		s.Type = GuestSymlink
+		s.Type = remote.GuestSymlink
 	}
 	if f.Attributes == nil {
 		return s
@@ -273,11 +250,11 @@ func statOf(f types.GuestFileInfo) GuestStat {
 
 // List lists a directory: one ListFilesInGuest sequence, paged by the
 // guest's "remaining" count, without "." and "..".
-func (v *GuestVM) List(ctx context.Context, dir string) ([]GuestStat, error) {
+func (v *GuestVM) List(ctx context.Context, dir string) ([]remote.GuestStat, error) {
 	return v.list(ctx, "ListFilesInGuest", dir, "")
 }
 
-func (v *GuestVM) list(ctx context.Context, call, dir, pattern string) ([]GuestStat, error) {
+func (v *GuestVM) list(ctx context.Context, call, dir, pattern string) ([]remote.GuestStat, error) {
 	if v.windows && path.Clean(dir) == "/" {
 		return v.drives(ctx)
 	}
@@ -285,7 +262,7 @@ func (v *GuestVM) list(ctx context.Context, call, dir, pattern string) ([]GuestS
 	if err != nil {
 		return nil, err
 	}
-	var out []GuestStat
+	var out []remote.GuestStat
 	index := int32(0)
 	for {
 		var res *types.GuestListFileInfo
@@ -310,10 +287,10 @@ func (v *GuestVM) list(ctx context.Context, call, dir, pattern string) ([]GuestS
 
 // Stat describes one path: its parent listed with a pattern matching only
 // its name (listing the path itself would give a directory's contents).
-func (v *GuestVM) Stat(ctx context.Context, p string) (GuestStat, error) {
+func (v *GuestVM) Stat(ctx context.Context, p string) (remote.GuestStat, error) {
 	p = path.Clean(p)
 	if p == "/" {
-		return GuestStat{Name: "/", Type: GuestDir, Mode: 0o755, UID: -1, GID: -1}, nil
+		return remote.GuestStat{Name: "/", Type: remote.GuestDir, Mode: 0o755, UID: -1, GID: -1}, nil
 	}
 	dir, name := path.Split(p)
 	if v.windows && path.Clean(dir) == "/" {
@@ -321,38 +298,38 @@ func (v *GuestVM) Stat(ctx context.Context, p string) (GuestStat, error) {
 	}
 	list, err := v.list(ctx, "ListFilesInGuest", dir, "^"+regexp.QuoteMeta(name)+"$")
 	if err != nil {
-		return GuestStat{}, err
+		return remote.GuestStat{}, err
 	}
 	for _, s := range list {
 		if s.Name == name {
 			return s, nil
 		}
 	}
-	return GuestStat{}, Errorf("ListFilesInGuest", v.name+":"+p, ErrNotFound, "no such file")
+	return remote.GuestStat{}, remote.Errorf("ListFilesInGuest", v.name+":"+p, remote.ErrNotFound, "no such file")
 }
 
 // Mkdir makes a directory, applies mode if it is not 0 and differs from
 // what the guest gave it, and returns its attributes as read back.
-func (v *GuestVM) Mkdir(ctx context.Context, p string, mode uint32) (GuestStat, error) {
+func (v *GuestVM) Mkdir(ctx context.Context, p string, mode uint32) (remote.GuestStat, error) {
 	gp, err := v.target(p)
 	if err != nil {
-		return GuestStat{}, err
+		return remote.GuestStat{}, err
 	}
 	err = v.do(ctx, "MakeDirectoryInGuest", gp, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		return fm.MakeDirectory(ctx, auth, gp, false)
 	})
 	if err != nil {
 		v.forget(p)
-		return GuestStat{}, err
+		return remote.GuestStat{}, err
 	}
 	s, err := v.Stat(ctx, p)
 	if err != nil {
 		v.forget(p)
-		return GuestStat{}, err
+		return remote.GuestStat{}, err
 	}
 	if mode &= 0o7777; mode != 0 && s.Mode != mode && !v.windows {
-		if err := v.Chattr(ctx, p, GuestAttr{Mode: &mode}); err != nil {
-			return GuestStat{}, err
+		if err := v.Chattr(ctx, p, remote.GuestAttr{Mode: &mode}); err != nil {
+			return remote.GuestStat{}, err
 		}
 		s.Mode = mode
 	}
@@ -424,52 +401,12 @@ func (v *GuestVM) MoveDir(ctx context.Context, src, dst string) error {
 	return v.after(err, func() { v.renamed(src, dst) }, src, dst)
 }
 
-// GuestAttr are attributes to set; nil fields are left as they are. A mode
-// of 0 cannot be set: the API reads 0 as "unset".
-type GuestAttr struct {
-	Mode         *uint32
-	UID, GID     *int32
-	Mtime, Atime *time.Time
-}
-
-// Apply sets on s what a sets, as a POSIX guest keeps it.
-func (a GuestAttr) Apply(s *GuestStat) {
-	if a.Mode != nil {
-		s.Mode = *a.Mode & 0o7777
-	}
-	if a.UID != nil {
-		s.UID = int64(*a.UID)
-	}
-	if a.GID != nil {
-		s.GID = int64(*a.GID)
-	}
-	if a.Mtime != nil {
-		s.Mtime = *a.Mtime
-	}
-	if a.Atime != nil {
-		s.Atime = *a.Atime
-	}
-}
-
-func (a GuestAttr) empty() bool {
-	return a.Mode == nil && a.UID == nil && a.GID == nil && a.Mtime == nil && a.Atime == nil
-}
-
-func (a GuestAttr) posix() *types.GuestPosixFileAttributes {
-	px := &types.GuestPosixFileAttributes{OwnerId: a.UID, GroupId: a.GID}
-	px.ModificationTime, px.AccessTime = a.Mtime, a.Atime
-	if a.Mode != nil {
-		px.Permissions = int64(*a.Mode & 0o7777)
-	}
-	return px
-}
-
 // Chattr changes mode, owner and times in one ChangeFileAttributesInGuest.
-func (v *GuestVM) Chattr(ctx context.Context, p string, a GuestAttr) error {
+func (v *GuestVM) Chattr(ctx context.Context, p string, a remote.GuestAttr) error {
 	if v.windows {
 		a.UID, a.GID = nil, nil // no owner on Windows: chown changes nothing
 	}
-	if a.empty() {
+	if a.Empty() {
 		return nil
 	}
 	gp, err := v.target(p)

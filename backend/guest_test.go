@@ -16,6 +16,8 @@ import (
 
 	"github.com/vmware/govmomi/simulator"
 
+	"github.com/vmware/govmomi/vim25/types"
+	"github.com/vspherefs/vspherefs/remote"
 	"github.com/vspherefs/vspherefs/test/sim"
 )
 
@@ -52,7 +54,7 @@ func newGuestEnv(t *testing.T, login string) *guestEnv {
 	for _, v := range vms {
 		if v.Name == "DC0_H0_VM0" {
 			e.vm = e.g.VM(v)
-			e.dir, err = s.Guest.Dir(s.Model().Map().Get(v.Ref).(*simulator.VirtualMachine))
+			e.dir, err = s.Guest.Dir(s.Model().Map().Get(types.ManagedObjectReference(v.Ref)).(*simulator.VirtualMachine))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -95,7 +97,7 @@ func TestGuestListStatPaged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 250 || list[0].Name != "fAa" || list[0].Size != 1 || list[0].Type != GuestFile {
+	if len(list) != 250 || list[0].Name != "fAa" || list[0].Size != 1 || list[0].Type != remote.GuestFile {
 		t.Fatalf("%d entries, first %+v", len(list), list[0])
 	}
 	if calls := e.s.Guest.Stats().Calls["ListFilesInGuest"] - before; calls != 3 { // pages of 100
@@ -106,22 +108,22 @@ func TestGuestListStatPaged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Type != GuestFile || st.Size != int64(len("DC0_H0_VM0\n")) || st.Mode != 0o644 || st.UID != int64(os.Getuid()) ||
+	if st.Type != remote.GuestFile || st.Size != int64(len("DC0_H0_VM0\n")) || st.Mode != 0o644 || st.UID != int64(os.Getuid()) ||
 		st.Mtime.Nanosecond() != 123456789 {
 		t.Fatalf("stat %+v", st)
 	}
 	st, err = e.vm.Stat(ctx, "/home/syslog")
-	if err != nil || st.Type != GuestSymlink || st.Target != "../var/log/syslog" {
+	if err != nil || st.Type != remote.GuestSymlink || st.Target != "../var/log/syslog" {
 		t.Fatalf("symlink %+v %v", st, err)
 	}
 	st, err = e.vm.Stat(ctx, "/var/log")
-	if err != nil || st.Type != GuestDir || st.Name != "log" {
+	if err != nil || st.Type != remote.GuestDir || st.Name != "log" {
 		t.Fatalf("dir %+v %v", st, err)
 	}
-	if _, err := e.vm.Stat(ctx, "/etc/nope"); !errors.Is(err, ErrNotFound) {
+	if _, err := e.vm.Stat(ctx, "/etc/nope"); !errors.Is(err, remote.ErrNotFound) {
 		t.Fatalf("missing: %v", err)
 	}
-	if _, err := e.vm.Stat(ctx, "/etc/host.ame"); !errors.Is(err, ErrNotFound) {
+	if _, err := e.vm.Stat(ctx, "/etc/host.ame"); !errors.Is(err, remote.ErrNotFound) {
 		t.Fatalf("pattern must be literal: %v", err)
 	}
 }
@@ -156,7 +158,7 @@ func TestGuestSourceOneTransferPerOpen(t *testing.T) {
 
 	// The file changed since it was listed: ErrStale, never other bytes.
 	os.WriteFile(filepath.Join(e.dir, "home/user/data/blob.bin"), []byte("changed"), 0o644)
-	if _, _, err := src.Open(ctx, 0, -1); !errors.Is(err, ErrStale) {
+	if _, _, err := src.Open(ctx, 0, -1); !errors.Is(err, remote.ErrStale) {
 		t.Fatalf("changed file: %v", err)
 	}
 }
@@ -167,7 +169,7 @@ func TestGuestUpload(t *testing.T) {
 	data := bytes.Repeat([]byte("abc"), 100000)
 	mode := uint32(0o640)
 	mt := time.Date(2021, 3, 4, 5, 6, 7, 890123456, time.UTC)
-	st, err := e.vm.Upload(ctx, "/tmp/new.bin", bytes.NewReader(data), int64(len(data)), GuestAttr{Mode: &mode, Mtime: &mt}, false)
+	st, err := e.vm.Upload(ctx, "/tmp/new.bin", bytes.NewReader(data), int64(len(data)), remote.GuestAttr{Mode: &mode, Mtime: &mt}, false)
 	if err != nil || st.Size != int64(len(data)) || st.Mode != 0o640 || !st.Mtime.Equal(mt) {
 		t.Fatalf("upload: %+v %v", st, err)
 	}
@@ -175,11 +177,11 @@ func TestGuestUpload(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o640 || !fi.ModTime().Equal(mt) || fi.Size() != int64(len(data)) {
 		t.Fatalf("uploaded: %v %v", fi, err)
 	}
-	if _, err := e.vm.Upload(ctx, "/tmp/empty", bytes.NewReader(nil), 0, GuestAttr{}, false); err != nil {
+	if _, err := e.vm.Upload(ctx, "/tmp/empty", bytes.NewReader(nil), 0, remote.GuestAttr{}, false); err != nil {
 		t.Fatal(err)
 	}
 	// A file believed new that exists after all is replaced, not refused.
-	if st, err := e.vm.Upload(ctx, "/tmp/empty", bytes.NewReader([]byte("x")), 1, GuestAttr{}, false); err != nil || st.Size != 1 {
+	if st, err := e.vm.Upload(ctx, "/tmp/empty", bytes.NewReader([]byte("x")), 1, remote.GuestAttr{}, false); err != nil || st.Size != 1 {
 		t.Fatalf("upload over a file believed new: %+v %v", st, err)
 	}
 	os.Remove(filepath.Join(e.dir, "tmp/empty"))
@@ -187,7 +189,7 @@ func TestGuestUpload(t *testing.T) {
 
 	// A PUT that fails mid-body leaves the old file and no temporary file.
 	e.s.Guest.FailNextPut(1000)
-	if _, err := e.vm.Upload(ctx, "/tmp/new.bin", bytes.NewReader([]byte(strings.Repeat("z", 5000))), 5000, GuestAttr{}, true); err == nil {
+	if _, err := e.vm.Upload(ctx, "/tmp/new.bin", bytes.NewReader([]byte(strings.Repeat("z", 5000))), 5000, remote.GuestAttr{}, true); err == nil {
 		t.Fatal("failing PUT succeeded")
 	}
 	if b, _ := os.ReadFile(filepath.Join(e.dir, "tmp/new.bin")); !bytes.Equal(b, data) {
@@ -198,7 +200,7 @@ func TestGuestUpload(t *testing.T) {
 		t.Fatalf("left in /tmp: %+v", list)
 	}
 
-	if _, err := e.vm.Upload(ctx, "/nodir/x", bytes.NewReader(data), int64(len(data)), GuestAttr{}, false); !errors.Is(err, ErrNotFound) {
+	if _, err := e.vm.Upload(ctx, "/nodir/x", bytes.NewReader(data), int64(len(data)), remote.GuestAttr{}, false); !errors.Is(err, remote.ErrNotFound) {
 		t.Fatalf("upload into a missing directory: %v", err)
 	}
 }
@@ -211,7 +213,7 @@ func TestGuestDirOps(t *testing.T) {
 		if kind == nil && err != nil || kind != nil && !errors.Is(err, kind) {
 			t.Fatalf("got %v, want %v", err, kind)
 		}
-		var be *Error
+		var be *remote.Error
 		if err != nil && (!errors.As(err, &be) || !strings.Contains(be.On, "DC0_H0_VM0:")) {
 			t.Fatalf("not an *Error naming the VM: %#v", err)
 		}
@@ -221,21 +223,21 @@ func TestGuestDirOps(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Join(e.dir, "tmp/d")); fi.Mode().Perm() != 0o700 {
 		t.Fatalf("mkdir mode %v", fi.Mode())
 	}
-	check(mkdir("/tmp/d", 0), ErrExists)
-	check(mkdir("/tmp/x/y", 0), ErrNotFound)
+	check(mkdir("/tmp/d", 0), remote.ErrExists)
+	check(mkdir("/tmp/x/y", 0), remote.ErrNotFound)
 	check(e.vm.MoveFile(ctx, "/etc/hostname", "/tmp/d/h", false), nil)
-	check(e.vm.Rmdir(ctx, "/tmp/d"), ErrNotEmpty)
-	check(e.vm.Remove(ctx, "/tmp/d"), ErrIsDir)
-	check(e.vm.Rmdir(ctx, "/tmp/d/h"), ErrNotDir)
-	check(e.vm.MoveFile(ctx, "/tmp/d", "/tmp/e", true), ErrIsDir)
+	check(e.vm.Rmdir(ctx, "/tmp/d"), remote.ErrNotEmpty)
+	check(e.vm.Remove(ctx, "/tmp/d"), remote.ErrIsDir)
+	check(e.vm.Rmdir(ctx, "/tmp/d/h"), remote.ErrNotDir)
+	check(e.vm.MoveFile(ctx, "/tmp/d", "/tmp/e", true), remote.ErrIsDir)
 	check(e.vm.MoveDir(ctx, "/tmp/d", "/tmp/e"), nil)
-	check(e.vm.MoveDir(ctx, "/tmp/e", "/var"), ErrExists)
+	check(e.vm.MoveDir(ctx, "/tmp/e", "/var"), remote.ErrExists)
 	check(e.vm.Remove(ctx, "/tmp/e/h"), nil)
 	check(e.vm.Rmdir(ctx, "/tmp/e"), nil)
-	check(e.vm.Remove(ctx, "/tmp/e"), ErrNotFound)
+	check(e.vm.Remove(ctx, "/tmp/e"), remote.ErrNotFound)
 	mode := uint32(0o600)
 	at := time.Date(2022, 1, 1, 0, 0, 0, 5, time.UTC)
-	check(e.vm.Chattr(ctx, "/etc/os-release", GuestAttr{Mode: &mode, Atime: &at}), nil)
+	check(e.vm.Chattr(ctx, "/etc/os-release", remote.GuestAttr{Mode: &mode, Atime: &at}), nil)
 	st, err := e.vm.Stat(ctx, "/etc/os-release")
 	if err != nil || st.Mode != 0o600 || !st.Atime.Equal(at) || st.Mtime.Nanosecond() != 123456789 {
 		t.Fatalf("after chattr %+v %v", st, err)
@@ -246,7 +248,7 @@ func TestGuestFaults(t *testing.T) {
 	e := newGuestEnv(t, "root:wrong")
 	ctx := context.Background()
 	_, err := e.vm.List(ctx, "/")
-	if !errors.Is(err, ErrPermission) {
+	if !errors.Is(err, remote.ErrPermission) {
 		t.Fatalf("wrong password: %v", err)
 	}
 	if strings.Contains(err.Error(), "wrong") {
@@ -257,13 +259,13 @@ func TestGuestFaults(t *testing.T) {
 	for _, v := range vms {
 		if v.Name == sim.DemoOffVM {
 			_, err := NewGuests(e.c, logins, time.Second).VM(v).List(ctx, "/")
-			if !errors.Is(err, ErrHostDown) {
+			if !errors.Is(err, remote.ErrHostDown) {
 				t.Fatalf("powered-off VM: %v", err)
 			}
 		}
 	}
 	none, _ := NewGuestLogins("", "")
-	if _, err := NewGuests(e.c, none, time.Second).VM(VM{Ref: e.vm.ref, Name: e.vm.name}).List(ctx, "/"); !errors.Is(err, ErrPermission) {
+	if _, err := NewGuests(e.c, none, time.Second).VM(remote.VM{Ref: remote.Ref(e.vm.ref), Name: e.vm.name}).List(ctx, "/"); !errors.Is(err, remote.ErrPermission) {
 		t.Fatalf("no login: %v", err)
 	}
 }
@@ -321,20 +323,20 @@ func TestGuestDirCached(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	check(e.vm.Chattr(ctx, "/etc/new", GuestAttr{Mode: &mode, Mtime: &mt}))
+	check(e.vm.Chattr(ctx, "/etc/new", remote.GuestAttr{Mode: &mode, Mtime: &mt}))
 	check(e.vm.MoveFile(ctx, "/etc/hostname", "/etc/hostname2", false))
 	check(e.vm.MoveDir(ctx, "/etc/new", "/etc/new2"))
 	if n := calls() - before; n != 0 {
 		t.Fatalf("%d list calls for changes", n)
 	}
-	if s, err := e.vm.Lookup(ctx, "/etc", "new2"); err != nil || s.Mode != 0o600 || !s.Mtime.Equal(mt) || s.Type != GuestDir {
+	if s, err := e.vm.Lookup(ctx, "/etc", "new2"); err != nil || s.Mode != 0o600 || !s.Mtime.Equal(mt) || s.Type != remote.GuestDir {
 		t.Fatalf("renamed dir: %+v %v", s, err)
 	}
-	if _, err := e.vm.Lookup(ctx, "/etc", "hostname"); !errors.Is(err, ErrNotFound) {
+	if _, err := e.vm.Lookup(ctx, "/etc", "hostname"); !errors.Is(err, remote.ErrNotFound) {
 		t.Fatalf("old name still listed: %v", err)
 	}
 	check(e.vm.Remove(ctx, "/etc/hostname2"))
-	if _, err := e.vm.Lookup(ctx, "/etc", "hostname2"); !errors.Is(err, ErrNotFound) {
+	if _, err := e.vm.Lookup(ctx, "/etc", "hostname2"); !errors.Is(err, remote.ErrNotFound) {
 		t.Fatalf("removed file still listed: %v", err)
 	}
 	// What the lists say is what the guest says.
@@ -361,19 +363,19 @@ func TestGuestWindowsPaths(t *testing.T) {
 		}
 	}
 	for p, kind := range map[string]error{
-		"/":         ErrNotPermitted,
-		"/foo":      ErrNotPermitted,
-		"/c:":       ErrNotPermitted, // drives are shown upper-case
-		"/C:/a:b":   ErrInvalid,
-		`/C:/a\b`:   ErrInvalid,
-		"/C:/what?": ErrInvalid,
+		"/":         remote.ErrNotPermitted,
+		"/foo":      remote.ErrNotPermitted,
+		"/c:":       remote.ErrNotPermitted, // drives are shown upper-case
+		"/C:/a:b":   remote.ErrInvalid,
+		`/C:/a\b`:   remote.ErrInvalid,
+		"/C:/what?": remote.ErrInvalid,
 	} {
 		if _, err := v.gpath(p); !errors.Is(err, kind) {
 			t.Errorf("gpath(%q): %v, want %v", p, err, kind)
 		}
 	}
 	for _, p := range []string{"/C:", "/X"} {
-		if _, err := v.target(p); !errors.Is(err, ErrNotPermitted) {
+		if _, err := v.target(p); !errors.Is(err, remote.ErrNotPermitted) {
 			t.Errorf("target(%q): %v", p, err)
 		}
 	}

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"github.com/vspherefs/vspherefs/remote"
 	"path"
 	"sort"
 	"strings"
@@ -17,29 +18,29 @@ import (
 
 // edit runs fn on the cached list of dir, if one is cached, copying it first
 // (readers hold the old slice), and bumps the generation.
-func (v *GuestVM) edit(dir string, fn func([]GuestStat) []GuestStat) {
+func (v *GuestVM) edit(dir string, fn func([]remote.GuestStat) []remote.GuestStat) {
 	k := listKey{v.ref, path.Clean(dir)}
 	if t, ok := v.g.lists[k]; ok {
-		v.g.lists[k] = timed[[]GuestStat]{v: fn(append([]GuestStat(nil), t.v...)), at: t.at}
+		v.g.lists[k] = timed[[]remote.GuestStat]{v: fn(append([]remote.GuestStat(nil), t.v...)), at: t.at}
 	}
 }
 
 // noted records s as the entry of p in its parent's list. Called with g.mu held.
-func (v *GuestVM) noted(p string, s GuestStat) {
+func (v *GuestVM) noted(p string, s remote.GuestStat) {
 	v.touched(path.Dir(p))
 	v.set(p, s)
 }
 
 // set records s as the entry of p, and nothing else. Called with g.mu held.
-func (v *GuestVM) set(p string, s GuestStat) {
+func (v *GuestVM) set(p string, s remote.GuestStat) {
 	s.Name = path.Base(p)
-	v.edit(path.Dir(p), func(l []GuestStat) []GuestStat {
+	v.edit(path.Dir(p), func(l []remote.GuestStat) []remote.GuestStat {
 		i := sort.Search(len(l), func(i int) bool { return l[i].Name >= s.Name })
 		if i < len(l) && l[i].Name == s.Name {
 			l[i] = s
 			return l
 		}
-		return append(l[:i], append([]GuestStat{s}, l[i:]...)...)
+		return append(l[:i], append([]remote.GuestStat{s}, l[i:]...)...)
 	})
 }
 
@@ -52,10 +53,10 @@ func (v *GuestVM) touched(dir string) {
 		return
 	}
 	name := path.Base(dir)
-	v.edit(path.Dir(dir), func(l []GuestStat) []GuestStat {
+	v.edit(path.Dir(dir), func(l []remote.GuestStat) []remote.GuestStat {
 		for i := range l {
 			if l[i].Name == name {
-				l[i].stale = true
+				l[i].Stale = true
 			}
 		}
 		return l
@@ -67,7 +68,7 @@ func (v *GuestVM) touched(dir string) {
 func (v *GuestVM) gone(p string) {
 	v.touched(path.Dir(p))
 	name := path.Base(p)
-	v.edit(path.Dir(p), func(l []GuestStat) []GuestStat {
+	v.edit(path.Dir(p), func(l []remote.GuestStat) []remote.GuestStat {
 		for i := range l {
 			if l[i].Name == name {
 				return append(l[:i], l[i+1:]...)
@@ -89,10 +90,10 @@ func (v *GuestVM) dropTree(p string) {
 }
 
 // lookupCached returns p's entry from its parent's cached list. Called with g.mu held.
-func (v *GuestVM) lookupCached(p string) (GuestStat, bool) {
+func (v *GuestVM) lookupCached(p string) (remote.GuestStat, bool) {
 	t, ok := v.g.lists[listKey{v.ref, path.Dir(p)}]
 	if !ok {
-		return GuestStat{}, false
+		return remote.GuestStat{}, false
 	}
 	name := path.Base(p)
 	for _, s := range t.v {
@@ -100,7 +101,7 @@ func (v *GuestVM) lookupCached(p string) (GuestStat, bool) {
 			return s, true
 		}
 	}
-	return GuestStat{}, false
+	return remote.GuestStat{}, false
 }
 
 // change runs fn with g.mu held and bumps the generation, so that lists
@@ -114,7 +115,7 @@ func (v *GuestVM) change(fn func()) {
 
 // Noted records that p now has the attributes s (after a change this
 // package did not make itself, such as an upload read back).
-func (v *GuestVM) Noted(p string, s GuestStat) {
+func (v *GuestVM) Noted(p string, s remote.GuestStat) {
 	v.change(func() { v.noted(p, s) })
 }
 
@@ -136,7 +137,7 @@ func (v *GuestVM) renamed(src, dst string) {
 func (v *GuestVM) dropList(dir string) { delete(v.g.lists, listKey{v.ref, path.Clean(dir)}) }
 
 // attrsSet patches p's cached entry with the attributes just set.
-func (v *GuestVM) attrsSet(p string, a GuestAttr) {
+func (v *GuestVM) attrsSet(p string, a remote.GuestAttr) {
 	v.change(func() {
 		s, ok := v.lookupCached(p)
 		if !ok {
@@ -147,14 +148,14 @@ func (v *GuestVM) attrsSet(p string, a GuestAttr) {
 			if a.Mode != nil {
 				s.Mode = winMode(s.Type, *a.Mode&0o200 == 0)
 			}
-			a = GuestAttr{Mtime: a.Mtime, Atime: a.Atime}
+			a = remote.GuestAttr{Mtime: a.Mtime, Atime: a.Atime}
 		}
 		a.Apply(&s)
 		if a.Mtime != nil {
-			s.stale = false // the mtime is what we just set (on a POSIX guest)
+			s.Stale = false // the mtime is what we just set (on a POSIX guest)
 		}
 		if v.windows && (a.Mtime != nil || a.Atime != nil) {
-			s.stale = true // Windows keeps less (NTFS 100 ns, FAT 2 s): read it back
+			s.Stale = true // Windows keeps less (NTFS 100 ns, FAT 2 s): read it back
 		}
 		v.set(p, s)
 	})
@@ -164,6 +165,6 @@ func (v *GuestVM) attrsSet(p string, a GuestAttr) {
 // lookups in it (rsync, tar, cp -r fill new directories) need no call.
 func (v *GuestVM) emptyDir(p string) {
 	v.change(func() {
-		v.g.lists[listKey{v.ref, path.Clean(p)}] = timed[[]GuestStat]{v: []GuestStat{}, at: time.Now()}
+		v.g.lists[listKey{v.ref, path.Clean(p)}] = timed[[]remote.GuestStat]{v: []remote.GuestStat{}, at: time.Now()}
 	})
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vmware/govmomi/guest"
 	"github.com/vmware/govmomi/vim25/types"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // open starts a transfer of the guest file and returns its body from byte
@@ -60,7 +61,7 @@ func (s *GuestSource) get(ctx context.Context) (io.ReadCloser, error) {
 		return nil, err
 	}
 	if info.Size != s.size || !s.mtime.IsZero() && !mtimeOf(info).Equal(s.mtime) {
-		return nil, Errorf(call, on, ErrStale, "size %d mtime %v, listed as %d %v", info.Size, mtimeOf(info), s.size, s.mtime)
+		return nil, remote.Errorf(call, on, remote.ErrStale, "size %d mtime %v, listed as %d %v", info.Size, mtimeOf(info), s.size, s.mtime)
 	}
 	const get = "GET guest file"
 	guard := newStallGuard(ctx, s.v.g.c.cfg.Timeout, get, on)
@@ -85,12 +86,12 @@ func (s *GuestSource) get(ctx context.Context) (io.ReadCloser, error) {
 	if res.StatusCode != http.StatusOK {
 		res.Body.Close()
 		guard.Stop()
-		return nil, &Error{Call: get, On: on, Kind: ErrIO, Fault: res.Status, Err: &httpStatus{res.StatusCode, res.Status}}
+		return nil, &remote.Error{Call: get, On: on, Kind: remote.ErrIO, Fault: res.Status, Err: &httpStatus{res.StatusCode, res.Status}}
 	}
 	if res.ContentLength >= 0 && res.ContentLength != s.size {
 		res.Body.Close()
 		guard.Stop()
-		return nil, Errorf(get, on, ErrStale, "%d bytes, listed as %d", res.ContentLength, s.size)
+		return nil, remote.Errorf(get, on, remote.ErrStale, "%d bytes, listed as %d", res.ContentLength, s.size)
 	}
 	return &transportBody{ReadCloser: guard.Wrap(res.Body), call: get, on: on}, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vmware/govmomi/guest"
 	"github.com/vmware/govmomi/vim25/types"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // GuestSource is a guest file's bytes as a cache.Source. Its transfer URLs
@@ -72,17 +73,17 @@ func mtimeOf(info *types.FileTransferInformation) time.Time {
 // them, so the file never has a wider mode; then, if the writer set times,
 // ChangeFileAttributesInGuest applies a. The read-back is one
 // ListFilesInGuest of p alone.
-func (v *GuestVM) Upload(ctx context.Context, p string, r io.ReadSeeker, size int64, a GuestAttr, replace bool) (GuestStat, error) {
+func (v *GuestVM) Upload(ctx context.Context, p string, r io.ReadSeeker, size int64, a remote.GuestAttr, replace bool) (remote.GuestStat, error) {
 	var err error
 	if !replace {
 		err = v.upload(ctx, p, p, r, size, a, false)
-		if errors.Is(err, ErrExists) {
+		if errors.Is(err, remote.ErrExists) {
 			replace = true
 		}
 	}
 	if replace {
 		if _, serr := r.Seek(0, io.SeekStart); serr != nil {
-			return GuestStat{}, serr
+			return remote.GuestStat{}, serr
 		}
 		dir, name := path.Split(p)
 		tmp := dir + "." + name + ".vspherefs-" + randomSuffix()
@@ -95,16 +96,16 @@ func (v *GuestVM) Upload(ctx context.Context, p string, r io.ReadSeeker, size in
 		}
 	}
 	if err != nil {
-		return GuestStat{}, err
+		return remote.GuestStat{}, err
 	}
 	if a.Mtime != nil || a.Atime != nil {
 		if err := v.Chattr(ctx, p, a); err != nil {
-			return GuestStat{}, err
+			return remote.GuestStat{}, err
 		}
 	}
 	s, err := v.Stat(ctx, p)
 	if err != nil {
-		return GuestStat{}, err
+		return remote.GuestStat{}, err
 	}
 	v.Noted(p, s)
 	return s, nil
@@ -113,7 +114,7 @@ func (v *GuestVM) Upload(ctx context.Context, p string, r io.ReadSeeker, size in
 // upload is InitiateFileTransferToGuest of dst and its PUT, tried again
 // (a fresh URL each time: they are one-shot) when the PUT is reset or the
 // host is briefly unavailable; p is the path the caller asked for, for errors.
-func (v *GuestVM) upload(ctx context.Context, p, dst string, r io.ReadSeeker, size int64, a GuestAttr, overwrite bool) error {
+func (v *GuestVM) upload(ctx context.Context, p, dst string, r io.ReadSeeker, size int64, a remote.GuestAttr, overwrite bool) error {
 	gdst, err := v.target(dst)
 	if err != nil {
 		return err
@@ -124,7 +125,7 @@ func (v *GuestVM) upload(ctx context.Context, p, dst string, r io.ReadSeeker, si
 	for attempt := 1; ; attempt++ {
 		var u string
 		err = v.do(ctx, call, gdst, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
-			raw, err := fm.InitiateFileTransferToGuest(ctx, auth, gdst, v.attrs(GuestAttr{Mode: a.Mode, UID: a.UID, GID: a.GID}), size, overwrite)
+			raw, err := fm.InitiateFileTransferToGuest(ctx, auth, gdst, v.attrs(remote.GuestAttr{Mode: a.Mode, UID: a.UID, GID: a.GID}), size, overwrite)
 			if err != nil {
 				return err
 			}
@@ -139,14 +140,14 @@ func (v *GuestVM) upload(ctx context.Context, p, dst string, r io.ReadSeeker, si
 			return err
 		}
 		if _, err := r.Seek(0, io.SeekStart); err != nil {
-			return newError("stage", on, ErrIO, err)
+			return newError("stage", on, remote.ErrIO, err)
 		}
 		perr := v.put(ctx, on, u, r, size)
 		if perr == nil {
 			return nil
 		}
 		_ = v.Remove(context.WithoutCancel(ctx), dst) // the guest may have kept part of it
-		var be *Error
+		var be *remote.Error
 		if attempt >= guestPutAttempts || !errors.As(perr, &be) || !putRetryable(ctx, be) {
 			if be != nil && attempt > 1 {
 				be.Fault += fmt.Sprintf(" (after %d attempts)", attempt)
@@ -156,7 +157,7 @@ func (v *GuestVM) upload(ctx context.Context, p, dst string, r io.ReadSeeker, si
 		v.g.c.Log().Warn("PUT failed, retrying with a new transfer URL", "on", on, "call", "PUT guest file", "fault", be.Fault, "attempt", attempt)
 		select {
 		case <-ctx.Done():
-			return newError("PUT guest file", on, ErrIO, ctx.Err())
+			return newError("PUT guest file", on, remote.ErrIO, ctx.Err())
 		case <-time.After(pause):
 		}
 		pause = min(2*pause, 2*time.Second)
@@ -186,7 +187,7 @@ func (v *GuestVM) put(ctx context.Context, on, u string, r io.Reader, size int64
 	res, err := v.g.c.HTTP().Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return newError("PUT guest file", on, ErrIO, ctx.Err())
+			return newError("PUT guest file", on, remote.ErrIO, ctx.Err())
 		}
 		if gerr := g.Err(err); gerr != err {
 			return gerr
@@ -196,7 +197,7 @@ func (v *GuestVM) put(ctx context.Context, on, u string, r io.Reader, size int64
 	defer res.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 4096))
 	if res.StatusCode != http.StatusOK {
-		return Errorf("PUT guest file", on, ErrIO, "%s", res.Status)
+		return remote.Errorf("PUT guest file", on, remote.ErrIO, "%s", res.Status)
 	}
 	return nil
 }

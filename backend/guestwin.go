@@ -11,6 +11,7 @@ import (
 	"github.com/vmware/govmomi/guest"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // Windows guests. The filesystem hands this package POSIX-style paths for
@@ -25,10 +26,6 @@ import (
 // 0444 with the readOnly attribute; no owner. chmod sets readOnly (no owner
 // write bit) or clears it; chown changes nothing; times are set as on any
 // guest (NTFS keeps 100 ns).
-
-// ErrNotPermitted is EPERM: what no guest call can do, such as making a
-// folder at the top level of a Windows guest (only drives are there).
-var ErrNotPermitted = errors.New("operation not permitted")
 
 // driveLetters are the letters probed: A: and B: are floppy drives by
 // convention, and probing them can hang on old guests.
@@ -66,11 +63,11 @@ func (v *GuestVM) gpath(p string) (string, error) {
 	p = path.Clean(p)
 	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
 	if p == "/" || !isDrive(parts[0]) {
-		return "", Errorf("", v.name+":"+p, ErrNotPermitted, "the top level of a Windows guest holds only its drives")
+		return "", remote.Errorf("", v.name+":"+p, remote.ErrNotPermitted, "the top level of a Windows guest holds only its drives")
 	}
 	for _, c := range parts[1:] {
 		if !winNameOK(c) {
-			return "", Errorf("", v.name+":"+p, ErrInvalid, "%q is not a Windows file name", c)
+			return "", remote.Errorf("", v.name+":"+p, remote.ErrInvalid, "%q is not a Windows file name", c)
 		}
 	}
 	if len(parts) == 1 {
@@ -84,7 +81,7 @@ func (v *GuestVM) gpath(p string) (string, error) {
 func (v *GuestVM) target(p string) (string, error) {
 	gp, err := v.gpath(p)
 	if err == nil && v.windows && path.Dir(path.Clean(p)) == "/" {
-		err = Errorf("", v.name+":"+gp, ErrNotPermitted, "a drive cannot be made, removed, moved or changed")
+		err = remote.Errorf("", v.name+":"+gp, remote.ErrNotPermitted, "a drive cannot be made, removed, moved or changed")
 	}
 	return gp, err
 }
@@ -97,9 +94,9 @@ func (v *GuestVM) CanCreate(p string) error {
 }
 
 // winMode is the mode a Windows entry is shown with.
-func winMode(t GuestFileType, readOnly bool) uint32 {
+func winMode(t remote.GuestFileType, readOnly bool) uint32 {
 	switch {
-	case t == GuestDir:
+	case t == remote.GuestDir:
 		return 0o755
 	case readOnly:
 		return 0o444
@@ -107,9 +104,9 @@ func winMode(t GuestFileType, readOnly bool) uint32 {
 	return 0o644
 }
 
-// windowsAttr is a as Windows attributes: times, and readOnly from the
+// windowsAttrs are a as Windows attributes: times, and readOnly from the
 // owner write bit of the mode; owner and group have no equivalent.
-func (a GuestAttr) windowsAttr() *types.GuestWindowsFileAttributes {
+func windowsAttrs(a remote.GuestAttr) *types.GuestWindowsFileAttributes {
 	w := &types.GuestWindowsFileAttributes{}
 	w.ModificationTime, w.AccessTime = a.Mtime, a.Atime
 	if a.Mode != nil {
@@ -120,22 +117,22 @@ func (a GuestAttr) windowsAttr() *types.GuestWindowsFileAttributes {
 }
 
 // attrs is a as the guest takes attributes.
-func (v *GuestVM) attrs(a GuestAttr) types.BaseGuestFileAttributes {
+func (v *GuestVM) attrs(a remote.GuestAttr) types.BaseGuestFileAttributes {
 	if v.windows {
-		return a.windowsAttr()
+		return windowsAttrs(a)
 	}
-	return a.posix()
+	return posixAttrs(a)
 }
 
 // driveStat is a drive as the top level lists it. The guest reports no
 // attributes of a drive's root: it is shown as a directory with the time
 // the mount began.
-func (v *GuestVM) driveStat(name string) GuestStat {
-	return GuestStat{Name: name, Type: GuestDir, Mode: 0o755, UID: -1, GID: -1, Mtime: v.g.born, Atime: v.g.born}
+func (v *GuestVM) driveStat(name string) remote.GuestStat {
+	return remote.GuestStat{Name: name, Type: remote.GuestDir, Mode: 0o755, UID: -1, GID: -1, Mtime: v.g.born, Atime: v.g.born}
 }
 
 // drives lists the drives found, in letter order.
-func (v *GuestVM) drives(ctx context.Context) ([]GuestStat, error) {
+func (v *GuestVM) drives(ctx context.Context) ([]remote.GuestStat, error) {
 	found := make([]bool, len(driveLetters))
 	// The probes share the one deadline, and the first failure ends them
 	// all: a hung guest costs one --timeout, not one per round of probes.
@@ -159,7 +156,7 @@ func (v *GuestVM) drives(ctx context.Context) ([]GuestStat, error) {
 	if first != nil {
 		return nil, first
 	}
-	var out []GuestStat
+	var out []remote.GuestStat
 	for i := range driveLetters {
 		if found[i] {
 			out = append(out, v.driveStat(driveLetters[i:i+1]+":"))
@@ -199,25 +196,35 @@ func (v *GuestVM) drive(ctx context.Context, letter byte) (bool, error) {
 // file fault, as an empty CD-ROM drive gives), not one about the VM, the
 // login or the connection.
 func noDrive(err error) bool {
-	for _, k := range []error{ErrPermission, ErrHostDown, ErrBusy, ErrUnsupported, context.Canceled, context.DeadlineExceeded} {
+	for _, k := range []error{remote.ErrPermission, remote.ErrHostDown, remote.ErrBusy, remote.ErrUnsupported, context.Canceled, context.DeadlineExceeded} {
 		if errors.Is(err, k) {
 			return false
 		}
 	}
-	var be *Error
+	var be *remote.Error
 	return errors.As(err, &be) && be.Err != nil && (soap.IsSoapFault(be.Err) || soap.IsVimFault(be.Err))
 }
 
 // lookupDrive is Lookup at the top level of a Windows guest.
-func (v *GuestVM) lookupDrive(ctx context.Context, name string) (GuestStat, error) {
+func (v *GuestVM) lookupDrive(ctx context.Context, name string) (remote.GuestStat, error) {
 	if isDrive(name) {
 		ok, err := v.drive(ctx, name[0])
 		if err != nil {
-			return GuestStat{}, err
+			return remote.GuestStat{}, err
 		}
 		if ok {
 			return v.driveStat(name), nil
 		}
 	}
-	return GuestStat{}, Errorf("ListFilesInGuest", v.name+":"+name, ErrNotFound, "no such drive")
+	return remote.GuestStat{}, remote.Errorf("ListFilesInGuest", v.name+":"+name, remote.ErrNotFound, "no such drive")
+}
+
+// posixAttrs are a as the guest operations API takes them.
+func posixAttrs(a remote.GuestAttr) *types.GuestPosixFileAttributes {
+	px := &types.GuestPosixFileAttributes{OwnerId: a.UID, GroupId: a.GID}
+	px.ModificationTime, px.AccessTime = a.Mtime, a.Atime
+	if a.Mode != nil {
+		px.Permissions = int64(*a.Mode & 0o7777)
+	}
+	return px
 }

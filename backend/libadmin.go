@@ -8,6 +8,7 @@ import (
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // CreateItem creates an empty item in a local library; typ is the item type
@@ -89,7 +90,7 @@ func PickDatastore(ctx context.Context, c vimConn, name string, need int64) (str
 				continue
 			}
 			if !s.Accessible {
-				return "", Errorf("Datastore:pick", name, ErrHostDown, "datastore is not accessible")
+				return "", remote.Errorf("Datastore:pick", name, remote.ErrHostDown, "datastore is not accessible")
 			}
 			return ds.Self.Value, nil
 		}
@@ -98,9 +99,9 @@ func PickDatastore(ctx context.Context, c vimConn, name string, need int64) (str
 		}
 	}
 	if name != "" {
-		return "", Errorf("Datastore:pick", name, ErrNotFound, "no datastore of that name")
+		return "", remote.Errorf("Datastore:pick", name, remote.ErrNotFound, "no datastore of that name")
 	}
-	return "", Errorf("Datastore:pick", "", ErrNoSpace, "no accessible datastore with %d bytes free", need)
+	return "", remote.Errorf("Datastore:pick", "", remote.ErrNoSpace, "no accessible datastore with %d bytes free", need)
 }
 
 // RenameLibrary renames a library (a library update).

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi/vapi/library"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // CallTimeout is the deadline of each API call (--timeout): uploads use it
@@ -200,7 +201,7 @@ func (w *LibraryWriter) end(ctx context.Context, sid, itemID string, cancelFirst
 // gone says an end call failed because the session is not ACTIVE any more
 // (ended, expired, or unknown to the server).
 func gone(err error) bool {
-	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrBusy) && strings.Contains(err.Error(), "not_allowed_in_current_state")
+	return errors.Is(err, remote.ErrNotFound) || errors.Is(err, remote.ErrBusy) && strings.Contains(err.Error(), "not_allowed_in_current_state")
 }
 
 // keepAlive calls keep-alive on a session while a commit runs, at a third of

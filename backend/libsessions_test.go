@@ -11,6 +11,7 @@ import (
 
 	"github.com/vmware/govmomi/vapi/library"
 
+	"github.com/vspherefs/vspherefs/remote"
 	"github.com/vspherefs/vspherefs/test/sim"
 )
 
@@ -24,9 +25,9 @@ func TestCommitPutStall(t *testing.T) {
 	before := f.snapshot(id)
 	f.s.Updates.FailNext(sim.StallPut)
 	start := time.Now()
-	err := f.w.Commit(f.ctx, id, []Staged{f.stage("hello.txt", pattern(32<<20, 9))}, nil)
+	err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", pattern(32<<20, 9))}, nil)
 	took := time.Since(start)
-	var be *Error
+	var be *remote.Error
 	if !errors.As(err, &be) || be.Call != "PUT" || !strings.Contains(be.Fault, "no data received") {
 		t.Fatalf("stalled PUT: %v", err)
 	}
@@ -50,7 +51,7 @@ func TestCommitPutRetried(t *testing.T) {
 	for i, step := range []string{sim.FailPutOnce, sim.FailPut503} {
 		f.s.Updates.FailNext(step)
 		want := pattern(3<<20, byte(20+i))
-		if err := f.w.Commit(f.ctx, id, []Staged{f.stage("hello.txt", want)}, nil); err != nil {
+		if err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", want)}, nil); err != nil {
 			t.Fatalf("%s: %v", step, err)
 		}
 		if got := f.snapshot(id).bytes["hello.txt"]; string(got) != string(want) {
@@ -59,7 +60,7 @@ func TestCommitPutRetried(t *testing.T) {
 	}
 	// A PUT that keeps failing gives up after PutAttempts, saying so.
 	f.s.Updates.FailNext(sim.FailPut)
-	err := f.w.Commit(f.ctx, id, []Staged{f.stage("hello.txt", pattern(1<<20, 30))}, nil)
+	err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", pattern(1<<20, 30))}, nil)
 	if err == nil || !strings.Contains(err.Error(), "after 3 attempts") {
 		t.Fatalf("PUT failing every time: %v", err)
 	}
@@ -77,7 +78,7 @@ func TestCommitEndsLeftSession(t *testing.T) {
 		f.s.Updates.FailNext(sim.FailFail)
 		f.s.Updates.FailNext(sim.FailCancel)
 	}
-	if err := f.w.Commit(f.ctx, id, []Staged{f.stage("hello.txt", pattern(1<<20, 40))}, nil); err == nil {
+	if err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", pattern(1<<20, 40))}, nil); err == nil {
 		t.Fatal("commit succeeded")
 	}
 	if a := f.s.Updates.Active(id); len(a) != 1 {
@@ -85,7 +86,7 @@ func TestCommitEndsLeftSession(t *testing.T) {
 	}
 	f.s.Updates.ClearFaults()
 	want := pattern(1<<20, 41)
-	if err := f.w.Commit(f.ctx, id, []Staged{f.stage("hello.txt", want)}, nil); err != nil {
+	if err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", want)}, nil); err != nil {
 		t.Fatalf("the next commit: %v", err)
 	}
 	if got := f.snapshot(id).bytes["hello.txt"]; string(got) != string(want) {
@@ -106,7 +107,7 @@ func TestCommitKeepsSessionAlive(t *testing.T) {
 	f.s.Updates.SetStrictExpiry(true)
 	f.s.Updates.SetPutDelay(1500 * time.Millisecond)
 	want := pattern(1<<20, 50)
-	if err := f.w.Commit(f.ctx, id, []Staged{f.stage("hello.txt", want)}, nil); err != nil {
+	if err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", want)}, nil); err != nil {
 		t.Fatalf("slow commit: %v", err)
 	}
 	if n := f.s.Updates.KeepAlives(); n == 0 {
@@ -179,7 +180,7 @@ func TestTrackSessionsEndsLeftOnes(t *testing.T) {
 	// Our own sessions: recorded while open, gone when ended.
 	f.s.Updates.SetPutDelay(time.Second)
 	done := make(chan error, 1)
-	go func() { done <- f.w.Commit(f.ctx, id, []Staged{f.stage("hello.txt", pattern(1<<20, 60))}, nil) }()
+	go func() { done <- f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", pattern(1<<20, 60))}, nil) }()
 	var own []string
 	for range 100 {
 		dirs, _ := filepath.Glob(filepath.Join(root, "mount-*", "*"))

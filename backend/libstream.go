@@ -14,6 +14,7 @@ import (
 
 	"github.com/vmware/govmomi/vapi/library"
 	"github.com/vmware/govmomi/vim25/soap"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // Stream is an update session whose first file is uploaded while it is
@@ -71,13 +72,13 @@ func (w *LibraryWriter) StartStream(ctx context.Context, itemID, name string) (*
 		return err
 	})
 	if err == nil && (info.UploadEndpoint == nil || info.UploadEndpoint.URI == "") {
-		err = Errorf("updatesession/file:add", on, ErrIO, "no upload endpoint for a PUSH file")
+		err = remote.Errorf("updatesession/file:add", on, remote.ErrIO, "no upload endpoint for a PUSH file")
 	}
 	var pu *url.URL
 	if err == nil {
 		var perr error
 		if pu, perr = soap.ParseURL(info.UploadEndpoint.URI); perr != nil {
-			err = newError("updatesession/file:add", on, ErrIO, perr)
+			err = newError("updatesession/file:add", on, remote.ErrIO, perr)
 		}
 	}
 	if err != nil {
@@ -97,7 +98,7 @@ func (w *LibraryWriter) StartStream(ctx context.Context, itemID, name string) (*
 		p.Headers = map[string]string{"vmware-api-session-id": lm.SessionID()}
 		err := lm.Upload(ctx, streamBody{pr, s}, pu, &p)
 		if err != nil && errors.Is(context.Cause(ctx), errStalled) {
-			err = Errorf("PUT", on, ErrIO, "%v for %s", errStalled, s.idle)
+			err = remote.Errorf("PUT", on, remote.ErrIO, "%v for %s", errStalled, s.idle)
 		}
 		if err == nil {
 			pr.CloseWithError(io.ErrClosedPipe) // the server answered before the end: later writes fail
@@ -118,7 +119,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 	s.sum.Write(p[:n])
 	s.n += int64(n)
 	if err != nil {
-		return n, newError("PUT", s.on, ErrIO, err)
+		return n, newError("PUT", s.on, remote.ErrIO, err)
 	}
 	return n, nil
 }
@@ -169,7 +170,7 @@ func (s *Stream) endPut() error {
 func (s *Stream) Finish(ctx context.Context, remove []string) error {
 	w := s.w
 	if err := s.endPut(); err != nil {
-		e := newError("PUT", s.on, ErrIO, err)
+		e := newError("PUT", s.on, remote.ErrIO, err)
 		if fi := w.fileState(ctx, s.sid, s.on, s.name); fi != nil && fi.ErrorMessage != nil {
 			e.Fault += " (" + fi.Status + ": " + fi.ErrorMessage.DefaultMessage + ")"
 		}
@@ -179,11 +180,11 @@ func (s *Stream) Finish(ctx context.Context, remove []string) error {
 	if fi := w.fileState(ctx, s.sid, s.on, s.name); fi != nil {
 		if fi.Size > 0 && fi.Size != s.n || fi.Size == 0 && fi.BytesTransferred > 0 && fi.BytesTransferred != s.n {
 			w.abandon(ctx, s.sid, s.itemID)
-			return Errorf("updatesession/file:get", s.on, ErrIO, "the server received %d bytes of %d", max(fi.Size, fi.BytesTransferred), s.n)
+			return remote.Errorf("updatesession/file:get", s.on, remote.ErrIO, "the server received %d bytes of %d", max(fi.Size, fi.BytesTransferred), s.n)
 		}
 		if c := fi.Checksum; c != nil && c.Checksum != "" && strings.EqualFold(c.Algorithm, "SHA256") && !strings.EqualFold(c.Checksum, hexSum(s.sum)) {
 			w.abandon(ctx, s.sid, s.itemID)
-			return Errorf("updatesession/file:get", s.on, ErrIO, "the server's SHA256 of the bytes is %s, sent %s", c.Checksum, hexSum(s.sum))
+			return remote.Errorf("updatesession/file:get", s.on, remote.ErrIO, "the server's SHA256 of the bytes is %s, sent %s", c.Checksum, hexSum(s.sum))
 		}
 	}
 	ended, err := w.run(ctx, s.sid, s.itemID, nil, remove)

@@ -21,6 +21,7 @@ import (
 	"github.com/vmware/govmomi/vapi/library"
 	"github.com/vmware/govmomi/vim25/soap"
 
+	"github.com/vspherefs/vspherefs/remote"
 	"github.com/vspherefs/vspherefs/status"
 )
 
@@ -72,20 +73,9 @@ func (w *LibraryWriter) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// Staged is a local file to commit into an item as Name.
-type Staged struct {
-	Name string // file name in the item
-	Path string // local staged file; streamed, never read whole into memory
-	// SHA256 (hex), if the stager hashed the bytes as they were written,
-	// spares the commit a read of the whole file; it must be the hash of
-	// exactly Size bytes of Path.
-	SHA256 string
-	Size   int64
-}
-
 // staged is a Staged file measured for the commit.
 type staged struct {
-	Staged
+	remote.Staged
 	size         int64
 	sha1, sha256 string
 }
@@ -93,7 +83,7 @@ type staged struct {
 // measure stats and hashes a staged file in one read (SHA256 for the API
 // versions that take it, SHA1 for the ones that do not). A SHA256 given by
 // the stager is taken as is; SHA1 is then computed only if the server needs it.
-func measure(f Staged) (staged, error) {
+func measure(f remote.Staged) (staged, error) {
 	if f.SHA256 != "" {
 		return staged{Staged: f, size: f.Size, sha256: f.SHA256}, nil
 	}
@@ -114,12 +104,12 @@ func measure(f Staged) (staged, error) {
 // update session, so that they land together or not at all (an OVF template
 // is validated as a whole). It returns once the session is DONE. Errors are
 // *Error naming the step and the server's fault.
-func (w *LibraryWriter) Commit(ctx context.Context, itemID string, files []Staged, remove []string) error {
+func (w *LibraryWriter) Commit(ctx context.Context, itemID string, files []remote.Staged, remove []string) error {
 	var ms []staged
 	for _, f := range files {
 		m, err := measure(f)
 		if err != nil {
-			return newError("stage "+f.Name, itemID, ErrIO, err)
+			return newError("stage "+f.Name, itemID, remote.ErrIO, err)
 		}
 		ms = append(ms, m)
 	}
@@ -191,7 +181,7 @@ func (w *LibraryWriter) run(ctx context.Context, sid, itemID string, files []sta
 		return false, err
 	}
 	if v.HasErrors {
-		return false, Errorf("updatesession/file:validate", itemID, ErrIO, "%s", validationText(v))
+		return false, remote.Errorf("updatesession/file:validate", itemID, remote.ErrIO, "%s", validationText(v))
 	}
 	err = w.c.Do(ctx, "updatesession:complete", itemID, func(ctx context.Context) error {
 		return lm.CompleteLibraryItemUpdateSession(ctx, sid)
@@ -237,12 +227,12 @@ func (w *LibraryWriter) upload(ctx context.Context, sid, itemID string, f staged
 		if f.sha1 != "" {
 			return f.sha1, nil
 		}
-		m, err := measure(Staged{Name: f.Name, Path: f.Path})
+		m, err := measure(remote.Staged{Name: f.Name, Path: f.Path})
 		if err != nil {
-			return "", newError("stage "+f.Name, itemID, ErrIO, err)
+			return "", newError("stage "+f.Name, itemID, remote.ErrIO, err)
 		}
 		if m.size != f.size {
-			return "", Errorf("stage "+f.Name, itemID, ErrIO, "staged file changed size while committed")
+			return "", remote.Errorf("stage "+f.Name, itemID, remote.ErrIO, "staged file changed size while committed")
 		}
 		return m.sha1, nil
 	}
@@ -252,7 +242,7 @@ func (w *LibraryWriter) upload(ctx context.Context, sid, itemID string, f staged
 		if sum, err = sha1sum(); err == nil {
 			err = add("SHA1", sum)
 		}
-	} else if err = add("SHA256", f.sha256); errors.Is(err, ErrInvalid) {
+	} else if err = add("SHA256", f.sha256); errors.Is(err, remote.ErrInvalid) {
 		// Perhaps a server from before SHA256 (the API then named SHA1 and
 		// MD5 only): if SHA1 is taken where SHA256 was not, keep to SHA1.
 		var sum string
@@ -266,11 +256,11 @@ func (w *LibraryWriter) upload(ctx context.Context, sid, itemID string, f staged
 		return err
 	}
 	if info.UploadEndpoint == nil || info.UploadEndpoint.URI == "" {
-		return Errorf("updatesession/file:add", on, ErrIO, "no upload endpoint for a PUSH file")
+		return remote.Errorf("updatesession/file:add", on, remote.ErrIO, "no upload endpoint for a PUSH file")
 	}
 	u, err := soap.ParseURL(info.UploadEndpoint.URI)
 	if err != nil {
-		return newError("updatesession/file:add", on, ErrIO, err)
+		return newError("updatesession/file:add", on, remote.ErrIO, err)
 	}
 	pause := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
@@ -291,7 +281,7 @@ func (w *LibraryWriter) upload(ctx context.Context, sid, itemID string, f staged
 		w.logger().Warn("PUT failed, retrying", "on", on, "call", "PUT", "fault", err.Fault, "attempt", attempt)
 		select {
 		case <-ctx.Done():
-			return newError("PUT", on, ErrIO, ctx.Err())
+			return newError("PUT", on, remote.ErrIO, ctx.Err())
 		case <-time.After(pause):
 		}
 		pause = min(2*pause, 2*time.Second)
@@ -299,10 +289,10 @@ func (w *LibraryWriter) upload(ctx context.Context, sid, itemID string, f staged
 }
 
 // put is one PUT of a staged file's bytes, under the progress deadline.
-func (w *LibraryWriter) put(ctx context.Context, lm *library.Manager, u *url.URL, on, itemID string, f staged) *Error {
+func (w *LibraryWriter) put(ctx context.Context, lm *library.Manager, u *url.URL, on, itemID string, f staged) *remote.Error {
 	r, err := os.Open(f.Path)
 	if err != nil {
-		return newError("stage "+f.Name, itemID, ErrIO, err)
+		return newError("stage "+f.Name, itemID, remote.ErrIO, err)
 	}
 	defer r.Close()
 	p := soap.DefaultUpload
@@ -322,13 +312,13 @@ func (w *LibraryWriter) put(ctx context.Context, lm *library.Manager, u *url.URL
 	}
 	if err := lm.Upload(g.Context(), body, u, &p); err != nil {
 		if ctx.Err() != nil {
-			return newError("PUT", on, ErrIO, ctx.Err())
+			return newError("PUT", on, remote.ErrIO, ctx.Err())
 		}
-		var be *Error
+		var be *remote.Error
 		if errors.As(g.Err(err), &be) {
 			return be
 		}
-		return newError("PUT", on, ErrIO, err)
+		return newError("PUT", on, remote.ErrIO, err)
 	}
 	return nil
 }
@@ -337,7 +327,7 @@ func (w *LibraryWriter) put(ctx context.Context, lm *library.Manager, u *url.URL
 // bytes: a connection reset or closed early, or a gateway or server that is
 // briefly unavailable. A stall is not (it already took the deadline), nor
 // is a refusal.
-func putRetryable(ctx context.Context, err *Error) bool {
+func putRetryable(ctx context.Context, err *remote.Error) bool {
 	if ctx.Err() != nil || strings.Contains(err.Fault, errStalled.Error()) {
 		return false
 	}
@@ -390,11 +380,11 @@ func (w *LibraryWriter) wait(ctx context.Context, sid, itemID string) (ended boo
 			if s.ErrorMessage != nil {
 				msg += ": " + s.ErrorMessage.DefaultMessage
 			}
-			return true, Errorf("updatesession:complete", itemID, ErrIO, "session ended %s", msg)
+			return true, remote.Errorf("updatesession:complete", itemID, remote.ErrIO, "session ended %s", msg)
 		}
 		select {
 		case <-ctx.Done():
-			return false, newError("updatesession:get", itemID, ErrIO, ctx.Err())
+			return false, newError("updatesession:get", itemID, remote.ErrIO, ctx.Err())
 		case <-time.After(pause):
 		}
 		pause = min(2*pause, w.Poll)

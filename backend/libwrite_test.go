@@ -16,6 +16,7 @@ import (
 	"github.com/vmware/govmomi/vapi/rest"
 	"github.com/vmware/govmomi/vim25/soap"
 
+	"github.com/vspherefs/vspherefs/remote"
 	"github.com/vspherefs/vspherefs/test/sim"
 )
 
@@ -52,13 +53,13 @@ func newWriteFixture(t *testing.T) *writeFixture {
 }
 
 // stage writes a local staged file.
-func (f *writeFixture) stage(name string, b []byte) Staged {
+func (f *writeFixture) stage(name string, b []byte) remote.Staged {
 	f.t.Helper()
 	p := filepath.Join(f.dir, fmt.Sprintf("%d-%s", len(b), name))
 	if err := os.WriteFile(p, b, 0o600); err != nil {
 		f.t.Fatal(err)
 	}
-	return Staged{Name: name, Path: p}
+	return remote.Staged{Name: name, Path: p}
 }
 
 func (f *writeFixture) libID(name string) string {
@@ -168,7 +169,7 @@ func TestCommitRoundTrip(t *testing.T) {
 	want := map[string][]byte{"empty": {}, "small.txt": []byte("hello, library\n"), "big.bin": pattern(8<<20+3, 1)}
 	var version string
 	for name, b := range want {
-		if err := f.w.Commit(f.ctx, id, []Staged{f.stage(name, b)}, nil); err != nil {
+		if err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage(name, b)}, nil); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		sn := f.snapshot(id)
@@ -182,7 +183,7 @@ func TestCommitRoundTrip(t *testing.T) {
 	}
 	// Overwrite: the same name again, one entry, new bytes.
 	next := []byte("replaced")
-	if err := f.w.Commit(f.ctx, id, []Staged{f.stage("big.bin", next)}, nil); err != nil {
+	if err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("big.bin", next)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	sn := f.snapshot(id)
@@ -209,8 +210,8 @@ func TestCommitSeveralFilesInOneSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := f.snapshot(id)
-	err = f.w.Commit(f.ctx, id, []Staged{f.stage("t.ovf", []byte(ovfDescriptor))}, nil)
-	var be *Error
+	err = f.w.Commit(f.ctx, id, []remote.Staged{f.stage("t.ovf", []byte(ovfDescriptor))}, nil)
+	var be *remote.Error
 	if !errors.As(err, &be) || be.Call != "updatesession/file:validate" || !strings.Contains(be.Fault, "disk1.vmdk") {
 		t.Fatalf("descriptor alone: %v", err)
 	}
@@ -218,7 +219,7 @@ func TestCommitSeveralFilesInOneSession(t *testing.T) {
 		t.Fatal("failed validation changed the item")
 	}
 	disk := pattern(1<<20, 9)
-	if err := f.w.Commit(f.ctx, id, []Staged{f.stage("t.ovf", []byte(ovfDescriptor)), f.stage("disk1.vmdk", disk)}, nil); err != nil {
+	if err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("t.ovf", []byte(ovfDescriptor)), f.stage("disk1.vmdk", disk)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	sn := f.snapshot(id)
@@ -245,8 +246,8 @@ func TestCommitFailureLeavesItem(t *testing.T) {
 		{sim.FailApply, "updatesession:complete"},
 	} {
 		f.s.Updates.FailNext(c.step)
-		err := f.w.Commit(f.ctx, id, []Staged{f.stage("hello.txt", pattern(2<<20, 3))}, nil)
-		var be *Error
+		err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", pattern(2<<20, 3))}, nil)
+		var be *remote.Error
 		if !errors.As(err, &be) || be.Call != c.call || be.On == "" || be.Fault == "" {
 			t.Fatalf("%s: got %v (%#v)", c.step, err, be)
 		}
@@ -258,7 +259,7 @@ func TestCommitFailureLeavesItem(t *testing.T) {
 			t.Fatalf("%s: session left active", c.step)
 		}
 	}
-	if err := f.w.Commit(f.ctx, id, []Staged{f.stage("hello.txt", []byte("at last"))}, nil); err != nil {
+	if err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", []byte("at last"))}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.snapshot(id).bytes["hello.txt"]; string(got) != "at last" {
@@ -280,8 +281,8 @@ func TestCommitCancelledMidPut(t *testing.T) {
 		}
 		cancel()
 	}()
-	err := f.w.Commit(ctx, id, []Staged{f.stage("hello.txt", pattern(64<<20, 5))}, nil)
-	var be *Error
+	err := f.w.Commit(ctx, id, []remote.Staged{f.stage("hello.txt", pattern(64<<20, 5))}, nil)
+	var be *remote.Error
 	if !errors.As(err, &be) || be.Call != "PUT" || !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled commit: %v", err)
 	}
@@ -300,14 +301,14 @@ func TestCommitBusyItem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = f.w.Commit(f.ctx, id, []Staged{f.stage("hello.txt", []byte("x"))}, nil)
-	if !errors.Is(err, ErrBusy) {
+	err = f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", []byte("x"))}, nil)
+	if !errors.Is(err, remote.ErrBusy) {
 		t.Fatalf("commit while another session is active: %v", err)
 	}
 	if err := f.lm.CancelLibraryItemUpdateSession(f.ctx, sid); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.w.Commit(f.ctx, id, []Staged{f.stage("hello.txt", []byte("x"))}, nil); err != nil {
+	if err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", []byte("x"))}, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -317,7 +318,7 @@ func TestCommitFallsBackToSHA1(t *testing.T) {
 	f.s.Updates.SetChecksumAlgorithms("SHA1", "MD5")
 	id := f.itemID("demo-library", "hello")
 	for i := range 2 {
-		if err := f.w.Commit(f.ctx, id, []Staged{f.stage("hello.txt", []byte{byte(i)})}, nil); err != nil {
+		if err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", []byte{byte(i)})}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if c := f.snapshot(id).sums["hello.txt"]; c == nil || c.Algorithm != "SHA1" {
@@ -338,8 +339,8 @@ func TestRemoveFile(t *testing.T) {
 		t.Fatalf("after remove: %v", sn.files)
 	}
 	err := f.w.RemoveFile(f.ctx, id, "a.bin")
-	var be *Error
-	if !errors.As(err, &be) || be.Call != "updatesession/file:remove" || !errors.Is(err, ErrInvalid) {
+	var be *remote.Error
+	if !errors.As(err, &be) || be.Call != "updatesession/file:remove" || !errors.Is(err, remote.ErrInvalid) {
 		t.Fatalf("removing a missing file: %v", err)
 	}
 	if len(f.s.Updates.Active(id)) != 0 {
@@ -356,17 +357,17 @@ func TestLibraryAndItemAdmin(t *testing.T) {
 	if byName, err := PickDatastore(f.ctx, f.c, "LocalDS_0", 0); err != nil || byName != ds {
 		t.Fatalf("LocalDS_0: %q %v", byName, err)
 	}
-	if _, err := PickDatastore(f.ctx, f.c, "nosuch", 0); !errors.Is(err, ErrNotFound) {
+	if _, err := PickDatastore(f.ctx, f.c, "nosuch", 0); !errors.Is(err, remote.ErrNotFound) {
 		t.Fatalf("unknown datastore: %v", err)
 	}
-	if _, err := PickDatastore(f.ctx, f.c, "", 1<<62); !errors.Is(err, ErrNoSpace) {
+	if _, err := PickDatastore(f.ctx, f.c, "", 1<<62); !errors.Is(err, remote.ErrNoSpace) {
 		t.Fatalf("no datastore fits: %v", err)
 	}
 	lib, err := f.w.CreateLibrary(f.ctx, "made", ds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.w.CreateLibrary(f.ctx, "bad", "datastore-nosuch"); !errors.Is(err, ErrInvalid) {
+	if _, err := f.w.CreateLibrary(f.ctx, "bad", "datastore-nosuch"); !errors.Is(err, remote.ErrInvalid) {
 		t.Fatalf("unknown datastore: %v", err)
 	}
 	a, err := f.w.CreateItem(f.ctx, lib, "a", "")
@@ -376,13 +377,13 @@ func TestLibraryAndItemAdmin(t *testing.T) {
 	if _, err := f.w.CreateItem(f.ctx, lib, "b", ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.w.CreateItem(f.ctx, lib, "a", ""); !errors.Is(err, ErrExists) {
+	if _, err := f.w.CreateItem(f.ctx, lib, "a", ""); !errors.Is(err, remote.ErrExists) {
 		t.Fatalf("duplicate item: %v", err)
 	}
-	if err := f.w.RenameItem(f.ctx, a, "b"); !errors.Is(err, ErrExists) {
+	if err := f.w.RenameItem(f.ctx, a, "b"); !errors.Is(err, remote.ErrExists) {
 		t.Fatalf("rename onto b: %v", err)
 	}
-	if err := f.w.Commit(f.ctx, a, []Staged{f.stage("f", []byte("kept across rename"))}, nil); err != nil {
+	if err := f.w.Commit(f.ctx, a, []remote.Staged{f.stage("f", []byte("kept across rename"))}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.w.RenameItem(f.ctx, a, "c"); err != nil {
@@ -394,7 +395,7 @@ func TestLibraryAndItemAdmin(t *testing.T) {
 	if err := f.w.DeleteItem(f.ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.w.DeleteItem(f.ctx, a); !errors.Is(err, ErrNotFound) {
+	if err := f.w.DeleteItem(f.ctx, a); !errors.Is(err, remote.ErrNotFound) {
 		t.Fatalf("deleting twice: %v", err)
 	}
 	if err := f.w.DeleteLibrary(f.ctx, lib); err != nil {

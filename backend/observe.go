@@ -9,6 +9,7 @@ import (
 
 	"github.com/vmware/govmomi/vim25/soap"
 
+	"github.com/vspherefs/vspherefs/remote"
 	"github.com/vspherefs/vspherefs/status"
 )
 
@@ -34,7 +35,7 @@ func FaultName(err error) string {
 	case errors.Is(err, context.Canceled):
 		return "Canceled"
 	}
-	var be *Error
+	var be *remote.Error
 	if errors.As(err, &be) && be.Err != nil {
 		err = be.Err
 	}

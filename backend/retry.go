@@ -12,6 +12,7 @@ import (
 
 	"github.com/vmware/govmomi/vapi/rest"
 	"github.com/vmware/govmomi/view"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // Retries: what is safe to try again, and how long to wait in between.
@@ -154,11 +155,11 @@ var errTransport = errors.New("transport error")
 // an *Error of kind ErrIO that keeps the text but not the syscall errno, so
 // that no ECONNRESET, ECONNABORTED or ECONNREFUSED reaches an application.
 func transportError(call, on string, err error) error {
-	var be *Error
+	var be *remote.Error
 	if err == nil || errors.As(err, &be) || errors.Is(err, context.Canceled) {
 		return err
 	}
-	return &Error{Call: call, On: on, Kind: ErrIO, Fault: redact(err.Error()), Err: &opaque{err}}
+	return &remote.Error{Call: call, On: on, Kind: remote.ErrIO, Fault: redact(err.Error()), Err: &opaque{err}}
 }
 
 // opaque hides an error's chain (its syscall errno) but says it is a

@@ -3,7 +3,6 @@ package backend
 import (
 	"context"
 	"path"
-	"time"
 
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/property"
@@ -11,19 +10,11 @@ import (
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
-// Snapshot is one snapshot of a VM.
-type Snapshot struct {
-	Name     string // as given; not unique in vSphere
-	Path     string // names from the root, "/"-separated
-	Ref      types.ManagedObjectReference
-	Created  time.Time
-	Quiesced bool
-}
-
 // Snapshots lists a VM's snapshots, parents before children.
-func Snapshots(ctx context.Context, c *vim25.Client, vm types.ManagedObjectReference) ([]Snapshot, error) {
+func Snapshots(ctx context.Context, c *vim25.Client, vm types.ManagedObjectReference) ([]remote.Snapshot, error) {
 	var o mo.VirtualMachine
 	if err := property.DefaultCollector(c).RetrieveOne(ctx, vm, []string{"snapshot"}, &o); err != nil {
 		return nil, vimError("RetrieveProperties", vm.Value, err)
@@ -32,13 +23,13 @@ func Snapshots(ctx context.Context, c *vim25.Client, vm types.ManagedObjectRefer
 }
 
 // flattenSnapshots lists a snapshot tree, parents before children.
-func flattenSnapshots(info *types.VirtualMachineSnapshotInfo) []Snapshot {
-	var list []Snapshot
+func flattenSnapshots(info *types.VirtualMachineSnapshotInfo) []remote.Snapshot {
+	var list []remote.Snapshot
 	var walk func(parent string, tree []types.VirtualMachineSnapshotTree)
 	walk = func(parent string, tree []types.VirtualMachineSnapshotTree) {
 		for _, s := range tree {
 			p := path.Join(parent, s.Name)
-			list = append(list, Snapshot{Name: s.Name, Path: p, Ref: s.Snapshot, Created: s.CreateTime, Quiesced: s.Quiesced})
+			list = append(list, remote.Snapshot{Name: s.Name, Path: p, Ref: remote.Ref(s.Snapshot), Created: s.CreateTime, Quiesced: s.Quiesced})
 			walk(p, s.ChildSnapshotList)
 		}
 	}
@@ -58,16 +49,16 @@ func FindSnapshot(ctx context.Context, c *vim25.Client, vm types.ManagedObjectRe
 	var found []types.ManagedObjectReference
 	for _, s := range list {
 		if s.Name == name || s.Path == name {
-			found = append(found, s.Ref)
+			found = append(found, types.ManagedObjectReference(s.Ref))
 		}
 	}
 	switch len(found) {
 	case 0:
-		return types.ManagedObjectReference{}, Errorf("FindSnapshot", vm.Value+"@"+name, ErrNotFound, "no such snapshot")
+		return types.ManagedObjectReference{}, remote.Errorf("FindSnapshot", vm.Value+"@"+name, remote.ErrNotFound, "no such snapshot")
 	case 1:
 		return found[0], nil
 	}
-	return types.ManagedObjectReference{}, Errorf("FindSnapshot", vm.Value+"@"+name, ErrInvalid, "%d snapshots have this name", len(found))
+	return types.ManagedObjectReference{}, remote.Errorf("FindSnapshot", vm.Value+"@"+name, remote.ErrInvalid, "%d snapshots have this name", len(found))
 }
 
 // CreateSnapshot snapshots a VM's disks for a backup: no memory, quiesced
@@ -76,8 +67,8 @@ func FindSnapshot(ctx context.Context, c *vim25.Client, vm types.ManagedObjectRe
 func CreateSnapshot(ctx context.Context, c *vim25.Client, vm types.ManagedObjectReference, name string) error {
 	on := vm.Value + "@" + name
 	if _, err := FindSnapshot(ctx, c, vm, name); err == nil {
-		return Errorf("CreateSnapshot", on, ErrExists, "a snapshot of this name exists")
-	} else if !isKind(err, ErrNotFound) {
+		return remote.Errorf("CreateSnapshot", on, remote.ErrExists, "a snapshot of this name exists")
+	} else if !isKind(err, remote.ErrNotFound) {
 		return err
 	}
 	var o mo.VirtualMachine

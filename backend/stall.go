@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vspherefs/vspherefs/remote"
 	"io"
 	"sync"
 	"time"
@@ -41,7 +42,7 @@ func (g *stallGuard) Context() context.Context { return g.ctx }
 // Err turns the error of a cancelled request into a stall error.
 func (g *stallGuard) Err(err error) error {
 	if err != nil && errors.Is(context.Cause(g.ctx), errStalled) {
-		return &Error{Call: g.call, On: g.on, Kind: ErrIO, Err: errStalled, Fault: fmt.Sprintf("%v for %s (--timeout)", errStalled, g.idle)}
+		return &remote.Error{Call: g.call, On: g.on, Kind: remote.ErrIO, Err: errStalled, Fault: fmt.Sprintf("%v for %s (--timeout)", errStalled, g.idle)}
 	}
 	return err
 }

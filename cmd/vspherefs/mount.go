@@ -219,7 +219,7 @@ func runMount(args []string) error {
 			return fmt.Errorf("--cache-dir: %w", err)
 		}
 		defer lw.Close()
-		if writes, err = fs.NewWrites(lw, cd.Staging, cd.Recovery, cd.Times); err != nil {
+		if writes, err = fs.NewWrites(libraryWriterFS{lw}, cd.Staging, cd.Recovery, cd.Times); err != nil {
 			return fmt.Errorf("--cache-dir: %w", err)
 		}
 		writes.PickDatastore = func(ctx context.Context) (string, error) {
@@ -233,8 +233,8 @@ func runMount(args []string) error {
 	committing := func() bool { return writes.Busy() || guestCommits.Load() > 0 }
 	server, err := fs.Mount(mountpoint, fs.Options{
 		Catalog:   backend.NewCatalog(conn, f.ttl),
-		Downloads: downloads,
-		Guests:    backend.NewGuests(conn, logins, f.ttl),
+		Downloads: downloadsFS{downloads},
+		Guests:    guestsFS{backend.NewGuests(conn, logins, f.ttl)},
 		Cache:     blocks,
 		TTL:       f.ttl,
 		ReadOnly:  f.readOnly,
@@ -244,8 +244,9 @@ func runMount(args []string) error {
 		StagingDir:  cd.Staging,
 		RecoveryDir: cd.Recovery,
 
-		Exports: exports,
-		Spaces:  backend.NewSpaces(conn, f.ttl),
+		Exports:       exports,
+		OpenDiskImage: openDiskImage,
+		Spaces:        backend.NewSpaces(conn, f.ttl),
 
 		GuestCommits: &guestCommits,
 
