@@ -1,18 +1,22 @@
-// Package backend holds the vSphere clients vspherefs needs: login and
-// keep-alive, TLS, content library sessions, the guest file manager and NFC
-// export leases. It knows nothing of FUSE: failures are returned as
-// *remote.Error of a remote.Err* kind, which fs maps to errno in one table.
+// Package backend is what the vSphere clients share: the connection (login,
+// keep-alive, TLS and thumbprints), calls with retries and deadlines, the
+// stall guard, SOAP fault mapping, the VM list and datastore figures. The
+// clients per API are its subpackages, as govmomi has them: library
+// (content libraries), guest (guest files) and nfc (exports and leases). It
+// knows nothing of FUSE: failures are *remote.Error of a remote.Err* kind,
+// which fs maps to errno in one table.
 package backend
 
 import (
 	"errors"
-	"github.com/vspherefs/vspherefs/remote"
 	"regexp"
 	"syscall"
+
+	"github.com/vspherefs/vspherefs/remote"
 )
 
-// newError wraps err from call on object into an *Error of the given kind.
-func newError(call, on string, kind error, err error) *remote.Error {
+// NewError wraps err from call on object into an *Error of the given kind.
+func NewError(call, on string, kind error, err error) *remote.Error {
 	fault := ""
 	if err != nil {
 		fault = redact(err.Error())
@@ -30,7 +34,7 @@ func hideErrno(err error) error {
 	return err
 }
 
-func isKind(err, kind error) bool { return errors.Is(err, kind) }
+func IsKind(err, kind error) bool { return errors.Is(err, kind) }
 
 // transferQuery matches the query of a URL in an error text: transfer URLs
 // carry one-shot tokens and session ids there, which logs have no use for.

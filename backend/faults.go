@@ -3,6 +3,7 @@ package backend
 import (
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
+
 	"github.com/vspherefs/vspherefs/remote"
 )
 
@@ -47,11 +48,11 @@ var faultTable = []struct {
 	{&types.OutOfBounds{}, remote.ErrNoSpace},
 }
 
-// guestFault classifies the faults of guest calls, and leaves NotAuthenticated
+// GuestFault classifies the faults of guest calls, and leaves NotAuthenticated
 // for Conn.Do, which answers it by logging in again.
-func guestFault(call, on string, err error) error {
+func GuestFault(call, on string, err error) error {
 	if err == nil || isNotAuthenticated(err) || !(soap.IsSoapFault(err) || soap.IsVimFault(err)) {
 		return err
 	}
-	return newError(call, on, faultKind(err), err)
+	return NewError(call, on, faultKind(err), err)
 }

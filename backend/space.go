@@ -6,14 +6,16 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
+
 	"github.com/vspherefs/vspherefs/remote"
 )
 
 // Spaces answers statfs from the datastores' summaries: one call lists
 // them all, and its answer is kept for a while (df is often repeated).
 type Spaces struct {
-	c   vimConn
+	c   VimConn
 	ttl time.Duration
 
 	mu    sync.Mutex // guards the fields below; never held across a call
@@ -23,7 +25,7 @@ type Spaces struct {
 }
 
 // NewSpaces makes the statfs source; figures are at most ttl old (10 s at least).
-func NewSpaces(c vimConn, ttl time.Duration) *Spaces {
+func NewSpaces(c VimConn, ttl time.Duration) *Spaces {
 	return &Spaces{c: c, ttl: max(ttl, 10*time.Second)}
 }
 
@@ -85,4 +87,10 @@ func (s *Spaces) Datastore(ctx context.Context, id string) (remote.Space, error)
 		return remote.Space{}, remote.Errorf("Datastore:summary", id, remote.ErrNotFound, "no such datastore")
 	}
 	return sp, nil
+}
+
+// VimConn is what PickDatastore needs of a connection (*Conn has it).
+type VimConn interface {
+	Do(ctx context.Context, call, on string, fn func(ctx context.Context) error) error
+	Vim() *vim25.Client
 }

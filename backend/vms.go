@@ -8,6 +8,7 @@ import (
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
+
 	"github.com/vspherefs/vspherefs/remote"
 )
 
@@ -21,7 +22,7 @@ func ListVMs(ctx context.Context, c *Conn) ([]remote.VM, error) {
 		if err != nil {
 			return err
 		}
-		defer destroyView(ctx, v)
+		defer DestroyView(ctx, v)
 		return v.Retrieve(ctx, []string{"VirtualMachine"}, []string{"name", "runtime.powerState", "config.template", "guest.guestFamily", "config.guestId"}, &vms)
 	})
 	if err != nil {

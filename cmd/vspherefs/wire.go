@@ -5,16 +5,18 @@ import (
 	"io"
 	"time"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/backend/guest"
+	"github.com/vspherefs/vspherefs/backend/library"
 	"github.com/vspherefs/vspherefs/cache"
 	"github.com/vspherefs/vspherefs/fs"
 	"github.com/vspherefs/vspherefs/remote"
+	"github.com/vspherefs/vspherefs/vmdk"
 )
 
 // The backend's clients return their own concrete types; these wrappers
 // give fs the interfaces it declares (fs/sources.go) and nothing more.
 
-type downloadsFS struct{ *backend.Downloads }
+type downloadsFS struct{ *library.Downloads }
 
 func (d downloadsFS) Source(item remote.Item, f remote.File, origin string) cache.Source {
 	s := d.Downloads.Source(item, f)
@@ -22,11 +24,11 @@ func (d downloadsFS) Source(item remote.Item, f remote.File, origin string) cach
 	return s
 }
 
-type guestsFS struct{ *backend.Guests }
+type guestsFS struct{ *guest.Guests }
 
 func (g guestsFS) VM(vm remote.VM) fs.Guest { return guestFS{g.Guests.VM(vm)} }
 
-type guestFS struct{ *backend.GuestVM }
+type guestFS struct{ *guest.GuestVM }
 
 func (g guestFS) Source(p string, size int64, mtime time.Time, origin string) cache.Source {
 	s := g.GuestVM.Source(p, size, mtime)
@@ -34,7 +36,7 @@ func (g guestFS) Source(p string, size int64, mtime time.Time, origin string) ca
 	return s
 }
 
-type libraryWriterFS struct{ *backend.LibraryWriter }
+type libraryWriterFS struct{ *library.LibraryWriter }
 
 func (w libraryWriterFS) StartStream(ctx context.Context, itemID, name string) (fs.Stream, error) {
 	s, err := w.LibraryWriter.StartStream(ctx, itemID, name)
@@ -45,7 +47,7 @@ func (w libraryWriterFS) StartStream(ctx context.Context, itemID, name string) (
 }
 
 func openDiskImage(r io.ReaderAt, size int64) (fs.DiskImage, error) {
-	img, err := backend.OpenStreamImage(r, size)
+	img, err := vmdk.OpenStreamImage(r, size)
 	if err != nil {
 		return nil, err
 	}
