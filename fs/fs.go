@@ -53,6 +53,30 @@ type Options struct {
 }
 
 // FS is the state shared by every node of one mount.
+//
+// Lock order: a goroutine may take a lock only while holding none below it in this
+// list (each is declared where its comment says what it guards):
+//
+//	itemWrites.session  one update session per item at a time (staging.go)
+//	staged.io           a staged file's bytes (staging.go)
+//	Writes.mu           the write side's tables: items, staged files (staging.go)
+//	staged.mu           a staged file's metadata: size, dirty, stream (staging.go)
+//	guestFile.mu, libFile.mu, exportFile.mu
+//	                    a node's own state (guestfile.go, libfile.go, exportfile.go)
+//	guestInos.mu        the guest inode table (guestnode.go)
+//	guestPaths          every guest node's link to its directory (guestnode.go)
+//	fileTimes.mu, indexMu, the cache's locks
+//	                    leaves: nothing is taken under them
+//
+// Across network I/O: itemWrites.session (the queue of an item's sessions,
+// not a guard of data), staged.io while an open loads the server's bytes
+// (stat waits on staged.loaded, holding nothing), and guestFile.mu for one
+// guest file's own calls (Lookup and Chattr of an open for writing or a
+// setattr, the load of its current bytes: each bounded by --timeout). A
+// guest commit uploads with guestFile.mu released (guestwrite.go,
+// commitLocked), so a stalled upload blocks no stat or listing. No lock of
+// a directory, of Writes or of a tree is held across network I/O. A
+// function named …Locked is called with its receiver's lock held.
 type FS struct {
 	Options
 	mounted time.Time

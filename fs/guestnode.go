@@ -154,9 +154,9 @@ func (t *guestInos) init(min int, grace time.Duration, log *slog.Logger) {
 	t.taken, t.min, t.grace, t.log = map[uint64]*displaced{}, min, grace, log
 }
 
-// free is the number for a new object at p, where the tree has no node:
+// freeLocked is the number for a new object at p, where the tree has no node:
 // one no live node has (called with t.mu held).
-func (t *guestInos) free(vm Guest, p string) uint64 {
+func (t *guestInos) freeLocked(vm Guest, p string) uint64 {
 	k := vm.ID() + p
 	n := ino("guest", k)
 	for range len(t.taken) + 1 {
@@ -203,13 +203,13 @@ func (t *guestInos) displace(n *gofs.Inode) {
 	}
 	walk(n)
 	if len(t.taken) >= t.swept+max(t.min, t.swept) {
-		t.sweep()
+		t.sweepLocked()
 	}
 }
 
-// sweep drops the entries of nodes forgotten and not handed to a lookup
+// sweepLocked drops the entries of nodes forgotten and not handed to a lookup
 // for at least grace (called with t.mu held).
-func (t *guestInos) sweep() {
+func (t *guestInos) sweepLocked() {
 	now := time.Now()
 	before := len(t.taken)
 	for num, e := range t.taken {
@@ -241,7 +241,7 @@ func (d *guestDir) newIno(name string) uint64 {
 	t.displace(d.GetChild(name))
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.free(d.vm, guestJoin(d.guestPath(), name))
+	return t.freeLocked(d.vm, guestJoin(d.guestPath(), name))
 }
 
 // Setxattr and Removexattr: the guest API has no extended attributes.

@@ -89,7 +89,7 @@ func (w *Writes) plan(ctx context.Context, it *itemWrites, sf *staged) ([]string
 			}
 		}
 		if sf != nil && isHeldTemp(sf.name) {
-			w.holdTimer(sf)
+			w.holdTimerLocked(sf)
 			w.mu.Unlock()
 			return nil, true
 		}
@@ -187,7 +187,7 @@ func (w *Writes) commit(it *itemWrites, names, remove []string) error {
 		if sf := it.files[n]; sf != nil && !sf.unlinked && !sf.streaming() && sf.brokenNow() == nil && !sf.sealedNow() {
 			sf.ready = false
 			sf.inBatch = true
-			w.stopTimer(sf)
+			w.stopTimerLocked(sf)
 			files = append(files, sf)
 		}
 	}
@@ -305,7 +305,7 @@ func (w *Writes) run(it *itemWrites, files []*staged, removes []string) error {
 		if err == nil {
 			sf.onServer = true
 		}
-		w.settle(sf)
+		w.settleLocked(sf)
 	}
 	w.mu.Unlock()
 	return err

@@ -42,9 +42,9 @@ func ovfRefs(path string) []string {
 	return refs
 }
 
-// holdTimer commits a held temporary-named file under its own name if no
+// holdTimerLocked commits a held temporary-named file under its own name if no
 // rename comes; call with w.mu held.
-func (w *Writes) holdTimer(sf *staged) {
+func (w *Writes) holdTimerLocked(sf *staged) {
 	if sf.timer != nil || w.HoldTimeout <= 0 || w.closing {
 		return
 	}
@@ -63,8 +63,8 @@ func (w *Writes) holdTimer(sf *staged) {
 	sf.timer = t
 }
 
-// stopTimer cancels a hold timer; call with w.mu held.
-func (w *Writes) stopTimer(sf *staged) {
+// stopTimerLocked cancels a hold timer; call with w.mu held.
+func (w *Writes) stopTimerLocked(sf *staged) {
 	if sf.timer != nil {
 		sf.timer.Stop()
 	}

@@ -92,7 +92,7 @@ func (w *Writes) rename(ctx context.Context, it *itemWrites, from, to string, no
 	}
 	it.files[to] = sf
 	sf.writeOrigin(it.path, to)
-	w.stopTimer(sf)
+	w.stopTimerLocked(sf)
 	if sf.localOnly {
 		sf.ready = false
 		w.pendLaterLocked(it)

@@ -375,7 +375,7 @@ func (w *Writes) finishStream(ctx context.Context, sf *staged) (errno syscall.Er
 	}
 	w.commitHeld(it)
 	w.mu.Lock()
-	w.settle(sf)
+	w.settleLocked(sf)
 	w.mu.Unlock()
 	if err != nil {
 		return syscall.EIO, false

@@ -156,7 +156,7 @@ type staged struct {
 	dropped  int64     // [0, dropped) was uploaded and punched out of the staged file
 	broken   error     // cannot be committed any more (a rewrite behind dropped bytes)
 	sealed   bool      // committed by its streamed upload with bytes dropped: no more writes
-	hash     hash.Hash // SHA256 of bytes [0, hashed) while writes are sequential
+	hash     hash.Hash // SHA256 of bytes [0, hashed) while writes are sequential (the open's load writes it under io alone)
 	hashed   int64
 }
 
@@ -267,16 +267,19 @@ func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, t
 
 	if fresh {
 		if load != nil && !trunc {
+			// The download holds the bytes lock only: the metadata lock
+			// (sf.mu) is never held across network I/O. Nothing else
+			// touches the bytes or the hash before sf.loaded is closed.
 			sf.io.Lock()
-			sf.mu.Lock()
 			err := load(ctx, io.MultiWriter(sf.f, sf.hash))
 			if err == nil {
 				var st os.FileInfo
 				if st, err = sf.f.Stat(); err == nil {
+					sf.mu.Lock()
 					sf.size, sf.hashed = st.Size(), st.Size()
+					sf.mu.Unlock()
 				}
 			}
-			sf.mu.Unlock()
 			sf.io.Unlock()
 			sf.loadEr = err
 		}
@@ -361,6 +364,7 @@ func (sf *staged) setMtime(t time.Time) {
 }
 
 func (sf *staged) stat() (size int64, mtime time.Time) {
+	<-sf.loaded // until then the bytes are the server's, still coming (holding no lock)
 	sf.mu.Lock()
 	defer sf.mu.Unlock()
 	return sf.size, sf.mtime
@@ -435,7 +439,7 @@ func (w *Writes) release(sf *staged, write bool) {
 		}()
 		return
 	}
-	w.settle(sf)
+	w.settleLocked(sf)
 }
 
 func (sf *staged) brokenNow() error {
@@ -450,15 +454,15 @@ func (sf *staged) failedNow() bool {
 	return sf.failed
 }
 
-// settle drops sf once nothing needs it; call with w.mu held.
-func (w *Writes) settle(sf *staged) {
+// settleLocked drops sf once nothing needs it; call with w.mu held.
+func (w *Writes) settleLocked(sf *staged) {
 	if sf.opens > 0 || sf.inBatch || (sf.ready && !sf.unlinked) || (sf.localOnly && !sf.unlinked) {
 		return
 	}
 	if cur := sf.it.files[sf.name]; cur == sf {
 		delete(sf.it.files, sf.name)
 	}
-	w.stopTimer(sf)
+	w.stopTimerLocked(sf)
 	sf.f.Close()
 	removeStaged(sf.path)
 }
@@ -473,8 +477,8 @@ func (w *Writes) unlinkLocked(it *itemWrites, name string) *staged {
 	sf.unlinked = true
 	sf.ready = false
 	delete(it.files, name)
-	w.stopTimer(sf)
-	w.settle(sf)
+	w.stopTimerLocked(sf)
+	w.settleLocked(sf)
 	return sf
 }
 
@@ -505,7 +509,7 @@ func (w *Writes) Close(ctx context.Context) []string {
 	w.closing = true
 	for _, it := range w.items {
 		for _, sf := range it.files {
-			w.stopTimer(sf)
+			w.stopTimerLocked(sf)
 		}
 	}
 	var streams []*staged

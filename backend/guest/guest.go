@@ -137,7 +137,7 @@ func (v *GuestVM) restat(ctx context.Context, p string) (remote.GuestStat, error
 	v.g.mu.Lock()
 	if v.g.gen == gen {
 		v.g.gen++
-		v.set(p, s)
+		v.setLocked(p, s)
 	}
 	v.g.mu.Unlock()
 	return s, nil
@@ -147,7 +147,7 @@ func (v *GuestVM) restat(ctx context.Context, p string) (remote.GuestStat, error
 // below p, and p's parent's.
 func (v *GuestVM) forget(p string) {
 	v.change(func() {
-		v.dropTree(p)
+		v.dropTreeLocked(p)
 		v.dropList(path.Dir(path.Clean(p)))
 	})
 }
@@ -352,7 +352,7 @@ func (v *GuestVM) Rmdir(ctx context.Context, p string) error {
 	err = v.do(ctx, "DeleteDirectoryInGuest", gp, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		return fm.DeleteDirectory(ctx, auth, gp, false)
 	})
-	return v.after(err, func() { v.change(func() { v.gone(p) }) }, p)
+	return v.after(err, func() { v.change(func() { v.goneLocked(p) }) }, p)
 }
 
 // Remove removes a file or symlink.
@@ -364,7 +364,7 @@ func (v *GuestVM) Remove(ctx context.Context, p string) error {
 	err = v.do(ctx, "DeleteFileInGuest", gp, func(ctx context.Context, fm *guest.FileManager, auth types.BaseGuestAuthentication) error {
 		return fm.DeleteFile(ctx, auth, gp)
 	})
-	return v.after(err, func() { v.change(func() { v.gone(p) }) }, p)
+	return v.after(err, func() { v.change(func() { v.goneLocked(p) }) }, p)
 }
 
 // MoveFile renames a file (or symlink), replacing dst if overwrite.

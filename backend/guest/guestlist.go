@@ -27,14 +27,14 @@ func (v *GuestVM) edit(dir string, fn func([]remote.GuestStat) []remote.GuestSta
 	}
 }
 
-// noted records s as the entry of p in its parent's list. Called with g.mu held.
-func (v *GuestVM) noted(p string, s remote.GuestStat) {
-	v.touched(path.Dir(p))
-	v.set(p, s)
+// notedLocked records s as the entry of p in its parent's list. Called with g.mu held.
+func (v *GuestVM) notedLocked(p string, s remote.GuestStat) {
+	v.touchedLocked(path.Dir(p))
+	v.setLocked(p, s)
 }
 
-// set records s as the entry of p, and nothing else. Called with g.mu held.
-func (v *GuestVM) set(p string, s remote.GuestStat) {
+// setLocked records s as the entry of p, and nothing else. Called with g.mu held.
+func (v *GuestVM) setLocked(p string, s remote.GuestStat) {
 	s.Name = path.Base(p)
 	v.edit(path.Dir(p), func(l []remote.GuestStat) []remote.GuestStat {
 		i := sort.Search(len(l), func(i int) bool { return l[i].Name >= s.Name })
@@ -46,10 +46,10 @@ func (v *GuestVM) set(p string, s remote.GuestStat) {
 	})
 }
 
-// touched marks directory dir as changed by us: the guest gave it a new
+// touchedLocked marks directory dir as changed by us: the guest gave it a new
 // mtime we do not know, so its entry is read again when next looked up
 // (rsync compares directory times after filling them). Called with g.mu held.
-func (v *GuestVM) touched(dir string) {
+func (v *GuestVM) touchedLocked(dir string) {
 	dir = path.Clean(dir)
 	if dir == "/" {
 		return
@@ -65,10 +65,10 @@ func (v *GuestVM) touched(dir string) {
 	})
 }
 
-// gone removes p from its parent's list, and drops the lists of p and of
+// goneLocked removes p from its parent's list, and drops the lists of p and of
 // everything below it. Called with g.mu held.
-func (v *GuestVM) gone(p string) {
-	v.touched(path.Dir(p))
+func (v *GuestVM) goneLocked(p string) {
+	v.touchedLocked(path.Dir(p))
 	name := path.Base(p)
 	v.edit(path.Dir(p), func(l []remote.GuestStat) []remote.GuestStat {
 		for i := range l {
@@ -78,11 +78,11 @@ func (v *GuestVM) gone(p string) {
 		}
 		return l
 	})
-	v.dropTree(p)
+	v.dropTreeLocked(p)
 }
 
-// dropTree drops the cached lists of p and its descendants. Called with g.mu held.
-func (v *GuestVM) dropTree(p string) {
+// dropTreeLocked drops the cached lists of p and its descendants. Called with g.mu held.
+func (v *GuestVM) dropTreeLocked(p string) {
 	p = path.Clean(p)
 	for k := range v.g.lists {
 		if k.vm == v.ref && (k.dir == p || strings.HasPrefix(k.dir, p+"/") || p == "/") {
@@ -91,8 +91,8 @@ func (v *GuestVM) dropTree(p string) {
 	}
 }
 
-// lookupCached returns p's entry from its parent's cached list. Called with g.mu held.
-func (v *GuestVM) lookupCached(p string) (remote.GuestStat, bool) {
+// lookupCachedLocked returns p's entry from its parent's cached list. Called with g.mu held.
+func (v *GuestVM) lookupCachedLocked(p string) (remote.GuestStat, bool) {
 	t, ok := v.g.lists[listKey{v.ref, path.Dir(p)}]
 	if !ok {
 		return remote.GuestStat{}, false
@@ -118,18 +118,18 @@ func (v *GuestVM) change(fn func()) {
 // Noted records that p now has the attributes s (after a change this
 // package did not make itself, such as an upload read back).
 func (v *GuestVM) Noted(p string, s remote.GuestStat) {
-	v.change(func() { v.noted(p, s) })
+	v.change(func() { v.notedLocked(p, s) })
 }
 
 // renamed moves src's entry to dst (replacing what dst was) and drops the
 // lists below both.
 func (v *GuestVM) renamed(src, dst string) {
 	v.change(func() {
-		s, ok := v.lookupCached(src)
-		v.gone(src)
-		v.gone(dst)
+		s, ok := v.lookupCachedLocked(src)
+		v.goneLocked(src)
+		v.goneLocked(dst)
 		if ok {
-			v.noted(dst, s)
+			v.notedLocked(dst, s)
 		} else {
 			v.dropList(path.Dir(dst)) // not known: list dst's directory again
 		}
@@ -141,7 +141,7 @@ func (v *GuestVM) dropList(dir string) { delete(v.g.lists, listKey{v.ref, path.C
 // attrsSet patches p's cached entry with the attributes just set.
 func (v *GuestVM) attrsSet(p string, a remote.GuestAttr) {
 	v.change(func() {
-		s, ok := v.lookupCached(p)
+		s, ok := v.lookupCachedLocked(p)
 		if !ok {
 			return
 		}
@@ -159,7 +159,7 @@ func (v *GuestVM) attrsSet(p string, a remote.GuestAttr) {
 		if v.windows && (a.Mtime != nil || a.Atime != nil) {
 			s.Stale = true // Windows keeps less (NTFS 100 ns, FAT 2 s): read it back
 		}
-		v.set(p, s)
+		v.setLocked(p, s)
 	})
 }
 

@@ -25,9 +25,10 @@ type Downloads struct {
 
 	mu       sync.Mutex
 	sessions map[string]*dlSession // by item id + content version
+	closed   bool                  // Close has begun: deletes run in its goroutine
 
 	stop chan struct{}
-	wg   sync.WaitGroup
+	wg   sync.WaitGroup // the keeper and background deletes; Close waits for them
 }
 
 type dlSession struct {
@@ -201,7 +202,7 @@ func (d *Downloads) acquire(ctx context.Context, it remote.Item) (*dlSession, er
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if s, ok := d.sessions[key]; ok { // another reader won the race
-		go d.delete(id)
+		d.deleteLaterLocked(id)
 		s.users++
 		s.lastUse = time.Now()
 		return s, nil
@@ -221,12 +222,28 @@ func (d *Downloads) release(s *dlSession) {
 // drop forgets an item's session (expired or failed) so the next open makes a new one.
 func (d *Downloads) drop(ctx context.Context, it remote.Item) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	s := d.sessions[sessionKey(it)]
 	delete(d.sessions, sessionKey(it))
-	d.mu.Unlock()
 	if s != nil {
-		go d.delete(s.id)
+		d.deleteLaterLocked(s.id)
 	}
+}
+
+// deleteLaterLocked deletes a session in the background (the caller goes on
+// reading), tracked so that Close waits for it; after Close has begun the
+// session is left to Close's own deletes. Each delete is one call bounded by
+// --timeout (Conn.Do). Call with d.mu held.
+func (d *Downloads) deleteLaterLocked(id string) {
+	if d.closed {
+		d.sessions["closing:"+id] = &dlSession{id: id} // Close deletes it
+		return
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.delete(id)
+	}()
 }
 
 // endpoint prepares a file and polls until it is PREPARED.
@@ -340,14 +357,22 @@ func (d *Downloads) delete(id string) {
 
 // Close deletes every session: none may remain after unmount.
 func (d *Downloads) Close() {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
 	close(d.stop)
 	d.wg.Wait()
-	d.mu.Lock()
-	sessions := d.sessions
-	d.sessions = map[string]*dlSession{}
-	d.mu.Unlock()
-	for _, s := range sessions {
-		d.delete(s.id)
+	for { // until no open still running made one
+		d.mu.Lock()
+		sessions := d.sessions
+		d.sessions = map[string]*dlSession{}
+		d.mu.Unlock()
+		if len(sessions) == 0 {
+			return
+		}
+		for _, s := range sessions {
+			d.delete(s.id)
+		}
 	}
 }
 
