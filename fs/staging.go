@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -66,16 +65,10 @@ func NewWrites(lw LibraryWriter, stagingDir, recoveryDir, timesDir string) (*Wri
 		HoldTimeout: 30 * time.Second,
 		items:       map[string]*itemWrites{},
 	}
-	// Streamed uploads are off by default: a streamed PUT the server stops
-	// reading is not yet failed within --timeout nor waited for at unmount
-	// (TestUnmountDuringStalledCommit fails with it on). Opt in with the
-	// size at which a file starts streaming (4194304 was the planned default).
-	if n, err := strconv.ParseInt(os.Getenv("VSPHEREFS_STREAM_AFTER"), 10, 64); err == nil && n > 0 {
-		w.StreamAfter = n
-	}
-	if d, err := time.ParseDuration(os.Getenv("VSPHEREFS_HOLD_TIMEOUT")); err == nil && d > 0 {
-		w.HoldTimeout = d // a test knob
-	}
+	// Streamed uploads are off by default (StreamAfter 0): a streamed PUT
+	// the server stops reading is not yet failed within --timeout nor
+	// waited for at unmount (TestUnmountDuringStalledCommit fails with it
+	// on). cmd opts in with --stream-after (4194304 was the planned default).
 	if err := os.MkdirAll(w.staging, 0o700); err != nil {
 		return nil, err
 	}

@@ -437,9 +437,8 @@ func TestNamesRefusedAtCreate(t *testing.T) {
 // a temporary name that is never renamed is committed under its own name
 // then.
 func TestHeldCommitsLater(t *testing.T) {
-	t.Setenv("VSPHEREFS_HOLD_TIMEOUT", "1s")
 	s := sim.StartT(t)
-	m := mount(t, s)
+	m := mount(t, s, "--test-hold-timeout", "1s")
 	item := m.Path("libraries", "demo-library", "hello")
 	old, err := s.Download(ctx(t), "demo-library", "hello", "hello.txt")
 	if err != nil {

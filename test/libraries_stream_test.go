@@ -32,10 +32,9 @@ func tmpfsDir(t *testing.T, size string) string {
 // the bytes equal; the server changes only at close. (1 GiB took three
 // minutes of the suite under -race and proves no more.)
 func TestStreamedUpload(t *testing.T) {
-	t.Setenv("VSPHEREFS_STREAM_AFTER", "4194304") // streaming is opt-in (fs/staging.go)
 	s := sim.StartT(t)
 	cache := tmpfsDir(t, "64m")
-	m := mount(t, s, "--cache-dir", cache, "--cache-size", "16MiB")
+	m := mount(t, s, "--cache-dir", cache, "--cache-size", "16MiB", "--stream-after", "4MiB") // streaming is opt-in
 	const size = 256 << 20
 	src := filepath.Join(t.TempDir(), "big.bin")
 	f, err := os.Create(src)
@@ -74,9 +73,8 @@ func TestStreamedUpload(t *testing.T) {
 // already dropped fails with EIO and leaves the server's file as it was;
 // fsync of a streamed file waits for its bytes and commits nothing.
 func TestStreamedUploadFallback(t *testing.T) {
-	t.Setenv("VSPHEREFS_STREAM_AFTER", "4194304") // streaming is opt-in (fs/staging.go)
 	s := sim.StartT(t)
-	m := mount(t, s)
+	m := mount(t, s, "--stream-after", "4MiB") // streaming is opt-in
 	item := m.Path("libraries", "demo-library", "multi")
 	p := filepath.Join(item, "a.bin")
 	old, err := s.Download(ctx(t), "demo-library", "multi", "a.bin")
@@ -145,9 +143,8 @@ func TestStreamedUploadFallback(t *testing.T) {
 // bytes); one that breaks after bytes were dropped fails with EIO, the
 // server's file as it was, and one log line naming the path, call and fault.
 func TestStreamedUploadFails(t *testing.T) {
-	t.Setenv("VSPHEREFS_STREAM_AFTER", "4194304") // streaming is opt-in (fs/staging.go)
 	s := sim.StartT(t)
-	m := mount(t, s)
+	m := mount(t, s, "--stream-after", "4MiB") // streaming is opt-in
 	p := m.Path("libraries", "demo-library", "multi", "b.bin")
 	s.Updates.FailPutAfter(1 << 20)
 	s.Updates.FailNext(sim.FailPut)
@@ -184,9 +181,8 @@ func TestStreamedUploadFails(t *testing.T) {
 // descriptor a shell shares with its children is committed at the last
 // close of all, once, with every byte.
 func TestStreamedUploadSharedDescriptor(t *testing.T) {
-	t.Setenv("VSPHEREFS_STREAM_AFTER", "4194304") // streaming is opt-in (fs/staging.go)
 	s := sim.StartT(t)
-	m := mount(t, s)
+	m := mount(t, s, "--stream-after", "4MiB") // streaming is opt-in
 	item := m.Path("libraries", "demo-library", "hello")
 	src := filepath.Join(t.TempDir(), "src")
 	data := randBytes(8, 30<<20)

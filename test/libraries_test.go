@@ -563,8 +563,8 @@ func TestIdleSessionDeleted(t *testing.T) {
 	s := sim.StartT(t)
 	pass, _ := s.URL.User.Password()
 	ca, _ := s.CertificateFile()
-	env := []string{"GOVC_USERNAME=" + s.URL.User.Username(), "GOVC_PASSWORD=" + pass, "GOVC_URL=", "VSPHEREFS_DOWNLOAD_IDLE=1s"}
-	m := mountWith(t, s, env, "--ca-certs", ca)
+	env := []string{"GOVC_USERNAME=" + s.URL.User.Username(), "GOVC_PASSWORD=" + pass, "GOVC_URL="}
+	m := mountWith(t, s, env, "--ca-certs", ca, "--test-download-idle", "1s")
 	f, err := os.Open(m.Path("libraries", "demo-library", "multi", "a.bin"))
 	if err != nil {
 		t.Fatal(err)

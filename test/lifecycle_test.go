@@ -66,8 +66,8 @@ func TestCacheDirShared(t *testing.T) {
 	t.Parallel()
 	s := sim.StartT(t)
 	cacheDir := t.TempDir()
-	env, ca := simEnv(t, s, "VSPHEREFS_TEST_GC=10ms")
-	args := []string{"--ca-certs", ca, "--cache-dir", cacheDir, "--guest-login", sim.GuestLoginString()}
+	env, ca := simEnv(t, s)
+	args := []string{"--ca-certs", ca, "--cache-dir", cacheDir, "--guest-login", sim.GuestLoginString(), "--test-gc", "10ms"}
 	a := mountWith(t, s, env, args...)
 
 	// a: a guest file half written (staged), and a library file read (spooled).

@@ -53,7 +53,7 @@ func TestOpsStatusShowsGrowingTransfer(t *testing.T) {
 	s := sim.StartT(t)
 	s.Library.SetRate(2 << 20) // 64 MiB would take half a minute
 	defer s.Library.SetRate(0)
-	m := mountWithDir(t, s, nil, "VSPHEREFS_PROGRESS_EVERY=300ms")
+	m := mount(t, s, "--test-progress-every", "300ms")
 	cat := exec.Command("cat", m.Path("libraries", "demo-library", "big", "big.bin"))
 	cat.Stdout = io.Discard
 	if err := cat.Start(); err != nil {

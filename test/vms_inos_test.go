@@ -17,9 +17,8 @@ import (
 // mountInos mounts with the guest inode table swept after every sweep new
 // entries, forgotten nodes kept grace, and the sweeps logged.
 func mountInos(t *testing.T, s *sim.Server, sweep int, grace time.Duration) *Mount {
-	t.Setenv("VSPHEREFS_INO_SWEEP", strconv.Itoa(sweep))
-	t.Setenv("VSPHEREFS_INO_GRACE", grace.String())
-	return mount(t, s, "--guest-login", sim.GuestLoginString(), "--debug")
+	return mount(t, s, "--guest-login", sim.GuestLoginString(), "--debug",
+		"--test-ino-sweep", strconv.Itoa(sweep), "--test-ino-grace", grace.String())
 }
 
 var sweptRe = regexp.MustCompile(`guest inode table swept" before=(\d+) after=(\d+)`)

@@ -39,6 +39,8 @@ type mountFlags struct {
 	ttl, timeout                          time.Duration
 	readOnly, allowOther, debug           bool
 	libraryDatastore                      string
+	streamAfter                           string // size at which a file written in order streams ("" or 0: never)
+	test                                  testKnobs
 }
 
 func envBool(name string) bool {
@@ -84,10 +86,12 @@ func runMount(args []string) error {
 	fl.StringVar(&f.libraryDatastore, "library-datastore", "", "datastore of libraries made by mkdir (default: the first that fits)")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users see the mount")
 	fl.BoolVar(&f.debug, "debug", false, "log every API call (never secrets)")
-	addOpsFlags(fl) // running as a service: logging.go
+	fl.StringVar(&f.streamAfter, "stream-after", "", "stream uploads of library files written in order once they reach this size (off by default; see README)")
+	addOpsFlags(fl)           // running as a service: logging.go
+	addTestFlags(fl, &f.test) // hidden: testflags.go
 	fl.Usage = func() {
 		fmt.Fprintf(fl.Output(), "Usage: vspherefs mount [flags] MOUNTPOINT\n")
-		fl.PrintDefaults()
+		printVisibleFlags(fl)
 	}
 	fl.SetOutput(io.Discard) // errors are one line, below
 	if err := fl.Parse(args); err != nil {
@@ -117,6 +121,12 @@ func runMount(args []string) error {
 	cacheBytes, err := parseSize(f.cacheSize)
 	if err != nil {
 		return usagef("--cache-size %q: %v", f.cacheSize, err)
+	}
+	var streamAfter int64
+	if f.streamAfter != "" {
+		if streamAfter, err = parseSize(f.streamAfter); err != nil {
+			return usagef("--stream-after %q: %v", f.streamAfter, err)
+		}
 	}
 	var spoolBytes int64
 	if f.spoolSize != "" {
@@ -177,7 +187,7 @@ func runMount(args []string) error {
 		return fmt.Errorf("--cache-dir: %w", err)
 	}
 	defer cd.Close()
-	if gc, _ := time.ParseDuration(os.Getenv("VSPHEREFS_TEST_GC")); gc > 0 {
+	if gc := f.test.gc; gc > 0 {
 		go forceGC(gc) // test knob: nothing this process must keep may depend on a reference the GC can drop
 	}
 
@@ -198,7 +208,7 @@ func runMount(args []string) error {
 	}
 	defer blocks.Close()
 	// Download sessions unused for a minute are deleted (a test knob shortens it).
-	idle, _ := time.ParseDuration(os.Getenv("VSPHEREFS_DOWNLOAD_IDLE"))
+	idle := f.test.downloadIdle
 	if idle <= 0 {
 		idle = time.Minute
 	}
@@ -228,10 +238,13 @@ func runMount(args []string) error {
 		writes.PickDatastore = func(ctx context.Context) (string, error) {
 			return library.PickDatastore(ctx, conn, f.libraryDatastore, 0)
 		}
+		writes.StreamAfter = streamAfter
+		if f.test.holdTimeout > 0 {
+			writes.HoldTimeout = f.test.holdTimeout
+		}
 	}
 	// Test knobs: how soon the guest inode table is swept.
-	inoSweep, _ := strconv.Atoi(os.Getenv("VSPHEREFS_INO_SWEEP"))
-	inoGrace, _ := time.ParseDuration(os.Getenv("VSPHEREFS_INO_GRACE"))
+	inoSweep, inoGrace := f.test.inoSweep, f.test.inoGrace
 	var guestCommits atomic.Int64
 	committing := func() bool { return writes.Busy() || guestCommits.Load() > 0 }
 	server, err := fs.Mount(mountpoint, fs.Options{
@@ -264,7 +277,7 @@ func runMount(args []string) error {
 	}
 	log.Info("mounted", "mountpoint", mountpoint, "server", cfg.URL.Host, "pid", os.Getpid())
 	stopService, err := startService(server, service{mountpoint: mountpoint, host: cfg.URL.Host, // service.go
-		cacheDir: f.cacheDir, spool: cd.Spool, obs: obs, cache: blocks, writes: writes})
+		cacheDir: f.cacheDir, spool: cd.Spool, obs: obs, cache: blocks, writes: writes, progressEvery: f.test.progressEvery})
 	if err != nil {
 		return err
 	}

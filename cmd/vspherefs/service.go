@@ -27,6 +27,7 @@ type service struct {
 	cache            *cache.Cache
 	writes           *vfs.Writes
 	started          time.Time
+	progressEvery    time.Duration // how often long transfers log their progress; 0: metrics' default
 }
 
 // statusSocket is where the mount serves its status: in its own locked
@@ -43,8 +44,7 @@ func statusSocket(spool string) string { return filepath.Join(spool, status.Sock
 func startService(server fuseServer, s service) (func(), error) {
 	s.started = time.Now()
 	registerGauges(s)
-	// How often long transfers log their progress (a test knob shortens it).
-	s.obs.Progress, _ = time.ParseDuration(os.Getenv("VSPHEREFS_PROGRESS_EVERY"))
+	s.obs.Progress = s.progressEvery // a test knob shortens it (--test-progress-every)
 	serving := "serving " + s.host + " at " + s.mountpoint
 	s.obs.OnProgress = func(ts []status.Transfer) {
 		if os.Getenv("NOTIFY_SOCKET") == "" {
