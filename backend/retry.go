@@ -206,21 +206,23 @@ func DestroyView(ctx context.Context, v *view.ContainerView) {
 }
 
 // PutRetryable says whether a failed PUT is worth another try with the same
-// bytes: a connection reset or closed early, or a gateway or server that is
-// briefly unavailable. A stall is not (it already took the deadline), nor
-// is a refusal.
+// bytes: what Transient says of any call (a reset, a refused or closed
+// connection, a 503), and also a gateway's 502 or 504 and a connection
+// closed under the body. A stall is not (it already took the deadline), nor
+// is a refusal by the server.
 func PutRetryable(ctx context.Context, err *remote.Error) bool {
 	if ctx.Err() != nil || strings.Contains(err.Fault, ErrStalled.Error()) {
 		return false
+	}
+	if Transient(err) {
+		return true
 	}
 	for _, s := range []string{"502 ", "503 ", "504 "} {
 		if strings.HasPrefix(err.Fault, s) {
 			return true
 		}
 	}
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, net.ErrClosed) || strings.Contains(err.Fault, "connection reset") ||
+	return errors.Is(err, net.ErrClosed) || strings.Contains(err.Fault, "connection reset") ||
 		strings.Contains(err.Fault, "broken pipe") || strings.Contains(err.Fault, "EOF") ||
 		strings.Contains(err.Fault, "use of closed network connection")
 }

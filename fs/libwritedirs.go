@@ -92,7 +92,7 @@ func (d *librariesDir) Rename(ctx context.Context, name string, newParent gofs.I
 	if errno := d.fs.writable(false); errno != 0 {
 		return errno
 	}
-	if errno := checkNewName(newName); errno != 0 { // before anything is made on the server
+	if errno := libNameErrno(newName); errno != 0 { // before anything is made on the server
 		return errno
 	}
 	if _, ok := newParent.(*librariesDir); !ok {
@@ -108,9 +108,6 @@ func (d *librariesDir) Rename(ctx context.Context, name string, newParent gofs.I
 	lib, ok := l.find(name)
 	if !ok {
 		return syscall.ENOENT
-	}
-	if errno := libNameErrno(newName); errno != 0 {
-		return errno
 	}
 	if _, taken := l.find(newName); taken {
 		return syscall.EEXIST
@@ -155,13 +152,10 @@ func (d *libraryDir) Mkdir(ctx context.Context, name string, mode uint32, out *f
 	if errno := d.fs.writable(d.sub); errno != 0 {
 		return nil, errno
 	}
-	if errno := checkNewName(name); errno != 0 { // before anything is made on the server
+	if errno := libNameErrno(name); errno != 0 { // before anything is made on the server
 		return nil, errno
 	}
 	p := d.path() + "/" + name
-	if errno := libNameErrno(name); errno != 0 {
-		return nil, errno
-	}
 	l, err := d.list(ctx)
 	if err != nil {
 		return nil, toErrno(d.fs.Log, p, err)
@@ -217,7 +211,7 @@ func (d *libraryDir) Rename(ctx context.Context, name string, newParent gofs.Ino
 	if errno := d.fs.writable(d.sub); errno != 0 {
 		return errno
 	}
-	if errno := checkNewName(newName); errno != 0 { // before anything is made on the server
+	if errno := libNameErrno(newName); errno != 0 { // before anything is made on the server
 		return errno
 	}
 	np, ok := newParent.(*libraryDir)
@@ -228,9 +222,6 @@ func (d *libraryDir) Rename(ctx context.Context, name string, newParent gofs.Ino
 		return syscall.EINVAL
 	}
 	p := d.path() + "/" + name
-	if errno := libNameErrno(newName); errno != 0 {
-		return errno
-	}
 	l, err := d.list(ctx)
 	if err != nil {
 		return toErrno(d.fs.Log, p, err)

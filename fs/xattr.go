@@ -63,6 +63,28 @@ func xattrList(attrs []xattr, dest []byte) (uint32, syscall.Errno) {
 	return uint32(off), 0
 }
 
+// getxattr answers getxattr from a node's attributes (attrs, which may ask
+// the server): names not ours are ENODATA without asking.
+func getxattr(ctx context.Context, attr string, dest []byte, attrs func(context.Context) ([]xattr, syscall.Errno)) (uint32, syscall.Errno) {
+	if !ours(attr) {
+		return 0, syscall.ENODATA
+	}
+	a, errno := attrs(ctx)
+	if errno != 0 {
+		return 0, errno
+	}
+	return xattrGet(a, attr, dest)
+}
+
+// listxattr answers listxattr from a node's attributes.
+func listxattr(ctx context.Context, dest []byte, attrs func(context.Context) ([]xattr, syscall.Errno)) (uint32, syscall.Errno) {
+	a, errno := attrs(ctx)
+	if errno != 0 {
+		return 0, errno
+	}
+	return xattrList(a, dest)
+}
+
 type xattr struct{ name, value string }
 
 // ours says whether a name is one of ours: any other (the kernel asks for
@@ -155,22 +177,11 @@ func (d *libraryDir) attrs(ctx context.Context) ([]xattr, syscall.Errno) {
 }
 
 func (d *libraryDir) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if !ours(attr) {
-		return 0, syscall.ENODATA
-	}
-	a, errno := d.attrs(ctx)
-	if errno != 0 {
-		return 0, errno
-	}
-	return xattrGet(a, attr, dest)
+	return getxattr(ctx, attr, dest, d.attrs)
 }
 
 func (d *libraryDir) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	a, errno := d.attrs(ctx)
-	if errno != 0 {
-		return 0, errno
-	}
-	return xattrList(a, dest)
+	return listxattr(ctx, dest, d.attrs)
 }
 
 func (d *libraryDir) Removexattr(ctx context.Context, attr string) syscall.Errno {
@@ -193,22 +204,11 @@ func (d *itemDir) attrs(ctx context.Context) ([]xattr, syscall.Errno) {
 }
 
 func (d *itemDir) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if !ours(attr) {
-		return 0, syscall.ENODATA
-	}
-	a, errno := d.attrs(ctx)
-	if errno != 0 {
-		return 0, errno
-	}
-	return xattrGet(a, attr, dest)
+	return getxattr(ctx, attr, dest, d.attrs)
 }
 
 func (d *itemDir) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	a, errno := d.attrs(ctx)
-	if errno != 0 {
-		return 0, errno
-	}
-	return xattrList(a, dest)
+	return listxattr(ctx, dest, d.attrs)
 }
 
 func (d *itemDir) Removexattr(ctx context.Context, attr string) syscall.Errno {
@@ -230,22 +230,11 @@ func (f *libFile) attrs(ctx context.Context) ([]xattr, syscall.Errno) {
 }
 
 func (f *libFile) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if !ours(attr) {
-		return 0, syscall.ENODATA
-	}
-	a, errno := f.attrs(ctx)
-	if errno != 0 {
-		return 0, errno
-	}
-	return xattrGet(a, attr, dest)
+	return getxattr(ctx, attr, dest, f.attrs)
 }
 
 func (f *libFile) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	a, errno := f.attrs(ctx)
-	if errno != 0 {
-		return 0, errno
-	}
-	return xattrList(a, dest)
+	return listxattr(ctx, dest, f.attrs)
 }
 
 func (f *libFile) Removexattr(ctx context.Context, attr string) syscall.Errno {
@@ -274,22 +263,11 @@ func (n *guestNode) attrs(ctx context.Context) ([]xattr, syscall.Errno) {
 }
 
 func (n *guestNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if !ours(attr) {
-		return 0, syscall.ENODATA
-	}
-	a, errno := n.attrs(ctx)
-	if errno != 0 {
-		return 0, errno
-	}
-	return xattrGet(a, attr, dest)
+	return getxattr(ctx, attr, dest, n.attrs)
 }
 
 func (n *guestNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	a, errno := n.attrs(ctx)
-	if errno != 0 {
-		return 0, errno
-	}
-	return xattrList(a, dest)
+	return listxattr(ctx, dest, n.attrs)
 }
 
 // exports/<vm>[@<snapshot>]/ and disks/…: the VM and snapshot.
@@ -357,22 +335,11 @@ func manifestSum(dir, name string) string {
 }
 
 func (f *exportFile) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if !ours(attr) {
-		return 0, syscall.ENODATA
-	}
-	a, errno := f.attrs(ctx)
-	if errno != 0 {
-		return 0, errno
-	}
-	return xattrGet(a, attr, dest)
+	return getxattr(ctx, attr, dest, f.attrs)
 }
 
 func (f *exportFile) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	a, errno := f.attrs(ctx)
-	if errno != 0 {
-		return 0, errno
-	}
-	return xattrList(a, dest)
+	return listxattr(ctx, dest, f.attrs)
 }
 
 func (f *exportFile) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
