@@ -39,7 +39,9 @@ type mountFlags struct {
 	ttl, timeout                          time.Duration
 	readOnly, allowOther, debug           bool
 	libraryDatastore                      string
-	streamAfter                           string // size at which a file written in order streams ("" or 0: never)
+	mountpoint                            string
+	given                                 map[string]bool // flags given on the command line
+	streamAfter                           string          // size at which a file written in order streams ("" or 0: never)
 	test                                  testKnobs
 }
 
@@ -65,6 +67,23 @@ func usagef(format string, args ...any) error {
 }
 
 func runMount(args []string) error {
+	f, err := parseMount(args) // parse: the flags and how they combine
+	if err != nil || f == nil {
+		return err
+	}
+	c, err := configure(f) // config: what can be checked here, before the login
+	if c != nil {
+		defer c.close()
+	}
+	if err != nil {
+		return err
+	}
+	return serve(c) // mount: the login, the clients, the FUSE mount, until unmount
+}
+
+// parseMount parses the mount's command line; nil flags (and no error)
+// after -h.
+func parseMount(args []string) (*mountFlags, error) {
 	var f mountFlags
 	fl := flag.NewFlagSet("mount", flag.ContinueOnError)
 	fl.StringVar(&f.url, "url", os.Getenv("GOVC_URL"), "vCenter URL; user:password@ may be embedded, as in govc [$GOVC_URL]")
@@ -98,51 +117,81 @@ func runMount(args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			fl.SetOutput(os.Stdout)
 			fl.Usage()
-			return nil
+			return nil, nil // -h
 		}
-		return usagef("%v", err)
+		return nil, usagef("%v", err)
 	}
 	set := map[string]bool{}
 	fl.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	if err := checkFlags(f, fl.Args(), set); err != nil {
-		return err
+		return nil, err
 	}
-	mountpoint := fl.Arg(0)
+	f.mountpoint, f.given = fl.Arg(0), set
+	return &f, nil
+}
+
+// mountConfig is a mount's settings once parsed and checked locally.
+type mountConfig struct {
+	f                      *mountFlags
+	log                    *slog.Logger
+	uid, gid, umask        uint32
+	cacheBytes, spoolBytes int64
+	streamAfter            int64
+	logins                 *guest.GuestLogins
+	cfg                    backend.Config
+	obs                    *metrics.Metrics
+	cd                     *cacheDir
+	mountpoint             string
+	closers                []func() // undone at the end, last first
+}
+
+func (c *mountConfig) close() {
+	for i := len(c.closers) - 1; i >= 0; i-- {
+		c.closers[i]()
+	}
+}
+
+// configure checks everything that can be checked before the login: the
+// flags' values, the mountpoint and the cache dir; it starts the simulator
+// for --sim. The returned config is to be closed even with an error.
+func configure(f *mountFlags) (*mountConfig, error) {
+	c := &mountConfig{f: f}
+	mountpoint := f.mountpoint
 
 	log := newLogger(f.debug) // --log-file, --log-format, --log-level
 	slog.SetDefault(log)
 	uid, gid, umask, err := ops.owner()
 	if err != nil {
-		return err
+		return c, err
 	}
 
 	// Everything that can be checked locally is checked before the login:
 	// the flags' values, then the mountpoint and the cache dir.
 	cacheBytes, err := parseSize(f.cacheSize)
 	if err != nil {
-		return usagef("--cache-size %q: %v", f.cacheSize, err)
+		return c, usagef("--cache-size %q: %v", f.cacheSize, err)
 	}
 	var streamAfter int64
 	if f.streamAfter != "" {
 		if streamAfter, err = parseSize(f.streamAfter); err != nil {
-			return usagef("--stream-after %q: %v", f.streamAfter, err)
+			return c, usagef("--stream-after %q: %v", f.streamAfter, err)
 		}
 	}
 	var spoolBytes int64
 	if f.spoolSize != "" {
 		if spoolBytes, err = parseSize(f.spoolSize); err != nil {
-			return usagef("--spool-size %q: %v", f.spoolSize, err)
+			return c, usagef("--spool-size %q: %v", f.spoolSize, err)
 		}
 	}
 	if _, err := guest.NewGuestLogins(f.guestLogin, ""); err != nil {
-		return usagef("--guest-login: %v", err)
+		return c, usagef("--guest-login: %v", err)
 	}
 	logins, err := guest.NewGuestLogins(f.guestLogin, f.guestLoginFile)
 	if err != nil {
-		return usagef("--guest-login-file: %v", err)
+		return c, usagef("--guest-login-file: %v", err)
 	}
 	if err := checkMountpoint(mountpoint); err != nil {
-		return err
+		return c, err
 	}
 	// The block cache is most of the heap and turns over all the time: keep
 	// the process near its budget instead of letting the GC double it.
@@ -154,16 +203,16 @@ func runMount(args []string) error {
 	if f.sim {
 		s, err := sim.Start(sim.Options{Demo: true})
 		if err != nil {
-			return fmt.Errorf("simulator: %w", err)
+			return c, fmt.Errorf("simulator: %w", err)
 		}
 		if f.guestLogin == "" {
 			f.guestLogin = sim.GuestLoginString() // what the simulated guests accept
 			logins, _ = guest.NewGuestLogins(f.guestLogin, f.guestLoginFile)
 		}
-		defer s.Close()
+		c.closers = append(c.closers, s.Close)
 		ca, err := s.CertificateFile()
 		if err != nil {
-			return err
+			return c, err
 		}
 		// Lines a shell can take as they are: export $(grep ^GOVC_ LOG).
 		fmt.Println(s.GovcURL())
@@ -174,23 +223,35 @@ func runMount(args []string) error {
 			cfg.CACerts = ca // verify the simulator's certificate as a CA-signed one would be
 		}
 	}
-	u, user, err := credentials(f)
+	u, user, err := credentials(*f)
 	if err != nil {
-		return err
+		return c, err
 	}
 	cfg.URL, cfg.User = u, user
-	if !flagGiven(fl, "cache-dir") { // each vCenter and user its own
+	if !f.given["cache-dir"] { // each vCenter and user its own
 		f.cacheDir = perServerCacheDir(f.cacheDir, u, user)
 	}
 	cd, err := openCacheDir(f.cacheDir, log)
 	if err != nil {
-		return fmt.Errorf("--cache-dir: %w", err)
+		return c, fmt.Errorf("--cache-dir: %w", err)
 	}
-	defer cd.Close()
+	c.closers = append(c.closers, cd.Close)
 	if gc := f.test.gc; gc > 0 {
 		go forceGC(gc) // test knob: nothing this process must keep may depend on a reference the GC can drop
 	}
 
+	c.log, c.uid, c.gid, c.umask = log, uid, gid, umask
+	c.cacheBytes, c.spoolBytes, c.streamAfter = cacheBytes, spoolBytes, streamAfter
+	c.logins, c.cfg, c.obs, c.cd, c.mountpoint = logins, cfg, obs, cd, mountpoint
+	return c, nil
+}
+
+// serve logs in, makes the clients and the tree, mounts it, and serves it
+// until it is unmounted or a signal ends it.
+func serve(c *mountConfig) error {
+	f, log, uid, gid, umask := c.f, c.log, c.uid, c.gid, c.umask
+	cacheBytes, spoolBytes, streamAfter := c.cacheBytes, c.spoolBytes, c.streamAfter
+	logins, cfg, obs, cd, mountpoint := c.logins, c.cfg, c.obs, c.cd, c.mountpoint
 	ctx := context.Background()
 	conn, err := backend.Dial(ctx, cfg)
 	if err != nil {
