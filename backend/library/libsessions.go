@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/vmware/govmomi/vapi/library"
@@ -22,56 +21,32 @@ import (
 )
 
 // sessionLog records the update sessions this mount has open, one file a
-// session (named by its id, holding its item id), in a folder of its own
-// under <cache-dir>/sessions that is locked while the mount runs.
+// session (named by its id, holding its item id), in the folder the cache
+// dir's owner (cmd/vspherefs/cachedir.go) gives this mount and keeps locked
+// while it runs.
 type sessionLog struct {
-	dir  string
-	lock *os.File
+	dir string
 }
 
-// TrackSessions records this writer's open update sessions under root (one
-// folder a mount, locked while it runs), after ending the sessions left
-// recorded by mounts that are no longer running. Close releases it.
-func (w *LibraryWriter) TrackSessions(ctx context.Context, root string) error {
-	if err := os.MkdirAll(root, 0o700); err != nil {
+// TrackSessions records this writer's open update sessions in dir. Records
+// already there were taken over from mounts that died (the cache dir's
+// owner moves them in): their sessions are ended first. Close stops it.
+func (w *LibraryWriter) TrackSessions(ctx context.Context, dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	entries, _ := os.ReadDir(root)
-	for _, e := range entries {
-		if e.IsDir() && strings.HasPrefix(e.Name(), "mount-") {
-			w.endLeft(ctx, filepath.Join(root, e.Name()))
-		}
-	}
-	dir, err := os.MkdirTemp(root, "mount-")
-	if err != nil {
-		return err
-	}
-	lock, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return err
-	}
+	w.endLeft(ctx, dir)
 	w.mu.Lock()
-	w.log = &sessionLog{dir: dir, lock: lock}
+	w.log = &sessionLog{dir: dir}
 	w.mu.Unlock()
 	return nil
 }
 
-// endLeft ends the sessions recorded in dir, unless a running mount holds it.
+// endLeft ends the sessions recorded in dir by mounts that died; a record
+// whose session could not be ended stays, and the item's next commit ends
+// it first.
 func (w *LibraryWriter) endLeft(ctx context.Context, dir string) {
-	lock, err := os.Open(dir)
-	if err != nil {
-		return
-	}
-	defer lock.Close()
-	if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-		return // a mount that runs: its sessions are its own
-	}
 	files, _ := os.ReadDir(dir)
-	left := 0
 	for _, f := range files {
 		p := filepath.Join(dir, f.Name())
 		item, _ := os.ReadFile(p)
@@ -80,28 +55,17 @@ func (w *LibraryWriter) endLeft(ctx context.Context, dir string) {
 			w.logger().Warn("cancelled an update session a previous mount left open", "session", sid, "item", itemID)
 			os.Remove(p)
 		} else {
-			left++
 			w.remember(itemID, sid)
 		}
 	}
-	if left == 0 {
-		os.RemoveAll(dir)
-	}
 }
 
-// Close releases the session records (those still open stay for the next mount).
+// Close stops recording (the records of sessions still open stay for the
+// next mount; the folder is the cache dir owner's to remove).
 func (w *LibraryWriter) Close() {
 	w.mu.Lock()
-	l := w.log
 	w.log = nil
 	w.mu.Unlock()
-	if l == nil {
-		return
-	}
-	if rest, _ := os.ReadDir(l.dir); len(rest) == 0 {
-		os.Remove(l.dir)
-	}
-	l.lock.Close()
 }
 
 // opened records a new session (best effort: a record it cannot write is

@@ -7,7 +7,8 @@ package main
 //	<cache-dir>/staging/mount-<id>/   its files open for writing, library and guest alike
 //	<cache-dir>/recovery/             bytes of failed commits, and staged files of dead mounts
 //	<cache-dir>/times/                the times writers set on library files (fs/libtimes.go)
-//	<cache-dir>/sessions/             open update sessions, per mount (backend/libsessions.go)
+//	<cache-dir>/sessions/mount-<id>/  its open update sessions (backend/library/libsessions.go);
+//	                                  a dead mount's records are moved into the next mount's
 //
 // A mount is alive while its lock file is flocked. Everything a mount made
 // is named with its id, so a later mount can tell a dead mount's folders
@@ -35,6 +36,7 @@ type cacheDir struct {
 	Staging  string // staging/mount-<id>
 	Recovery string // recovery
 	Times    string // times
+	Sessions string // sessions/mount-<id>: records of open update sessions
 
 	lock *os.File // flocked while the mount runs; kept here so that the GC never closes it
 }
@@ -49,7 +51,7 @@ func openCacheDir(root string, log *slog.Logger) (*cacheDir, error) {
 	if err := checkPrivate(root, false); err != nil {
 		return nil, err
 	}
-	for _, sub := range []string{"locks", "staging", "recovery"} {
+	for _, sub := range []string{"locks", "staging", "recovery", "sessions"} {
 		if err := privateDir(filepath.Join(root, sub)); err != nil {
 			return nil, err
 		}
@@ -89,13 +91,39 @@ func openCacheDir(root string, log *slog.Logger) (*cacheDir, error) {
 	}
 	d.Spool = filepath.Join(root, "spool-"+d.ID)
 	d.Staging = filepath.Join(root, "staging", "mount-"+d.ID)
-	for _, p := range []string{d.Spool, d.Staging} {
+	d.Sessions = filepath.Join(root, "sessions", "mount-"+d.ID)
+	for _, p := range []string{d.Spool, d.Staging, d.Sessions} {
 		if err := os.Mkdir(p, 0o700); err != nil {
 			d.Close()
 			return nil, err
 		}
 	}
+	d.inheritSessions(log) // still under locks/.gc: no other mount takes them too
 	return d, nil
+}
+
+// inheritSessions moves the session records of mounts that no longer run
+// into this mount's own folder, whose library writer ends those sessions
+// (TrackSessions). The caller holds locks/.gc.
+func (d *cacheDir) inheritSessions(log *slog.Logger) {
+	root := filepath.Join(d.Root, "sessions")
+	entries, _ := os.ReadDir(root)
+	for _, e := range entries {
+		id, ok := strings.CutPrefix(e.Name(), "mount-")
+		if !ok || id == d.ID || !e.IsDir() || d.alive(id) {
+			continue
+		}
+		dir := filepath.Join(root, e.Name())
+		records, _ := os.ReadDir(dir)
+		for _, r := range records {
+			if r.Type().IsRegular() {
+				if err := os.Rename(filepath.Join(dir, r.Name()), filepath.Join(d.Sessions, r.Name())); err != nil {
+					log.Warn("could not take over an update session record", "record", filepath.Join(dir, r.Name()), "err", err)
+				}
+			}
+		}
+		os.Remove(dir) // only if empty
+	}
 }
 
 // Close removes this mount's spool and (empty) staging folder and releases
@@ -106,7 +134,8 @@ func (d *cacheDir) Close() {
 		return
 	}
 	os.RemoveAll(d.Spool)
-	os.Remove(d.Staging) // only if empty: what is left goes to recovery/ at the next mount
+	os.Remove(d.Staging)  // only if empty: what is left goes to recovery/ at the next mount
+	os.Remove(d.Sessions) // only if empty: sessions still open are the next mount's to end
 	os.Remove(filepath.Join(d.Root, "locks", d.ID))
 	d.lock.Close()
 	d.lock = nil
@@ -158,6 +187,7 @@ func (d *cacheDir) alive(id string) bool {
 		filepath.Join(d.Root, "spool-"+id),
 		filepath.Join(d.Root, "staging", "mount-"+id),
 		filepath.Join(d.Root, "staging", "libraries-"+id),
+		filepath.Join(d.Root, "sessions", "mount-"+id), // earlier versions locked it
 	}
 	for _, p := range paths {
 		f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)

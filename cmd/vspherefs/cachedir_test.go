@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -96,5 +97,61 @@ func TestUnescapeMountinfo(t *testing.T) {
 		if got := unescapeMountinfo(in); got != want {
 			t.Errorf("%q: %q, want %q", in, got, want)
 		}
+	}
+}
+
+// A mount takes over the session records of a dead mount (for its library
+// writer to end them) and leaves a running mount's alone; a mount of an
+// earlier version, which locked its sessions folder itself, counts as
+// running while it holds that lock.
+func TestCacheDirSessionsInherited(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "cache")
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	live, err := openCacheDir(root, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	old := filepath.Join(root, "sessions", "mount-123456")
+	for _, d := range []string{filepath.Join(root, "sessions", "mount-dead"), old} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for p, item := range map[string]string{
+		filepath.Join(root, "sessions", "mount-dead", "sid-dead"): "item-1",
+		filepath.Join(live.Sessions, "sid-live"):                  "item-2",
+		filepath.Join(old, "sid-old"):                             "item-3",
+	} {
+		if err := os.WriteFile(p, []byte(item+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lock, err := os.Open(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	b, err := openCacheDir(root, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if got, _ := os.ReadFile(filepath.Join(b.Sessions, "sid-dead")); string(got) != "item-1\n" {
+		t.Fatalf("the dead mount's record was not taken over: %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(root, "sessions", "mount-dead")); !os.IsNotExist(err) {
+		t.Fatalf("the dead mount's sessions folder is left: %v", err)
+	}
+	for _, p := range []string{filepath.Join(live.Sessions, "sid-live"), filepath.Join(old, "sid-old")} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("a running mount's record was touched: %v", err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(b.Sessions, "sid-live")); !os.IsNotExist(err) {
+		t.Fatal("a running mount's record was taken")
 	}
 }

@@ -289,7 +289,7 @@ func serve(c *mountConfig) error {
 		lw := library.NewLibraryWriter(conn)
 		// Update sessions a killed mount with this cache dir left open are
 		// ended now; this mount's own are recorded there while open.
-		if err := lw.TrackSessions(ctx, filepath.Join(cd.Root, "sessions")); err != nil {
+		if err := lw.TrackSessions(ctx, cd.Sessions); err != nil {
 			return fmt.Errorf("--cache-dir: %w", err)
 		}
 		defer lw.Close()
