@@ -92,6 +92,10 @@ func DiskImageName(i int) string { return fmt.Sprintf("disk-%d.img", i) }
 // and kept until the target changes or the mount ends. A job holds its
 // lease only while it transfers; readers are served from the spool.
 type Exports struct {
+	// Transfers bounds disk transfers per host across the mount's exports;
+	// set before use (nil: one disk at a time).
+	Transfers *Transfers
+
 	conn *Conn
 	dir  string
 	ttl  time.Duration
@@ -588,7 +592,7 @@ func (x *Exports) run(ctx context.Context, j *exportJob, t ExportTarget) {
 	x.log.Info("export started: one lease, disks spooled, then served from the spool", "export", j.label, "spool", j.dir)
 	step := x.conn.Step(ctx, "export lease", j.label, "waiting for lease")
 	defer step.End()
-	req := ExportRequest{VM: t.VM, Name: t.Name, Dir: j.dir, Progress: j.progress(x.log), Stall: x.conn.cfg.Timeout,
+	req := ExportRequest{VM: t.VM, Name: t.Name, Dir: j.dir, Progress: j.progress(x.log), Stall: x.conn.cfg.Timeout, Transfers: x.Transfers,
 		LeaseReady: func() { step.SetState("streaming disks") },
 		DiskReady: func(i int, f ExportedFile) {
 			x.log.Info("disk spooled and checked against the lease's manifest: served while the export goes on",

@@ -58,7 +58,8 @@ func TestExportsDiskEarly(t *testing.T) {
 	ref := t.TempDir()
 	govcRun(t, s, "export.ovf", "-vm", exportVM, "-sha", "256", ref)
 	want := packageFiles(t, filepath.Join(ref, exportVM))
-	m := mount(t, s)
+	// One disk at a time, as govc does: disk 0 is served while disk 1 goes on.
+	m := mount(t, s, "--max-transfers", "1")
 	pkg := m.Path("exports", exportVM)
 	vmdk0 := exportVM + "-disk-0.vmdk"
 

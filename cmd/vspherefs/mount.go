@@ -34,6 +34,7 @@ type mountFlags struct {
 	guestLogin, guestLoginFile            string
 	cacheSize, cacheDir, spoolSize        string
 	ttl, timeout                          time.Duration
+	maxTransfers                          int
 	readOnly, allowOther, debug           bool
 	libraryDatastore                      string
 }
@@ -77,6 +78,7 @@ func runMount(args []string) error {
 	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "disk for staging, spool and recovery; yours alone (refused if others can write it)")
 	fl.DurationVar(&f.ttl, "ttl", time.Second, "attribute and entry cache lifetime")
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "deadline of each API call, how long a transfer may stall, and how long unmounting waits for commits")
+	fl.IntVar(&f.maxTransfers, "max-transfers", backend.DefaultMaxTransfers, "disk transfers at once to each ESXi host, across all exports (the load one mount puts on a host)")
 	fl.BoolVar(&f.readOnly, "read-only", false, "refuse every write with EROFS")
 	fl.StringVar(&f.libraryDatastore, "library-datastore", "", "datastore of libraries made by mkdir (default: the first that fits)")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users see the mount")
@@ -209,6 +211,7 @@ func runMount(args []string) error {
 		return fmt.Errorf("--cache-dir: %w", err)
 	}
 	defer exports.Close()
+	exports.Transfers = backend.NewTransfers(f.maxTransfers)
 
 	var writes *fs.Writes
 	if !f.readOnly {
@@ -326,6 +329,9 @@ func checkFlags(f mountFlags, args []string, set map[string]bool) error {
 	}
 	if f.timeout <= 0 {
 		return usagef("--timeout %v: must be positive", f.timeout)
+	}
+	if f.maxTransfers < 1 {
+		return usagef("--max-transfers %d: must be at least 1", f.maxTransfers)
 	}
 	if f.readOnly && set["library-datastore"] {
 		return usagef("--read-only and --library-datastore conflict: a read-only mount makes no library")
