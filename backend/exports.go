@@ -182,6 +182,20 @@ func (f SpooledFile) Err() error {
 	return f.job.failed()
 }
 
+// Final reports whether the file's export has ended well (complete, every
+// disk checked): its spooled bytes are then served as they are for good.
+func (f SpooledFile) Final() bool {
+	if f.job == nil {
+		return false
+	}
+	select {
+	case <-f.job.done:
+		return f.job.err == nil
+	default:
+		return false
+	}
+}
+
 // FileMatch picks a file of an export: disk is the file's index among the
 // disks in lease order, -1 for the .ovf and .mf.
 type FileMatch func(disk int, f ExportedFile) bool

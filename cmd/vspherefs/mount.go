@@ -232,7 +232,7 @@ func runMount(args []string) error {
 	// Test knobs: how soon the guest inode table is swept.
 	inoSweep, _ := strconv.Atoi(os.Getenv("VSPHEREFS_INO_SWEEP"))
 	inoGrace, _ := time.ParseDuration(os.Getenv("VSPHEREFS_INO_GRACE"))
-	var guestCommits atomic.Int64
+	var guestCommits, passthrough atomic.Int64
 	committing := func() bool { return writes.Busy() || guestCommits.Load() > 0 }
 	server, err := fs.Mount(mountpoint, fs.Options{
 		Catalog:   backend.NewCatalog(conn, f.ttl),
@@ -251,6 +251,7 @@ func runMount(args []string) error {
 		Spaces:  backend.NewSpaces(conn, f.ttl),
 
 		GuestCommits: &guestCommits,
+		Passthrough:  &passthrough,
 
 		InoSweep: inoSweep,
 		InoGrace: inoGrace,
@@ -263,7 +264,7 @@ func runMount(args []string) error {
 	}
 	log.Info("mounted", "mountpoint", mountpoint, "server", cfg.URL.Host, "pid", os.Getpid())
 	stopService, err := startService(server, service{mountpoint: mountpoint, host: cfg.URL.Host, // service.go
-		cacheDir: f.cacheDir, spool: cd.Spool, obs: obs, cache: blocks, writes: writes})
+		cacheDir: f.cacheDir, spool: cd.Spool, obs: obs, cache: blocks, writes: writes, passthrough: &passthrough})
 	if err != nil {
 		return err
 	}
