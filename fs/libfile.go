@@ -258,7 +258,8 @@ type libHandle struct {
 }
 
 // libPTHandle is an open library file the kernel reads from its complete
-// spool (passthrough); reads reach Read only if the kernel refused.
+// spool (passthrough); reads reach (libHandle's) Read only if the kernel
+// refused.
 type libPTHandle struct {
 	*libHandle
 	backing
@@ -281,11 +282,6 @@ func (h *libPTHandle) Release(ctx context.Context) syscall.Errno {
 	h.libHandle.Release(ctx)
 	h.file.Close()
 	return 0
-}
-
-// Read is used only where the kernel did not take the backing file.
-func (h *libPTHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	return fuse.ReadResultFd(h.file.Fd(), off, len(dest)), 0
 }
 
 func (h *libHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
