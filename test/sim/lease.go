@@ -35,6 +35,7 @@ type Exports struct {
 	served   atomic.Int64
 	active   atomic.Int64 // disk GETs being served now
 	peak     atomic.Int64 // the most served at once since ResetPeak
+	firstGet atomic.Int64 // unix nanoseconds of the first disk transfer served
 	rate     atomic.Int64 // bytes/s per transfer; 0: no limit
 	corrupt  atomic.Bool
 }
@@ -80,6 +81,15 @@ func (x *Exports) transferStarted() {
 	n := x.active.Add(1)
 	for p := x.peak.Load(); n > p && !x.peak.CompareAndSwap(p, n); p = x.peak.Load() {
 	}
+}
+
+// FirstTransfer is when the first disk transfer started, or the zero time:
+// tests measure a stall from there, not from a lease prepared under load.
+func (x *Exports) FirstTransfer() time.Time {
+	if n := x.firstGet.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // ActiveLeases counts the leases still initializing or ready: the ones that
