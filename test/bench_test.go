@@ -82,6 +82,7 @@ func BenchmarkLibraryRead(b *testing.B) {
 		b.Run(map[bool]string{false: "stream", true: "ranged"}[ranges], func(b *testing.B) {
 			size := benchSize()
 			s := sim.StartT(b)
+			capSim(b, s) // BENCH_TC: the 1 Gb/s mode
 			s.Library.SetRanges(ranges)
 			c := context.Background()
 			lib, _ := s.CreateLibrary(c, "bench")
@@ -302,6 +303,7 @@ func BenchmarkExport(b *testing.B) {
 		disks = v
 	}
 	s := sim.StartT(b)
+	capSim(b, s) // BENCH_TC: the 1 Gb/s mode
 	vm := simVM(b, s, exportVM, true)
 	for i := 1; i < disks; i++ {
 		addSmallDisk(b, vm, fmt.Sprintf("bench%d", i), 64<<20)

@@ -17,7 +17,7 @@ const ptMetric = "vspherefs_passthrough_files_total"
 
 // cacheLookups is the block cache's hits and misses: every read this process
 // answers for a library file moves it, a passthrough read does not.
-func cacheLookups(t *testing.T, addr string) float64 {
+func cacheLookups(t testing.TB, addr string) float64 {
 	m := scrape(t, addr)
 	return m["vspherefs_cache_hits_total"] + m["vspherefs_cache_misses_total"]
 }
