@@ -295,7 +295,8 @@ func BenchmarkLibraryList(b *testing.B) {
 // BenchmarkExport compares, in one run, `cp -r exports/<vm>` through a
 // fresh mount (the export itself: one lease, the disks spooled, then the
 // copy from the spool) with `govc export.ovf` of the same VM, and a second
-// `cp -r` (from the spool). BENCH_DISKS sets the VM's disk count (default 4;
+// `cp -r` (from the spool), and a cold `cp -r` with --max-transfers 1 (disks
+// one at a time, as govc). BENCH_DISKS sets the VM's disk count (default 4;
 // each disk streams about 8 MiB, from 24 MiB of data).
 func BenchmarkExport(b *testing.B) {
 	disks := 4
@@ -310,7 +311,7 @@ func BenchmarkExport(b *testing.B) {
 	}
 	// The simulator generates each disk's stream once: do that before timing.
 	govcRun(b, s, "export.ovf", "-vm", exportVM, "-sha", "256", b.TempDir())
-	var govcT, cold, warm, export, copyT time.Duration
+	var govcT, cold, seq, warm, export, copyT time.Duration
 	var size int64
 	for i := 0; i < b.N; i++ {
 		dir := b.TempDir()
@@ -324,6 +325,10 @@ func BenchmarkExport(b *testing.B) {
 		m := mount(b, s)
 		cold += timeCmd(b, "cp", "-r", m.Path("exports", exportVM), filepath.Join(dir, "cold"))
 		warm += timeCmd(b, "cp", "-r", m.Path("exports", exportVM), filepath.Join(dir, "warm"))
+		m.Unmount(b)
+		// The same cold copy with one disk at a time, as govc fetches them.
+		m = mount(b, s, "--max-transfers", "1")
+		seq += timeCmd(b, "cp", "-r", m.Path("exports", exportVM), filepath.Join(dir, "seq"))
 		m.Unmount(b)
 		// Split: the export (ls -l waits for it), then the copy from the spool.
 		m = mount(b, s)
@@ -341,6 +346,8 @@ func BenchmarkExport(b *testing.B) {
 	b.ReportMetric(cold.Seconds()/float64(b.N), "cp-cold-s")
 	b.ReportMetric(warm.Seconds()/float64(b.N), "cp-warm-s")
 	b.ReportMetric(cold.Seconds()/govcT.Seconds(), "cold/govc")
+	b.ReportMetric(seq.Seconds()/float64(b.N), "cp-cold-max1-s")
+	b.ReportMetric(seq.Seconds()/govcT.Seconds(), "cold-max1/govc")
 	b.ReportMetric(export.Seconds()/float64(b.N), "ls-l-export-s")
 	b.ReportMetric(copyT.Seconds()/float64(b.N), "cp-after-ls-s")
 	b.ReportMetric(export.Seconds()/govcT.Seconds(), "export/govc")

@@ -134,8 +134,10 @@ func runMount(args []string) error {
 		return err
 	}
 	// The block cache is most of the heap and turns over all the time: keep
-	// the process near its budget instead of letting the GC double it.
-	debug.SetMemoryLimit(cacheBytes + 192<<20)
+	// the process near its budget instead of letting the GC double it. The
+	// margin is for blocks in flight (read-ahead), buffers and stacks; the
+	// goal is a peak RSS within --cache-size + 64 MiB (BENCHMARKS.md).
+	debug.SetMemoryLimit(cacheBytes + 48<<20)
 
 	cfg := backend.Config{Insecure: f.insecure, CACerts: f.caCerts, Thumbprint: f.thumbprint, Timeout: f.timeout, Log: log, Debug: f.debug}
 	obs := metrics.New(log, f.debug) // status, metrics, progress: service.go
