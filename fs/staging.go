@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // Writes is the write side of libraries/. A file opened for writing is
@@ -24,7 +24,7 @@ import (
 // for the next session of an item go in together. A commit that fails leaves
 // the item as it was and keeps the bytes in <cache-dir>/recovery.
 type Writes struct {
-	lw       *backend.LibraryWriter
+	lw       LibraryWriter
 	staging  string // this mount's staging folder
 	recovery string
 	times    *fileTimes // per-file modification times (libtimes.go)
@@ -57,7 +57,7 @@ type Writes struct {
 // stagingDir, keeping the bytes of failed commits under recoveryDir and the
 // times writers set under timesDir (the cache dir's layout, and what dead
 // mounts left there, are cmd's business).
-func NewWrites(lw *backend.LibraryWriter, stagingDir, recoveryDir, timesDir string) (*Writes, error) {
+func NewWrites(lw LibraryWriter, stagingDir, recoveryDir, timesDir string) (*Writes, error) {
 	w := &Writes{
 		lw:          lw,
 		staging:     stagingDir,
@@ -326,7 +326,7 @@ func (sf *staged) truncateLocal(size int64) (stop bool, err error) {
 	if size < sf.size {
 		sf.noStream = true
 		if size < sf.dropped || (sf.up != nil && sf.up.dropped > 0) {
-			sf.broken = backend.Errorf("truncate", sf.name, backend.ErrIO, "a truncate to %d bytes of a file whose first bytes were uploaded while it was written and are no longer here", size)
+			sf.broken = remote.Errorf("truncate", sf.name, remote.ErrIO, "a truncate to %d bytes of a file whose first bytes were uploaded while it was written and are no longer here", size)
 			return sf.up != nil, sf.broken
 		}
 		stop = sf.up != nil

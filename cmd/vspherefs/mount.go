@@ -20,6 +20,9 @@ import (
 	"time"
 
 	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/backend/guest"
+	"github.com/vspherefs/vspherefs/backend/library"
+	"github.com/vspherefs/vspherefs/backend/nfc"
 	"github.com/vspherefs/vspherefs/cache"
 	"github.com/vspherefs/vspherefs/fs"
 	"github.com/vspherefs/vspherefs/metrics"
@@ -78,7 +81,7 @@ func runMount(args []string) error {
 	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "disk for staging, spool and recovery; yours alone (refused if others can write it)")
 	fl.DurationVar(&f.ttl, "ttl", time.Second, "attribute and entry cache lifetime")
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "deadline of each API call, how long a transfer may stall, and how long unmounting waits for commits")
-	fl.IntVar(&f.maxTransfers, "max-transfers", backend.DefaultMaxTransfers, "disk transfers at once to each ESXi host, across all exports (the load one mount puts on a host)")
+	fl.IntVar(&f.maxTransfers, "max-transfers", nfc.DefaultMaxTransfers, "disk transfers at once to each ESXi host, across all exports (the load one mount puts on a host)")
 	fl.BoolVar(&f.readOnly, "read-only", false, "refuse every write with EROFS")
 	fl.StringVar(&f.libraryDatastore, "library-datastore", "", "datastore of libraries made by mkdir (default: the first that fits)")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users see the mount")
@@ -123,10 +126,10 @@ func runMount(args []string) error {
 			return usagef("--spool-size %q: %v", f.spoolSize, err)
 		}
 	}
-	if _, err := backend.NewGuestLogins(f.guestLogin, ""); err != nil {
+	if _, err := guest.NewGuestLogins(f.guestLogin, ""); err != nil {
 		return usagef("--guest-login: %v", err)
 	}
-	logins, err := backend.NewGuestLogins(f.guestLogin, f.guestLoginFile)
+	logins, err := guest.NewGuestLogins(f.guestLogin, f.guestLoginFile)
 	if err != nil {
 		return usagef("--guest-login-file: %v", err)
 	}
@@ -154,7 +157,7 @@ func runMount(args []string) error {
 		}
 		if f.guestLogin == "" {
 			f.guestLogin = sim.GuestLoginString() // what the simulated guests accept
-			logins, _ = backend.NewGuestLogins(f.guestLogin, f.guestLoginFile)
+			logins, _ = guest.NewGuestLogins(f.guestLogin, f.guestLoginFile)
 		}
 		defer s.Close()
 		ca, err := s.CertificateFile()
@@ -194,7 +197,7 @@ func runMount(args []string) error {
 	}
 	defer conn.Close(ctx)
 	if !f.readOnly && f.libraryDatastore != "" {
-		if _, err := backend.PickDatastore(ctx, conn, f.libraryDatastore, 0); err != nil {
+		if _, err := library.PickDatastore(ctx, conn, f.libraryDatastore, 0); err != nil {
 			return fmt.Errorf("--library-datastore %s: %w", f.libraryDatastore, err)
 		}
 	}
@@ -208,32 +211,32 @@ func runMount(args []string) error {
 	if idle <= 0 {
 		idle = time.Minute
 	}
-	downloads := backend.NewDownloads(conn, idle)
+	downloads := library.NewDownloads(conn, idle)
 	defer downloads.Close()
 
 	// Export spools live under --cache-dir while mounted; Close aborts any
 	// export still running (no lease outlives the mount) and removes them.
-	exports, err := backend.NewExports(conn, filepath.Join(cd.Spool, "exports"), f.ttl)
+	exports, err := nfc.NewExports(conn, filepath.Join(cd.Spool, "exports"), f.ttl)
 	if err != nil {
 		return fmt.Errorf("--cache-dir: %w", err)
 	}
 	defer exports.Close()
-	exports.Transfers = backend.NewTransfers(f.maxTransfers)
+	exports.Transfers = nfc.NewTransfers(f.maxTransfers)
 
 	var writes *fs.Writes
 	if !f.readOnly {
-		lw := backend.NewLibraryWriter(conn)
+		lw := library.NewLibraryWriter(conn)
 		// Update sessions a killed mount with this cache dir left open are
 		// ended now; this mount's own are recorded there while open.
 		if err := lw.TrackSessions(ctx, filepath.Join(cd.Root, "sessions")); err != nil {
 			return fmt.Errorf("--cache-dir: %w", err)
 		}
 		defer lw.Close()
-		if writes, err = fs.NewWrites(lw, cd.Staging, cd.Recovery, cd.Times); err != nil {
+		if writes, err = fs.NewWrites(libraryWriterFS{lw}, cd.Staging, cd.Recovery, cd.Times); err != nil {
 			return fmt.Errorf("--cache-dir: %w", err)
 		}
 		writes.PickDatastore = func(ctx context.Context) (string, error) {
-			return backend.PickDatastore(ctx, conn, f.libraryDatastore, 0)
+			return library.PickDatastore(ctx, conn, f.libraryDatastore, 0)
 		}
 	}
 	// Test knobs: how soon the guest inode table is swept.
@@ -242,9 +245,9 @@ func runMount(args []string) error {
 	var guestCommits, passthrough atomic.Int64
 	committing := func() bool { return writes.Busy() || guestCommits.Load() > 0 }
 	server, err := fs.Mount(mountpoint, fs.Options{
-		Catalog:   backend.NewCatalog(conn, f.ttl),
-		Downloads: downloads,
-		Guests:    backend.NewGuests(conn, logins, f.ttl),
+		Catalog:   library.NewCatalog(conn, f.ttl),
+		Downloads: downloadsFS{downloads},
+		Guests:    guestsFS{guest.NewGuests(conn, logins, f.ttl)},
 		Cache:     blocks,
 		TTL:       f.ttl,
 		ReadOnly:  f.readOnly,
@@ -254,8 +257,9 @@ func runMount(args []string) error {
 		StagingDir:  cd.Staging,
 		RecoveryDir: cd.Recovery,
 
-		Exports: exports,
-		Spaces:  backend.NewSpaces(conn, f.ttl),
+		Exports:       exports,
+		OpenDiskImage: openDiskImage,
+		Spaces:        backend.NewSpaces(conn, f.ttl),
 
 		GuestCommits: &guestCommits,
 		Passthrough:  &passthrough,
