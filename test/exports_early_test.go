@@ -163,7 +163,8 @@ func TestExportsFailAfterServed(t *testing.T) {
 	s := sim.StartT(t)
 	vm := simVM(t, s, exportVM, true)
 	addSmallDisk(t, vm, "small", 40<<20)
-	m := mount(t, s)
+	// One disk at a time: disk 0 is served while disk 1 still transfers.
+	m := mount(t, s, "--max-transfers", "1")
 	pkg := m.Path("exports", exportVM)
 	vmdk0 := filepath.Join(pkg, exportVM+"-disk-0.vmdk")
 
