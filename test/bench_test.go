@@ -93,6 +93,11 @@ func BenchmarkLibraryRead(b *testing.B) {
 			if dir := os.Getenv("BENCH_CPUPROFILE"); dir != "" {
 				b.Setenv("VSPHEREFS_CPUPROFILE", filepath.Join(dir, map[bool]string{false: "stream", true: "ranged"}[ranges]+".pprof"))
 			}
+			// BENCH_MOUNT_GOGC sets GOGC for the mount process only (read
+			// at its start; this process keeps its own).
+			if v := os.Getenv("BENCH_MOUNT_GOGC"); v != "" {
+				b.Setenv("GOGC", v)
+			}
 			m := mount(b, s, "--cache-size", "512MiB")
 			p := m.Path("libraries", "bench", "file", "data.bin")
 			shm := filepath.Join("/dev/shm", fmt.Sprintf("vspherefs-bench-%d", os.Getpid()))
