@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"hash"
 	"io"
 	"net/url"
@@ -34,6 +35,7 @@ type Stream struct {
 	n            int64
 	sum          hash.Hash
 	idle         time.Duration           // no byte taken for this long while some wait: the PUT failed
+	ctx          context.Context         // the PUT's: its cause says whether it stalled
 	cancel       context.CancelCauseFunc // ends the PUT
 	lastRead     atomic.Int64            // unix nanos of the PUT's last read of the body
 }
@@ -91,13 +93,14 @@ func (w *LibraryWriter) StartStream(ctx context.Context, itemID, name string) (*
 	}
 	s.lastRead.Store(time.Now().UnixNano())
 	ctx, s.cancel = context.WithCancelCause(ctx)
+	s.ctx = ctx
 	go func() {
 		p := soap.DefaultUpload
 		p.ContentLength = -1 // chunked: the size is known at the end
 		p.Headers = map[string]string{"vmware-api-session-id": lm.SessionID()}
 		err := lm.Upload(ctx, streamBody{pr, s}, pu, &p)
-		if err != nil && errors.Is(context.Cause(ctx), errStalled) {
-			err = Errorf("PUT", on, ErrIO, "%v for %s", errStalled, s.idle)
+		if err != nil && s.stalled() {
+			err = s.stallErr()
 		}
 		if err == nil {
 			pr.CloseWithError(io.ErrClosedPipe) // the server answered before the end: later writes fail
@@ -118,10 +121,25 @@ func (s *Stream) Write(p []byte) (int, error) {
 	s.sum.Write(p[:n])
 	s.n += int64(n)
 	if err != nil {
+		if s.stalled() {
+			return n, s.stallErr()
+		}
 		return n, newError("PUT", s.on, ErrIO, err)
 	}
 	return n, nil
 }
+
+// stalled says whether the PUT was ended for taking no byte for s.idle.
+func (s *Stream) stalled() bool { return errors.Is(context.Cause(s.ctx), errStalled) }
+
+// stallErr is the failure of a stalled PUT, worded as a staged PUT's stall.
+func (s *Stream) stallErr() *Error {
+	return &Error{Call: "PUT", On: s.on, Kind: ErrIO, Err: errStalled, Fault: fmt.Sprintf("%v for %s (--timeout)", errStalled, s.idle)}
+}
+
+// IsStalled says whether err is an upload that took no byte for the
+// --timeout (a stall is not tried again: it already took the deadline).
+func IsStalled(err error) bool { return errors.Is(err, errStalled) }
 
 // Sent is the number of bytes the PUT has taken.
 func (s *Stream) Sent() int64 { return s.n }
@@ -169,7 +187,10 @@ func (s *Stream) endPut() error {
 func (s *Stream) Finish(ctx context.Context, remove []string) error {
 	w := s.w
 	if err := s.endPut(); err != nil {
-		e := newError("PUT", s.on, ErrIO, err)
+		var e *Error
+		if !errors.As(err, &e) {
+			e = newError("PUT", s.on, ErrIO, err)
+		}
 		if fi := w.fileState(ctx, s.sid, s.on, s.name); fi != nil && fi.ErrorMessage != nil {
 			e.Fault += " (" + fi.Status + ": " + fi.ErrorMessage.DefaultMessage + ")"
 		}

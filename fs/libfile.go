@@ -300,7 +300,7 @@ func (h *stagedHandle) Write(ctx context.Context, data []byte, off int64) (uint3
 	if !h.write {
 		return 0, syscall.EBADF
 	}
-	n, err := h.f.fs.Writes.write(h.sf, data, off, h.append, h.f.StableAttr().Ino)
+	n, err := h.f.fs.Writes.write(ctx, h.sf, data, off, h.append, h.f.StableAttr().Ino)
 	if err != nil {
 		return uint32(n), toErrno(h.f.fs.Log, h.f.path(), err)
 	}
@@ -341,7 +341,7 @@ func (h *stagedHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 		return 0
 	}
 	if h.sf.streaming() {
-		return h.f.fs.Writes.syncStream(h.sf)
+		return h.f.fs.Writes.syncStream(ctx, h.sf)
 	}
 	return h.commit(ctx)
 }

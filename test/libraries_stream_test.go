@@ -32,7 +32,6 @@ func tmpfsDir(t *testing.T, size string) string {
 // the bytes equal; the server changes only at close. (1 GiB took three
 // minutes of the suite under -race and proves no more.)
 func TestStreamedUpload(t *testing.T) {
-	t.Setenv("VSPHEREFS_STREAM_AFTER", "4194304") // streaming is opt-in (fs/staging.go)
 	s := sim.StartT(t)
 	cache := tmpfsDir(t, "64m")
 	m := mount(t, s, "--cache-dir", cache, "--cache-size", "16MiB")
@@ -74,7 +73,6 @@ func TestStreamedUpload(t *testing.T) {
 // already dropped fails with EIO and leaves the server's file as it was;
 // fsync of a streamed file waits for its bytes and commits nothing.
 func TestStreamedUploadFallback(t *testing.T) {
-	t.Setenv("VSPHEREFS_STREAM_AFTER", "4194304") // streaming is opt-in (fs/staging.go)
 	s := sim.StartT(t)
 	m := mount(t, s)
 	item := m.Path("libraries", "demo-library", "multi")
@@ -145,7 +143,6 @@ func TestStreamedUploadFallback(t *testing.T) {
 // bytes); one that breaks after bytes were dropped fails with EIO, the
 // server's file as it was, and one log line naming the path, call and fault.
 func TestStreamedUploadFails(t *testing.T) {
-	t.Setenv("VSPHEREFS_STREAM_AFTER", "4194304") // streaming is opt-in (fs/staging.go)
 	s := sim.StartT(t)
 	m := mount(t, s)
 	p := m.Path("libraries", "demo-library", "multi", "b.bin")
@@ -184,7 +181,6 @@ func TestStreamedUploadFails(t *testing.T) {
 // descriptor a shell shares with its children is committed at the last
 // close of all, once, with every byte.
 func TestStreamedUploadSharedDescriptor(t *testing.T) {
-	t.Setenv("VSPHEREFS_STREAM_AFTER", "4194304") // streaming is opt-in (fs/staging.go)
 	s := sim.StartT(t)
 	m := mount(t, s)
 	item := m.Path("libraries", "demo-library", "hello")

@@ -36,6 +36,7 @@ type mountFlags struct {
 	ttl, timeout                          time.Duration
 	readOnly, allowOther, debug           bool
 	libraryDatastore                      string
+	upload                                string // stream or staged
 }
 
 func envBool(name string) bool {
@@ -81,6 +82,7 @@ func runMount(args []string) error {
 	fl.StringVar(&f.libraryDatastore, "library-datastore", "", "datastore of libraries made by mkdir (default: the first that fits)")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users see the mount")
 	fl.BoolVar(&f.debug, "debug", false, "log every API call (never secrets)")
+	fl.StringVar(&f.upload, "upload", "stream", "library uploads: stream (a file written in order is sent while it is written) or staged (every file staged whole and sent with its checksum first)")
 	addOpsFlags(fl) // running as a service: logging.go
 	fl.Usage = func() {
 		fmt.Fprintf(fl.Output(), "Usage: vspherefs mount [flags] MOUNTPOINT\n")
@@ -222,6 +224,9 @@ func runMount(args []string) error {
 		if writes, err = fs.NewWrites(lw, cd.Staging, cd.Recovery, cd.Times); err != nil {
 			return fmt.Errorf("--cache-dir: %w", err)
 		}
+		if f.upload == "staged" {
+			writes.StreamAfter = 0 // checksum-first: every file staged whole
+		}
 		writes.PickDatastore = func(ctx context.Context) (string, error) {
 			return backend.PickDatastore(ctx, conn, f.libraryDatastore, 0)
 		}
@@ -326,6 +331,9 @@ func checkFlags(f mountFlags, args []string, set map[string]bool) error {
 	}
 	if f.timeout <= 0 {
 		return usagef("--timeout %v: must be positive", f.timeout)
+	}
+	if f.upload != "stream" && f.upload != "staged" {
+		return usagef("--upload %q: stream or staged", f.upload)
 	}
 	if f.readOnly && set["library-datastore"] {
 		return usagef("--read-only and --library-datastore conflict: a read-only mount makes no library")
