@@ -53,7 +53,7 @@ type upstream struct {
 	ending bool
 	ended  chan struct{}
 	result syscall.Errno
-	cond    *sync.Cond // on the staged file's mu
+	cond   *sync.Cond // on the staged file's mu
 }
 
 // write is a write through a handle: local, then the streamed upload is
