@@ -57,6 +57,7 @@ type FS struct {
 	Options
 	mounted time.Time
 	inos    guestInos
+	mnt     atomic.Pointer[mountIdent] // this mount, for descriptors' mnt_id (fdpeers.go); set once mounted
 }
 
 // root is the top directory: one folder per kind of content.
@@ -116,6 +117,7 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 	if err := server.WaitMount(); err != nil {
 		return nil, err // the caller removes a mount left half made
 	}
+	f.mnt.Store(newMountIdent(dir))
 	return server, nil
 }
 

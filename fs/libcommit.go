@@ -32,7 +32,7 @@ func (w *Writes) flush(ctx context.Context, sf *staged) (bool, syscall.Errno) {
 	}
 	if sf.streaming() {
 		w.mu.Unlock()
-		if anyoneKeepsWriter(sf.streamIno()) {
+		if anyoneKeepsWriter(w.fs.mnt.Load(), sf.streamIno()) {
 			return false, 0 // a dup of its descriptor elsewhere (a forked shell): its last close ends the upload
 		}
 		return w.streamWait(ctx, sf)
@@ -42,7 +42,7 @@ func (w *Writes) flush(ctx context.Context, sf *staged) (bool, syscall.Errno) {
 		w.keepFailed(sf, err) // once: later closes get EIO alone
 		return false, syscall.EIO
 	}
-	if st := sf.it.stream; st != nil && st != sf && !sf.unlinked && !sf.localOnly && sf.isDirty() && callerKeepsWriter(ctx, st.streamIno()) {
+	if st := sf.it.stream; st != nil && st != sf && !sf.unlinked && !sf.localOnly && sf.isDirty() && callerKeepsWriter(ctx, w.fs.mnt.Load(), st.streamIno()) {
 		// The closing process streams another file of this item, whose
 		// session the item has until that file is closed: waiting for it
 		// here would wait for ourselves. Committed right after it.

@@ -315,7 +315,7 @@ func (h *stagedHandle) Flush(ctx context.Context) syscall.Errno {
 	if !h.write {
 		return 0
 	}
-	if callerKeepsWriter(ctx, h.f.StableAttr().Ino) {
+	if callerKeepsWriter(ctx, h.f.fs.mnt.Load(), h.f.StableAttr().Ino) {
 		return 0
 	}
 	return h.commit(ctx)
