@@ -88,6 +88,7 @@ func (w *Writes) keepFailed(sf *staged, cause error) {
 	var be *backend.Error
 	if errors.As(cause, &be) {
 		call, fault = be.Call, be.Fault
+		be.Reported() // this is its log line: the syscalls it fails add none
 	}
 	rec, err := w.recover(itemPath, name, sf, "commit failed", call, fault)
 	if err != nil {

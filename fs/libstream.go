@@ -66,6 +66,9 @@ func (w *Writes) write(ctx context.Context, sf *staged, data []byte, off int64, 
 		w.stopStream(sf)
 	}
 	if err != nil {
+		if err == sf.brokenNow() {
+			w.keepFailed(sf, err) // the one log line of this failure, with the recovery
+		}
 		return n, err
 	}
 	if start {
@@ -102,7 +105,12 @@ func (w *Writes) write(ctx context.Context, sf *staged, data []byte, off int64, 
 		// next writes and the close get EIO, and what is here goes to
 		// recovery/ (keepFailed). This write's bytes are stored: kept.
 		w.stopStream(sf)
-		if !fatal {
+		if fatal {
+			// Every byte accepted is here now (this write's included, and
+			// none after it): kept at once, logged once; the next writes
+			// and the close return EIO without another line.
+			w.keepFailed(sf, sf.brokenNow())
+		} else {
 			w.log().Debug("streamed upload failed; the file is staged instead", "path", sf.it.path+"/"+EncodeName(sf.name), "fault", broke.Error())
 		}
 	}

@@ -309,6 +309,9 @@ func (w *Writes) truncate(sf *staged, size int64) error {
 	if stop {
 		w.stopStream(sf)
 	}
+	if err != nil && err == sf.brokenNow() {
+		w.keepFailed(sf, err)
+	}
 	return err
 }
 

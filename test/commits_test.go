@@ -78,20 +78,26 @@ func TestCommitStallKillable(t *testing.T) {
 	// (instead of at once) is caught by the 1.5s check below.
 	const timeout = 5 * time.Second
 	m := mount(t, s, "--timeout", timeout.String(), "--guest-login", sim.GuestLoginString())
-	data := randBytes(11, 32<<20)
-	src := filepath.Join(t.TempDir(), "src.bin")
-	if err := os.WriteFile(src, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	staged := mount(t, s, "--timeout", timeout.String(), "--upload", "staged")
 	id := itemID(t, s, "demo-library", "hello")
 	for _, c := range []struct {
 		name, dst, logged string
+		on                *Mount
+		size              int
 		inject            func()
 	}{
-		{"library", m.Path("libraries", "demo-library", "hello", "stall.bin"), "hello/stall.bin", func() { s.Updates.FailNext(sim.StallPut) }},
-		{"guest", m.Path("vms", guestVM, "tmp", "stall.bin"), "/tmp/stall.bin", func() { s.Guest.StallNextPut(time.Minute) }},
+		// Staged whole: the PUT starts at close and stalls halfway.
+		{"library", staged.Path("libraries", "demo-library", "hello", "stall.bin"), "hello/stall.bin", staged, 32 << 20, func() { s.Updates.SetStallAfter(-1); s.Updates.FailNext(sim.StallPut) }},
+		// Streamed, every byte still here: the PUT stalls while cp is in close.
+		{"library-streamed", m.Path("libraries", "demo-library", "hello", "stall2.bin"), "hello/stall2.bin", m, 6 << 20, func() { s.Updates.SetStallAfter(0); s.Updates.FailNext(sim.StallPut) }},
+		{"guest", m.Path("vms", guestVM, "tmp", "stall.bin"), "/tmp/stall.bin", m, 32 << 20, func() { s.Guest.StallNextPut(time.Minute) }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			data := randBytes(11, c.size)
+			src := filepath.Join(t.TempDir(), "src.bin")
+			if err := os.WriteFile(src, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
 			c.inject()
 			cmd := exec.Command("cp", src, c.dst)
 			if err := cmd.Start(); err != nil {
@@ -103,7 +109,7 @@ func TestCommitStallKillable(t *testing.T) {
 			for !inSyscall(cmd.Process.Pid, syscall.SYS_CLOSE) {
 				if time.Now().After(deadline) {
 					_ = cmd.Process.Kill()
-					t.Fatalf("cp never blocked in close()\n%s", m.Log())
+					t.Fatalf("cp never blocked in close()\n%s", c.on.Log())
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
@@ -117,9 +123,9 @@ func TestCommitStallKillable(t *testing.T) {
 				t.Fatalf("writer blocked in close() survived SIGKILL for 1.5s\n%s", m.Log())
 			}
 			// The commit fails by itself, within about the deadline.
-			line := waitLine(m, 3*timeout, c.logged, "no data received", "PUT")
+			line := waitLine(c.on, 3*timeout, c.logged, "no data received", "PUT")
 			if line == "" {
-				t.Fatalf("no log line for the stalled commit of %s\n%s", c.logged, m.Log())
+				t.Fatalf("no log line for the stalled commit of %s\n%s", c.logged, c.on.Log())
 			}
 			t.Logf("failed %v after the kill: %s", time.Since(killed).Round(time.Millisecond), line)
 			rec := logValue(line, "recovery")
@@ -134,6 +140,7 @@ func TestCommitStallKillable(t *testing.T) {
 			}
 		})
 	}
+	staged.Unmount(t)
 	m.Unmount(t)
 }
 

@@ -195,3 +195,48 @@ func TestStreamedUploadSharedDescriptor(t *testing.T) {
 		t.Fatalf("%d sessions, want 1", n)
 	}
 }
+
+// TestStreamedUploadStallWhileWriting: a streamed PUT the server stops
+// reading while the writer is still writing fails within about --timeout:
+// the writer gets EIO (no staged retry: the stall took the deadline), the
+// bytes it wrote are in recovery/ with their origin, one log line names the
+// path, the PUT and the fault, and the item is unchanged with no session left.
+func TestStreamedUploadStallWhileWriting(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s, "--timeout", "2s")
+	data := randBytes(21, 32<<20)
+	src := filepath.Join(t.TempDir(), "src.bin")
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.Updates.SetStallAfter(0)
+	s.Updates.FailNext(sim.StallPut)
+	out, err := exec.Command("cp", src, m.Path("libraries", "demo-library", "hello", "stalled.bin")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Input/output error") {
+		t.Fatalf("cp through a stalled streamed PUT: %v %s", err, out)
+	}
+	var lines []string
+	for _, l := range strings.Split(m.Log(), "\n") {
+		if strings.Contains(l, "level=ERROR") && strings.Contains(l, "hello/stalled.bin") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], "call=PUT") || !strings.Contains(lines[0], "no data received") {
+		t.Fatalf("want one log line naming the PUT and the stall, got %d:\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+	rec := logValue(lines[0], "recovery")
+	got, err := os.ReadFile(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := indexEntry(t, m.CacheDir, rec)
+	if e["origin"] != "libraries/demo-library/hello/stalled.bin" || e["offset"] != nil || len(got) < 4<<20 || !bytes.Equal(got, data[:len(got)]) {
+		t.Fatalf("recovered %d bytes (INDEX %v): want the start of what cp wrote, at least 4 MiB", len(got), e)
+	}
+	if _, err := s.Download(ctx(t), "demo-library", "hello", "stalled.bin"); err == nil {
+		t.Fatal("the item has the file")
+	}
+	if a := s.Updates.Active(itemID(t, s, "demo-library", "hello")); len(a) != 0 {
+		t.Fatalf("sessions left active: %v", a)
+	}
+}
