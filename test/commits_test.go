@@ -73,6 +73,7 @@ func waitLine(m *Mount, d time.Duration, text ...string) string {
 // no update session stays active, and the mount unmounts cleanly. Library
 // and guest trees.
 func TestCommitStallKillable(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	// Long enough that a writer which only dies when the commit fails
 	// (instead of at once) is caught by the 1.5s check below.
@@ -147,6 +148,7 @@ func TestCommitStallKillable(t *testing.T) {
 // TestCommitEndsSessionsWhenFailCancelFail: a failed commit whose fail and
 // cancel calls fail too does not lock the item: the next write works.
 func TestCommitEndsSessionsWhenFailCancelFail(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--timeout", "2s")
 	id := itemID(t, s, "demo-library", "hello")
@@ -179,6 +181,7 @@ func TestCommitEndsSessionsWhenFailCancelFail(t *testing.T) {
 // server's idle expiry of update sessions succeeds (keep-alive), on a
 // simulator where a transfer in flight is no activity.
 func TestCommitSlowSurvivesExpiry(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--timeout", "5s")
 	s.Updates.SetExpiry(500 * time.Millisecond)
@@ -201,6 +204,7 @@ func TestCommitSlowSurvivesExpiry(t *testing.T) {
 // update session ACTIVE; the next mount with that cache dir ends it (seen
 // through govmomi's session list) and recovers the bytes.
 func TestKilledMountSessionEnded(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	cacheDir := t.TempDir()
 	m := mount(t, s, "--cache-dir", cacheDir)
@@ -300,6 +304,7 @@ func TestKilledMountSessionEnded(t *testing.T) {
 // TestVMsPutRetried: a guest PUT that is reset, or answered 503, is tried
 // again with a fresh transfer URL, and the write succeeds.
 func TestVMsPutRetried(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--guest-login", sim.GuestLoginString())
 	for i, inject := range []func(){
@@ -328,6 +333,7 @@ func TestVMsPutRetried(t *testing.T) {
 // every byte still here, and streamed after its start was sent and dropped
 // (then recovery holds the rest, and INDEX says from which offset).
 func TestUnmountDuringStalledCommit(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name    string
 		args    []string
@@ -413,6 +419,7 @@ func TestUnmountDuringStalledCommit(t *testing.T) {
 // close() short: the kernel interrupts the request, the writer is not dying,
 // so close() returns the commit's outcome (0), not EINTR.
 func TestSignalledCloseWaits(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s)
 	bin := filepath.Join(t.TempDir(), "sigclose")

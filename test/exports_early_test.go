@@ -52,6 +52,7 @@ func dirents(t *testing.T, dir string) (names []string, inos []uint64) {
 // The disks come first in readdir and in inode order (cp and tar copy in
 // inode order).
 func TestExportsDiskEarly(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	vm := simVM(t, s, exportVM, true)
 	addSmallDisk(t, vm, "small", 40<<20)
@@ -157,6 +158,7 @@ func TestExportsDiskEarly(t *testing.T) {
 // (the next disk disagrees with the manifest) is no longer served: reads of
 // an open file fail with EIO, the log says why, and a new stat fails too.
 func TestExportsFailAfterServed(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	vm := simVM(t, s, exportVM, true)
 	addSmallDisk(t, vm, "small", 40<<20)

@@ -60,6 +60,7 @@ func noSessionsAfterUnmount(t *testing.T, s *sim.Server, m *Mount) {
 // the guest tree, which used to block forever. A new open then reads the
 // right bytes.
 func TestFaultStallOneDeadline(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, rule, path, logName string
 		ranges                    bool
@@ -110,6 +111,7 @@ func TestFaultStallOneDeadline(t *testing.T) {
 // idempotent calls (prepare, InitiateFileTransferFromGuest, ListFilesInGuest,
 // SOAP reads) are retried with backoff: reads give the right bytes.
 func TestFaultRetries(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name   string
 		rules  []string
@@ -165,6 +167,7 @@ func TestFaultRetries(t *testing.T) {
 // try), the read fails with EIO, never ECONNRESET or another socket errno,
 // within about one --timeout, and says so in the log.
 func TestFaultExhaustedIsEIO(t *testing.T) {
+	t.Parallel()
 	for _, rule := range []string{libData + "=503", libData + "=reset", libData + "=refuse", guestGet + "=reset-after:100KiB"} {
 		t.Run(strings.SplitN(rule, "=", 2)[1], func(t *testing.T) {
 			s := sim.StartT(t)
@@ -192,6 +195,7 @@ func TestFaultExhaustedIsEIO(t *testing.T) {
 // TestFaultHungServer: a vCenter that stops answering makes ls wait one
 // --timeout and fail with EIO, not hang or wait twice.
 func TestFaultHungServer(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--timeout", faultTimeout.String(), "--guest-login", "root:vmware", "--ttl", "1ms")
 	addFault(t, s, "POST /sdk=hang")
@@ -244,6 +248,7 @@ func TestFaultHungServer(t *testing.T) {
 // transfer ends it at once (not when --timeout fires), and the transfer,
 // which no one else waits for, is cancelled.
 func TestFaultSignalCancelsTransfer(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct{ name, rule, path string }{
 		{"library", libData + "=stall-after:1MiB", "libraries/demo-library/multi/b.bin"},
 		{"guest", guestGet + "=stall-after:256KiB", "vms/" + guestVM + guestBlob},
@@ -292,6 +297,7 @@ func TestFaultSignalCancelsTransfer(t *testing.T) {
 // lease, completed, the right disk; reset on every try, the export fails
 // with EIO and its lease is aborted.
 func TestFaultExportDiskRetried(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	vm := simVM(t, s, exportVM, true)
 	m := mount(t, s, "--timeout", "10s")
@@ -349,6 +355,7 @@ while True:
 // TestFaultSignalEINTR: a handled signal to a reader blocked on a stalled
 // transfer makes read(2) return EINTR at once; the process goes on.
 func TestFaultSignalEINTR(t *testing.T) {
+	t.Parallel()
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Fatal("python3 is needed for this test")
 	}

@@ -1,6 +1,11 @@
 // Package test holds the integration tests: each mounts the real vspherefs
 // binary (built with -race) in a child process against the embedded
 // simulator, and drives the mount with the syscalls and tools users use.
+//
+// Tests that mostly wait on deadlines (stalls, timeouts, signals) call
+// t.Parallel: Go runs them after the sequential tests, at most -parallel
+// (GOMAXPROCS) at a time, so they never overlap a test that sets the
+// environment (t.Setenv) or drops the kernel's caches.
 package test
 
 import (

@@ -202,6 +202,7 @@ func TestStreamedUploadSharedDescriptor(t *testing.T) {
 // bytes it wrote are in recovery/ with their origin, one log line names the
 // path, the PUT and the fault, and the item is unchanged with no session left.
 func TestStreamedUploadStallWhileWriting(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--timeout", "2s")
 	data := randBytes(21, 32<<20)

@@ -422,6 +422,7 @@ func TestPrepareError(t *testing.T) {
 
 // TestInterruptBlockedRead: Ctrl-C on a read blocked on the network returns.
 func TestInterruptBlockedRead(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s)
 	s.Library.SetDelay(time.Hour)
@@ -465,6 +466,7 @@ func TestRelogin(t *testing.T) {
 // TestStalledTransfer: a download that sends nothing for --timeout fails the
 // read with EIO and a log line; the next read starts a new transfer.
 func TestStalledTransfer(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--timeout", "2s")
 	s.Library.SetDelay(time.Hour)
@@ -557,6 +559,7 @@ func TestRangedRandomRead(t *testing.T) {
 // TestIdleSessionDeleted: a download session is kept while a reader uses it
 // and deleted once idle, while the mount goes on.
 func TestIdleSessionDeleted(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	pass, _ := s.URL.User.Password()
 	ca, _ := s.CertificateFile()

@@ -773,6 +773,7 @@ func TestCrashedMountRescue(t *testing.T) {
 // TestWriteCloseInterrupted: Ctrl-C on a process blocked in close() while its
 // commit uploads does not lose the commit: the item gets the new file.
 func TestWriteCloseInterrupted(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s)
 	src := filepath.Join(t.TempDir(), "src.bin")

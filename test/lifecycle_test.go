@@ -63,6 +63,7 @@ func demoBytes(t testing.TB, path string, size int64) []byte {
 // writing, with the garbage collector forced all the time: neither touches
 // the other's spool or staged files, and both commit their writes.
 func TestCacheDirShared(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	cacheDir := t.TempDir()
 	env, ca := simEnv(t, s, "VSPHEREFS_TEST_GC=10ms")
@@ -281,6 +282,7 @@ func TestLibraryDatastoreChecked(t *testing.T) {
 // mount promptly, exit 0, with the mount detached (never dead) and the
 // holder named in the log.
 func TestSigtermWithOpenFile(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s)
 	p := m.Path("libraries", "demo-library", "hello", "hello.txt")
@@ -308,6 +310,7 @@ func TestSigtermWithOpenFile(t *testing.T) {
 // (it waits for the commit); a second one stops the wait, the mount is
 // detached and the bytes are kept in recovery/.
 func TestSecondSignalForces(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s)
 	s.Updates.SetPutDelay(8 * time.Second) // longer than the test takes to send both signals

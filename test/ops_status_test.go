@@ -49,6 +49,7 @@ func findTransfer(s status.Snapshot, name string) *status.Transfer {
 // growing, and is gone once it is over; the mount's identity, API call counts
 // and sessions are there too.
 func TestOpsStatusShowsGrowingTransfer(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	s.Library.SetRate(2 << 20) // 64 MiB would take half a minute
 	defer s.Library.SetRate(0)
@@ -172,6 +173,7 @@ func TestOpsStatusShowsGrowingTransfer(t *testing.T) {
 // with the ESXi host and the URL path of its transfer; the text form names
 // it too.
 func TestOpsStatusShowsGuestTransfer(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	s.Guest.SetRate(128 << 10) // the 1 MiB blob takes about 8s
 	defer s.Guest.SetRate(0)
@@ -255,6 +257,7 @@ func scrape(t *testing.T, addr string) map[string]float64 {
 
 // The metrics' counters move after a read and after a write.
 func TestOpsMetricsMoveAfterReadAndWrite(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	addr := freePort(t)
 	m := mount(t, s, "--metrics", addr, "--guest-login", sim.GuestLoginString())
@@ -321,6 +324,7 @@ func keys(m map[string]float64) []string {
 // and its disk's transfer, by the disk's file (here held by a stall until
 // --timeout fails it).
 func TestOpsStatusShowsExport(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	simVM(t, s, exportVM, true)
 	m := mount(t, s, "--timeout", "4s")

@@ -534,6 +534,7 @@ func putGuestFile(t testing.TB, s *sim.Server, p string, size int64) []byte {
 // (past its 10 minutes) is replaced by a new transfer, never reused, and
 // the reader gets every byte.
 func TestVMsURLExpiresDuringRead(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--guest-login", sim.GuestLoginString())
 	want := putGuestFile(t, s, "/tmp/slow.bin", 3<<20)
@@ -583,6 +584,7 @@ func TestVMsConcurrentBigReaders(t *testing.T) {
 // TestVMsSessionLost: after the vCenter ends the mount's session, guest
 // reads and writes log in again and work.
 func TestVMsSessionLost(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--guest-login", sim.GuestLoginString())
 	if _, err := os.ReadDir(m.Path("vms", guestVM, "etc")); err != nil {
@@ -633,6 +635,7 @@ func TestVMsOddGuestNames(t *testing.T) {
 // TestVMsCloseInterrupted: Ctrl-C on a process blocked in close() (the
 // commit's PUT is slow) does not lose the commit: the guest gets the bytes.
 func TestVMsCloseInterrupted(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--guest-login", sim.GuestLoginString())
 	src := filepath.Join(t.TempDir(), "src.bin")

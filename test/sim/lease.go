@@ -33,6 +33,7 @@ type Exports struct {
 	created  atomic.Int64
 	timedOut atomic.Int64
 	served   atomic.Int64
+	firstGet atomic.Int64 // unix nanoseconds of the first disk transfer served
 	rate     atomic.Int64 // bytes/s per transfer; 0: no limit
 	corrupt  atomic.Bool
 }
@@ -67,6 +68,15 @@ func (x *Exports) LeasesTimedOut() int { return int(x.timedOut.Load()) }
 
 // BytesServed counts the disk bytes sent through export leases.
 func (x *Exports) BytesServed() int64 { return x.served.Load() }
+
+// FirstTransfer is when the first disk transfer started, or the zero time:
+// tests measure a stall from there, not from a lease prepared under load.
+func (x *Exports) FirstTransfer() time.Time {
+	if n := x.firstGet.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
 
 // ActiveLeases counts the leases still initializing or ready: the ones that
 // a well-behaved client must have completed or aborted when it is done.

@@ -59,10 +59,18 @@ type Server struct {
 	closeOnce sync.Once
 }
 
+// createMu serialises vcsim's Model.Create, which writes package-level
+// state (simulator.EvalLicense) and so races with another Create: tests
+// start simulators in parallel.
+var createMu sync.Mutex
+
 // Start creates the inventory, starts the HTTPS server and, if asked, the demo content.
 func Start(opts Options) (*Server, error) {
 	model := simulator.VPX()
-	if err := model.Create(); err != nil {
+	createMu.Lock()
+	err := model.Create()
+	createMu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	login := opts.Login
@@ -117,7 +125,6 @@ func Start(opts Options) (*Server, error) {
 	s.vapi, _ = mux.Handler(&http.Request{Method: http.MethodGet, URL: &url.URL{Path: rest.Path + "/"}})
 	// Extensions that need vcsim's vAPI handler register once it exists
 	// (before anything can connect: Start has not returned).
-	var err error
 	if s.Updates, err = newUpdateSessions(s); err != nil {
 		s.Close()
 		return nil, err
