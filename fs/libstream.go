@@ -201,6 +201,10 @@ func (w *Writes) startStream(sf *staged, ino uint64) {
 	}
 	up := &upstream{s: s, ino: ino, done: make(chan struct{}), ended: make(chan struct{}), cond: sync.NewCond(&sf.mu)}
 	sf.up = up
+	// The stream hashes what it sends; a second SHA-256 of the same bytes
+	// here would only serve a fallback to staging, whose commit hashes the
+	// file itself when it has no running hash.
+	sf.hash = nil
 	sf.mu.Unlock()
 	w.mu.Lock()
 	it.stream = sf
