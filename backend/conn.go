@@ -19,6 +19,8 @@ import (
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // Config says where and how to connect.
@@ -39,8 +41,8 @@ type Config struct {
 // Conn is a logged-in vCenter connection (SOAP and REST), kept alive, and
 // re-established once, transparently, when the server says NotAuthenticated.
 type Conn struct {
-	cfg  Config
-	soap *soap.Client
+	Config Config
+	SOAP   *soap.Client
 
 	mu   sync.RWMutex
 	vim  *vim25.Client
@@ -85,7 +87,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if cfg.Observer != nil {
 		sc.Client.Transport = cfg.Observer.Transport(sc.Client.Transport)
 	}
-	c := &Conn{cfg: cfg, soap: sc, stop: make(chan struct{})}
+	c := &Conn{Config: cfg, SOAP: sc, stop: make(chan struct{})}
 	if err := c.login(ctx); err != nil {
 		return nil, err
 	}
@@ -95,21 +97,21 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 }
 
 func (c *Conn) login(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, c.Config.Timeout)
 	defer cancel()
-	vc, err := vim25.NewClient(ctx, c.soap)
+	vc, err := vim25.NewClient(ctx, c.SOAP)
 	if err != nil {
-		return c.classify("ServiceContent", c.cfg.URL.Host, tlsHint(c.cfg.URL.Host, err))
+		return c.Classify("ServiceContent", c.Config.URL.Host, tlsHint(c.Config.URL.Host, err))
 	}
-	if err := session.NewManager(vc).Login(ctx, c.cfg.User); err != nil {
-		return c.classify("Login", c.cfg.URL.Host, err)
+	if err := session.NewManager(vc).Login(ctx, c.Config.User); err != nil {
+		return c.Classify("Login", c.Config.URL.Host, err)
 	}
 	rc := rest.NewClient(vc)
-	if c.cfg.Observer != nil { // library uploads go through the vAPI client
-		rc.Client.Client.Transport = c.cfg.Observer.Transport(rc.Client.Client.Transport)
+	if c.Config.Observer != nil { // library uploads go through the vAPI client
+		rc.Client.Client.Transport = c.Config.Observer.Transport(rc.Client.Client.Transport)
 	}
-	if err := rc.Login(ctx, c.cfg.User); err != nil {
-		return c.classify("cis/session:create", c.cfg.URL.Host, err)
+	if err := rc.Login(ctx, c.Config.User); err != nil {
+		return c.Classify("cis/session:create", c.Config.URL.Host, err)
 	}
 	c.mu.Lock()
 	c.vim, c.rest, c.lib = vc, rc, library.NewManager(rc)
@@ -126,13 +128,13 @@ func (c *Conn) relogin(ctx context.Context, gen int) error {
 	if cur != gen {
 		return nil
 	}
-	c.cfg.Log.Warn("session lost, logging in again", "server", c.cfg.URL.Host)
+	c.Config.Log.Warn("session lost, logging in again", "server", c.Config.URL.Host)
 	return c.login(ctx)
 }
 
 func (c *Conn) keepAlive() {
 	defer c.wg.Done()
-	t := time.NewTicker(c.cfg.KeepAlive)
+	t := time.NewTicker(c.Config.KeepAlive)
 	defer t.Stop()
 	for {
 		select {
@@ -182,17 +184,17 @@ func (c *Conn) Library() *library.Manager {
 }
 
 // HTTP is the HTTP client for transfers, with the connection's TLS settings.
-func (c *Conn) HTTP() *http.Client { return &c.soap.Client }
+func (c *Conn) HTTP() *http.Client { return &c.SOAP.Client }
 
 // Log is the connection's logger.
-func (c *Conn) Log() *slog.Logger { return c.cfg.Log }
+func (c *Conn) Log() *slog.Logger { return c.Config.Log }
 
 // Do runs one API call with the one deadline (--timeout) for the call and
 // all its retries: it logs in again once if the session was lost, retries
 // what is safe to retry (retry.go) with capped exponential backoff and
 // jitter, logs each try when debugging, and returns failures as *Error.
 func (c *Conn) Do(ctx context.Context, call, on string, fn func(ctx context.Context) error) error {
-	dctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	dctx, cancel := context.WithTimeout(ctx, c.Config.Timeout)
 	defer cancel()
 	relogged := false
 	for attempt := 0; ; attempt++ {
@@ -201,17 +203,17 @@ func (c *Conn) Do(ctx context.Context, call, on string, fn func(ctx context.Cont
 		c.mu.RUnlock()
 		start := time.Now()
 		err := fn(dctx)
-		if c.cfg.Observer != nil {
-			c.cfg.Observer.Call(call, time.Since(start), err)
+		if c.Config.Observer != nil {
+			c.Config.Observer.Call(call, time.Since(start), err)
 		}
-		if c.cfg.Debug {
-			c.cfg.Log.Debug("api", "call", call, "on", on, "try", attempt+1, "took", time.Since(start).Round(time.Microsecond), "err", errText(err))
+		if c.Config.Debug {
+			c.Config.Log.Debug("api", "call", call, "on", on, "try", attempt+1, "took", time.Since(start).Round(time.Microsecond), "err", ErrText(err))
 		}
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
-			return c.classify(call, on, err) // interrupted: EINTR
+			return c.Classify(call, on, err) // interrupted: EINTR
 		}
 		if !relogged && isNotAuthenticated(err) && dctx.Err() == nil {
 			relogged = true
@@ -220,7 +222,7 @@ func (c *Conn) Do(ctx context.Context, call, on string, fn func(ctx context.Cont
 			}
 			continue
 		}
-		if dctx.Err() == nil && retryable(call, err) && sleepCtx(dctx, backoff(attempt)) == nil {
+		if dctx.Err() == nil && retryable(call, err) && SleepCtx(dctx, Backoff(attempt)) == nil {
 			c.NoteRetry(call)
 			continue
 		}
@@ -231,14 +233,14 @@ func (c *Conn) Do(ctx context.Context, call, on string, fn func(ctx context.Cont
 // deadline classifies a failure, saying so when the one deadline ran out.
 func (c *Conn) deadline(call, on string, err error, dctx context.Context) error {
 	if dctx.Err() != nil && !errors.Is(err, context.Canceled) {
-		var be *Error
-		if errors.As(err, &be) && be.Kind != ErrIO {
+		var be *remote.Error
+		if errors.As(err, &be) && be.Kind != remote.ErrIO {
 			return err
 		}
-		return &Error{Call: call, On: on, Kind: ErrIO, Err: &opaque{err},
-			Fault: fmt.Sprintf("no answer within --timeout %s (%s)", c.cfg.Timeout, redact(err.Error()))}
+		return &remote.Error{Call: call, On: on, Kind: remote.ErrIO, Err: &opaque{err},
+			Fault: fmt.Sprintf("no answer within --timeout %s (%s)", c.Config.Timeout, redact(err.Error()))}
 	}
-	return c.classify(call, on, err)
+	return c.Classify(call, on, err)
 }
 
 // WithLogin runs a long call (a task, an export) with the SOAP client and no
@@ -257,7 +259,7 @@ func (c *Conn) WithLogin(ctx context.Context, fn func(vc *vim25.Client) error) e
 	return err
 }
 
-func errText(err error) string {
+func ErrText(err error) string {
 	if err == nil {
 		return ""
 	}
@@ -268,28 +270,28 @@ func isNotAuthenticated(err error) bool {
 	return rest.IsStatusError(err, http.StatusUnauthorized) || fault.Is(err, &types.NotAuthenticated{})
 }
 
-// classify turns an API error into an *Error of the right kind.
-func (c *Conn) classify(call, on string, err error) error {
-	var be *Error
+// Classify turns an API error into an *Error of the right kind.
+func (c *Conn) Classify(call, on string, err error) error {
+	var be *remote.Error
 	if errors.As(err, &be) {
 		return err
 	}
-	kind := ErrIO
+	kind := remote.ErrIO
 	switch {
 	case errors.Is(err, context.Canceled):
 		return err // the reader was interrupted: fs answers EINTR
 	case errors.Is(err, context.DeadlineExceeded):
-		kind = ErrIO
+		kind = remote.ErrIO
 	case rest.IsStatusError(err, http.StatusNotFound):
-		kind = ErrNotFound
+		kind = remote.ErrNotFound
 	case rest.IsStatusError(err, http.StatusUnauthorized), rest.IsStatusError(err, http.StatusForbidden):
-		kind = ErrPermission
+		kind = remote.ErrPermission
 	case soap.IsSoapFault(err) || soap.IsVimFault(err):
 		kind = faultKind(err)
 	default:
 		kind = vapiKind(err.Error())
 	}
-	return newError(call, on, kind, err)
+	return NewError(call, on, kind, err)
 }
 
 // faultKind maps a SOAP fault to an error kind, through the one table.
@@ -299,7 +301,7 @@ func faultKind(err any) error {
 			return m.kind
 		}
 	}
-	return ErrIO
+	return remote.ErrIO
 }
 
 var vapiType = regexp.MustCompile(`com\.vmware\.vapi\.std\.errors\.([a-z_]+)`)
@@ -313,17 +315,21 @@ func vapiKind(msg string) error {
 	}
 	switch {
 	case strings.Contains(msg, "not_found"), strings.Contains(msg, "404 Not Found"):
-		return ErrNotFound
+		return remote.ErrNotFound
 	case strings.Contains(msg, "already_exists"):
-		return ErrExists
+		return remote.ErrExists
 	case strings.Contains(msg, "unauthorized"), strings.Contains(msg, "unauthenticated"):
-		return ErrPermission
+		return remote.ErrPermission
 	case strings.Contains(msg, "resource_busy"), strings.Contains(msg, "resource_in_use"), strings.Contains(msg, "not_allowed_in_current_state"), strings.Contains(msg, "concurrent_change"):
-		return ErrBusy
+		return remote.ErrBusy
 	case strings.Contains(msg, "unsupported"):
-		return ErrUnsupported
+		return remote.ErrUnsupported
 	case strings.Contains(msg, "invalid_argument"):
-		return ErrInvalid
+		return remote.ErrInvalid
 	}
-	return ErrIO
+	return remote.ErrIO
 }
+
+// CallTimeout is the deadline of each API call (--timeout): uploads use it
+// as their progress deadline.
+func (c *Conn) CallTimeout() time.Duration { return c.Config.Timeout }

@@ -1,17 +1,14 @@
 package backend
 
 import (
-	"errors"
-
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // Kinds only guest files have.
-var (
-	ErrIsDir  = errors.New("is a directory")  // EISDIR: NotAFile where a directory is
-	ErrNotDir = errors.New("not a directory") // ENOTDIR
-)
+var ()
 
 // faultTable maps SOAP faults to kinds, for every call. It is matched with
 // fault.Is, which sees faults as they come off the wire (values such as
@@ -20,42 +17,42 @@ var faultTable = []struct {
 	fault types.BaseMethodFault
 	kind  error
 }{
-	{&types.InvalidGuestLogin{}, ErrPermission},
-	{&types.GuestPermissionDenied{}, ErrPermission},
-	{&types.InvalidPowerState{}, ErrHostDown},
-	{&types.GuestOperationsUnavailable{}, ErrHostDown},
-	{&types.FileNotFound{}, ErrNotFound},
-	{&types.ManagedObjectNotFound{}, ErrNotFound},
-	{&types.FileAlreadyExists{}, ErrExists},
-	{&types.DirectoryNotEmpty{}, ErrNotEmpty},
-	{&types.NotAFile{}, ErrIsDir},
-	{&types.NotADirectory{}, ErrNotDir},
-	{&types.FileNameTooLong{}, ErrInvalid},
-	{&types.InvalidArgument{}, ErrInvalid},
-	{&types.NoDiskSpace{}, ErrNoSpace},
-	{&types.FileTooLarge{}, ErrNoSpace},
-	{&types.OperationNotSupportedByGuest{}, ErrUnsupported},
-	{&types.OperationDisabledByGuest{}, ErrUnsupported},
-	{&types.GuestComponentsOutOfDate{}, ErrUnsupported},
-	{&types.TaskInProgress{}, ErrBusy},
-	{&types.InvalidLogin{}, ErrPermission},
-	{&types.NoPermission{}, ErrPermission},
-	{&types.NotAuthenticated{}, ErrPermission},
-	{&types.HostNotConnected{}, ErrHostDown},
-	{&types.NotFound{}, ErrNotFound},
-	{&types.DuplicateName{}, ErrExists},
-	{&types.AlreadyExists{}, ErrExists},
-	{&types.ResourceInUse{}, ErrBusy},
-	{&types.InvalidState{}, ErrBusy},
-	{&types.NotSupported{}, ErrUnsupported},
-	{&types.OutOfBounds{}, ErrNoSpace},
+	{&types.InvalidGuestLogin{}, remote.ErrPermission},
+	{&types.GuestPermissionDenied{}, remote.ErrPermission},
+	{&types.InvalidPowerState{}, remote.ErrHostDown},
+	{&types.GuestOperationsUnavailable{}, remote.ErrHostDown},
+	{&types.FileNotFound{}, remote.ErrNotFound},
+	{&types.ManagedObjectNotFound{}, remote.ErrNotFound},
+	{&types.FileAlreadyExists{}, remote.ErrExists},
+	{&types.DirectoryNotEmpty{}, remote.ErrNotEmpty},
+	{&types.NotAFile{}, remote.ErrIsDir},
+	{&types.NotADirectory{}, remote.ErrNotDir},
+	{&types.FileNameTooLong{}, remote.ErrInvalid},
+	{&types.InvalidArgument{}, remote.ErrInvalid},
+	{&types.NoDiskSpace{}, remote.ErrNoSpace},
+	{&types.FileTooLarge{}, remote.ErrNoSpace},
+	{&types.OperationNotSupportedByGuest{}, remote.ErrUnsupported},
+	{&types.OperationDisabledByGuest{}, remote.ErrUnsupported},
+	{&types.GuestComponentsOutOfDate{}, remote.ErrUnsupported},
+	{&types.TaskInProgress{}, remote.ErrBusy},
+	{&types.InvalidLogin{}, remote.ErrPermission},
+	{&types.NoPermission{}, remote.ErrPermission},
+	{&types.NotAuthenticated{}, remote.ErrPermission},
+	{&types.HostNotConnected{}, remote.ErrHostDown},
+	{&types.NotFound{}, remote.ErrNotFound},
+	{&types.DuplicateName{}, remote.ErrExists},
+	{&types.AlreadyExists{}, remote.ErrExists},
+	{&types.ResourceInUse{}, remote.ErrBusy},
+	{&types.InvalidState{}, remote.ErrBusy},
+	{&types.NotSupported{}, remote.ErrUnsupported},
+	{&types.OutOfBounds{}, remote.ErrNoSpace},
 }
 
-// guestFault classifies the faults of guest calls, and leaves NotAuthenticated
+// GuestFault classifies the faults of guest calls, and leaves NotAuthenticated
 // for Conn.Do, which answers it by logging in again.
-func guestFault(call, on string, err error) error {
+func GuestFault(call, on string, err error) error {
 	if err == nil || isNotAuthenticated(err) || !(soap.IsSoapFault(err) || soap.IsVimFault(err)) {
 		return err
 	}
-	return newError(call, on, faultKind(err), err)
+	return NewError(call, on, faultKind(err), err)
 }

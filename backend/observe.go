@@ -9,6 +9,7 @@ import (
 
 	"github.com/vmware/govmomi/vim25/soap"
 
+	"github.com/vspherefs/vspherefs/remote"
 	"github.com/vspherefs/vspherefs/status"
 )
 
@@ -34,7 +35,7 @@ func FaultName(err error) string {
 	case errors.Is(err, context.Canceled):
 		return "Canceled"
 	}
-	var be *Error
+	var be *remote.Error
 	if errors.As(err, &be) && be.Err != nil {
 		err = be.Err
 	}
@@ -74,7 +75,7 @@ type RetryObserver interface {
 // NoteRetry tells the connection's observer, if it counts them, that call
 // is being tried again (a 503, a reset): where the backend retries, it calls this.
 func (c *Conn) NoteRetry(call string) {
-	if r, ok := c.cfg.Observer.(RetryObserver); ok {
+	if r, ok := c.Config.Observer.(RetryObserver); ok {
 		r.Retry(call)
 	}
 }
@@ -90,7 +91,7 @@ type StepObserver interface {
 // for on; End it when it is over. Nil (which End and SetState take) when
 // the observer does not list steps.
 func (c *Conn) Step(ctx context.Context, kind, on, state string) *status.Live {
-	s, ok := c.cfg.Observer.(StepObserver)
+	s, ok := c.Config.Observer.(StepObserver)
 	if !ok {
 		return nil
 	}
@@ -98,4 +99,13 @@ func (c *Conn) Step(ctx context.Context, kind, on, state string) *status.Live {
 		on = o
 	}
 	return s.Step(kind, on, state)
+}
+
+// WithOrigin attaches origin, the mount path a transfer is for, to ctx
+// unless ctx has one already (status.WithOrigin).
+func WithOrigin(ctx context.Context, origin string) context.Context {
+	if origin == "" || status.Origin(ctx) != "" {
+		return ctx
+	}
+	return status.WithOrigin(ctx, origin)
 }

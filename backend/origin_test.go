@@ -22,7 +22,7 @@ func (o stepObserver) Step(kind, path, state string) *status.Live {
 // the call is on; without a step observer it is nil, and ending it is safe.
 func TestStepOrigin(t *testing.T) {
 	var tr status.Tracker
-	c := &Conn{cfg: Config{Observer: stepObserver{&tr}}}
+	c := &Conn{Config: Config{Observer: stepObserver{&tr}}}
 	ctx := status.WithOrigin(context.Background(), "libraries/l/i/f")
 	a := c.Step(ctx, "library prepare", "i/f", "preparing")
 	b := c.Step(context.Background(), "library commit", "item-id", "committing")
@@ -35,19 +35,4 @@ func TestStepOrigin(t *testing.T) {
 	none := (&Conn{}).Step(ctx, "library prepare", "i/f", "preparing")
 	none.SetState("x")
 	none.End()
-}
-
-// An export's disk transfers are for their files in the folder the export
-// was started from.
-func TestDiskOrigin(t *testing.T) {
-	for _, c := range []struct{ folder, want string }{
-		{"exports/vm", "exports/vm/vm-disk-1.vmdk"},
-		{"disks/vm", "disks/vm/disk-1.img"},
-		{"", ""},
-	} {
-		ctx := status.WithOrigin(context.Background(), c.folder)
-		if got := status.Origin(diskOrigin(ctx, 1, "vm-disk-1.vmdk")); got != c.want {
-			t.Errorf("folder %q: %q, want %q", c.folder, got, c.want)
-		}
-	}
 }

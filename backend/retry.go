@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strings"
 	"syscall"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/vmware/govmomi/vapi/rest"
 	"github.com/vmware/govmomi/view"
+
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // Retries: what is safe to try again, and how long to wait in between.
@@ -25,8 +28,8 @@ const (
 	retryCap  = 2 * time.Second
 )
 
-// backoff is the wait before retry number attempt (0 for the first retry).
-func backoff(attempt int) time.Duration {
+// Backoff is the wait before retry number attempt (0 for the first retry).
+func Backoff(attempt int) time.Duration {
 	d := retryBase << min(attempt, 10)
 	if d > retryCap || d <= 0 {
 		d = retryCap
@@ -34,8 +37,8 @@ func backoff(attempt int) time.Duration {
 	return d/2 + rand.N(d/2+1) // jitter, never less than half the step
 }
 
-// sleepCtx waits d, or less if ctx ends (and then says so).
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// SleepCtx waits d, or less if ctx ends (and then says so).
+func SleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -83,7 +86,7 @@ func retryable(call string, err error) bool {
 	if unprocessedOn503[call] && isStatus(err, http.StatusServiceUnavailable) {
 		return true
 	}
-	return idempotent[call] && transient(err)
+	return idempotent[call] && Transient(err)
 }
 
 // notSent reports failures the server cannot have acted on: the connection
@@ -92,11 +95,11 @@ func notSent(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED)
 }
 
-// transient reports failures worth another try: 503, a connection reset,
+// Transient reports failures worth another try: 503, a connection reset,
 // aborted or refused, a body cut short. Deadlines and cancellations are not:
 // the one deadline is spent.
-func transient(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errStalled) {
+func Transient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrStalled) {
 		return false
 	}
 	if isStatus(err, http.StatusServiceUnavailable) {
@@ -120,9 +123,9 @@ func isStatus(err error, code int) bool {
 	if rest.IsStatusError(err, code) {
 		return true
 	}
-	var he *httpStatus
+	var he *HTTPStatus
 	if errors.As(err, &he) {
-		return he.code == code
+		return he.Code == code
 	}
 	return strings.Contains(err.Error(), http.StatusText(code)) && strings.Contains(err.Error(), itoa(code))
 }
@@ -138,27 +141,27 @@ func itoa(n int) string {
 	return string(b[i:])
 }
 
-// httpStatus is a transfer's unexpected HTTP status.
-type httpStatus struct {
-	code   int
-	status string
+// HTTPStatus is a transfer's unexpected HTTP status.
+type HTTPStatus struct {
+	Code   int
+	Status string // as the response said it: "503 Service Unavailable"
 }
 
-func (e *httpStatus) Error() string { return e.status }
+func (e *HTTPStatus) Error() string { return e.Status }
 
 // errTransport marks a transport failure once it has been mapped.
 var errTransport = errors.New("transport error")
 
-// transportError is the one place transport failures (resets, refused and
+// TransportError is the one place transport failures (resets, refused and
 // aborted connections, TLS and DNS errors, bodies cut short) are mapped: to
 // an *Error of kind ErrIO that keeps the text but not the syscall errno, so
 // that no ECONNRESET, ECONNABORTED or ECONNREFUSED reaches an application.
-func transportError(call, on string, err error) error {
-	var be *Error
+func TransportError(call, on string, err error) error {
+	var be *remote.Error
 	if err == nil || errors.As(err, &be) || errors.Is(err, context.Canceled) {
 		return err
 	}
-	return &Error{Call: call, On: on, Kind: ErrIO, Fault: redact(err.Error()), Err: &opaque{err}}
+	return &remote.Error{Call: call, On: on, Kind: remote.ErrIO, Fault: redact(err.Error()), Err: &opaque{err}}
 }
 
 // opaque hides an error's chain (its syscall errno) but says it is a
@@ -171,39 +174,53 @@ func (o *opaque) Is(target error) bool {
 	switch target {
 	case errTransport:
 		return true
-	case context.DeadlineExceeded, errStalled, io.ErrUnexpectedEOF:
+	case context.DeadlineExceeded, ErrStalled, io.ErrUnexpectedEOF:
 		return errors.Is(o.err, target)
 	}
 	return false
 }
 
-// transportBody maps the errors of a transfer's body through
-// transportError, so a reset mid-body is EIO with the call named.
-type transportBody struct {
+// TransportBody maps the errors of a transfer's body through
+// TransportError, so a reset mid-body is EIO with the call named.
+type TransportBody struct {
 	io.ReadCloser
-	call, on string
+	Call, On string
 }
 
-func (b *transportBody) Read(p []byte) (int, error) {
+func (b *TransportBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err != nil && err != io.EOF {
-		err = transportError(b.call, b.on, err)
+		err = TransportError(b.Call, b.On, err)
 	}
 	return n, err
 }
 
-// Transient tells the cache that a lost stream of this file may be resumed.
-func (s *LibrarySource) Transient(err error) bool { return transient(err) }
-
-// Transient tells the cache that a lost stream of this file may be resumed.
-func (s *GuestSource) Transient(err error) bool { return transient(err) }
-
-// destroyView destroys a container view after a call, within what is left
+// DestroyView destroys a container view after a call, within what is left
 // of the call's deadline. A call that was cancelled or ran out of time
 // leaves the view to the session (views end with it, at logout): waiting
 // on a hung server for a second --timeout would hold the caller twice.
-func destroyView(ctx context.Context, v *view.ContainerView) {
+func DestroyView(ctx context.Context, v *view.ContainerView) {
 	if ctx.Err() == nil {
 		_ = v.Destroy(ctx)
 	}
+}
+
+// PutRetryable says whether a failed PUT is worth another try with the same
+// bytes: a connection reset or closed early, or a gateway or server that is
+// briefly unavailable. A stall is not (it already took the deadline), nor
+// is a refusal.
+func PutRetryable(ctx context.Context, err *remote.Error) bool {
+	if ctx.Err() != nil || strings.Contains(err.Fault, ErrStalled.Error()) {
+		return false
+	}
+	for _, s := range []string{"502 ", "503 ", "504 "} {
+		if strings.HasPrefix(err.Fault, s) {
+			return true
+		}
+	}
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || strings.Contains(err.Fault, "connection reset") ||
+		strings.Contains(err.Fault, "broken pipe") || strings.Contains(err.Fault, "EOF") ||
+		strings.Contains(err.Fault, "use of closed network connection")
 }

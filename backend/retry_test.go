@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 func resetErr() error {
@@ -24,15 +26,15 @@ func refusedErr() error {
 // *Error; the kind is ErrIO and the failure stays retryable.
 func TestTransportErrorsHideErrno(t *testing.T) {
 	for _, raw := range []error{resetErr(), refusedErr(), fmt.Errorf("Get x: %w", syscall.ECONNABORTED)} {
-		for _, err := range []error{transportError("GET guest file", "vm:/f", raw), newError("call", "on", ErrIO, raw)} {
+		for _, err := range []error{TransportError("GET guest file", "vm:/f", raw), NewError("call", "on", remote.ErrIO, raw)} {
 			var en syscall.Errno
 			if errors.As(err, &en) {
 				t.Errorf("%v: errno %v reachable", err, en)
 			}
-			if !errors.Is(err, ErrIO) {
+			if !errors.Is(err, remote.ErrIO) {
 				t.Errorf("%v: not ErrIO", err)
 			}
-			if !transient(err) {
+			if !Transient(err) {
 				t.Errorf("%v: not transient", err)
 			}
 		}
@@ -42,27 +44,27 @@ func TestTransportErrorsHideErrno(t *testing.T) {
 func TestTransient(t *testing.T) {
 	yes := []error{
 		resetErr(), refusedErr(),
-		&Error{Kind: ErrIO, Fault: "503 Service Unavailable", Err: &httpStatus{503, "503 Service Unavailable"}},
+		&remote.Error{Kind: remote.ErrIO, Fault: "503 Service Unavailable", Err: &HTTPStatus{503, "503 Service Unavailable"}},
 		errors.New("POST /sdk: 503 Service Unavailable"),
 	}
 	no := []error{
 		context.Canceled, context.DeadlineExceeded,
-		&Error{Kind: ErrIO, Err: errStalled, Fault: "no data received"},
-		&Error{Kind: ErrNotFound, Fault: "404 Not Found", Err: &httpStatus{404, "404 Not Found"}},
+		&remote.Error{Kind: remote.ErrIO, Err: ErrStalled, Fault: "no data received"},
+		&remote.Error{Kind: remote.ErrNotFound, Fault: "404 Not Found", Err: &HTTPStatus{404, "404 Not Found"}},
 		errors.New("x509: certificate signed by unknown authority"),
 	}
 	for _, err := range yes {
-		if !transient(err) {
+		if !Transient(err) {
 			t.Errorf("%v: want transient", err)
 		}
 	}
 	for _, err := range no {
-		if transient(err) {
+		if Transient(err) {
 			t.Errorf("%v: want not transient", err)
 		}
 	}
 	for i := 0; i < 20; i++ {
-		if d := backoff(i); d < retryBase/2 || d > retryCap {
+		if d := Backoff(i); d < retryBase/2 || d > retryCap {
 			t.Errorf("backoff(%d) = %v", i, d)
 		}
 	}
@@ -71,7 +73,7 @@ func TestTransient(t *testing.T) {
 // TestDoRetries: idempotent calls are retried on transient failures within
 // the one deadline; others only when the server cannot have seen them.
 func TestDoRetries(t *testing.T) {
-	c := &Conn{cfg: Config{Timeout: 2 * time.Second, Log: slog.New(slog.DiscardHandler)}}
+	c := &Conn{Config: Config{Timeout: 2 * time.Second, Log: slog.New(slog.DiscardHandler)}}
 	tries := 0
 	err := c.Do(context.Background(), "ListFilesInGuest", "vm:/", func(ctx context.Context) error {
 		if tries++; tries < 3 {
@@ -103,7 +105,7 @@ func TestDoRetries(t *testing.T) {
 	// Failing for good: EIO within the one deadline, not a multiple.
 	start := time.Now()
 	err = c.Do(context.Background(), "library:list", "", func(ctx context.Context) error { return resetErr() })
-	if took := time.Since(start); !errors.Is(err, ErrIO) || took > 3*time.Second {
+	if took := time.Since(start); !errors.Is(err, remote.ErrIO) || took > 3*time.Second {
 		t.Fatalf("exhausted: %v after %v", err, took)
 	}
 	var en syscall.Errno
@@ -113,7 +115,7 @@ func TestDoRetries(t *testing.T) {
 	// A hung server: one deadline.
 	start = time.Now()
 	err = c.Do(context.Background(), "library:list", "", func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
-	if took := time.Since(start); !errors.Is(err, ErrIO) || took > 3*time.Second {
+	if took := time.Since(start); !errors.Is(err, remote.ErrIO) || took > 3*time.Second {
 		t.Fatalf("hung: %v after %v", err, took)
 	}
 }

@@ -6,26 +6,26 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
-)
 
-// Space is a datastore's capacity and free bytes, for statfs.
-type Space struct{ Capacity, Free int64 }
+	"github.com/vspherefs/vspherefs/remote"
+)
 
 // Spaces answers statfs from the datastores' summaries: one call lists
 // them all, and its answer is kept for a while (df is often repeated).
 type Spaces struct {
-	c   vimConn
+	c   VimConn
 	ttl time.Duration
 
 	mu    sync.Mutex // guards the fields below; never held across a call
 	at    time.Time
-	byID  map[string]Space
-	total Space
+	byID  map[string]remote.Space
+	total remote.Space
 }
 
 // NewSpaces makes the statfs source; figures are at most ttl old (10 s at least).
-func NewSpaces(c vimConn, ttl time.Duration) *Spaces {
+func NewSpaces(c VimConn, ttl time.Duration) *Spaces {
 	return &Spaces{c: c, ttl: max(ttl, 10*time.Second)}
 }
 
@@ -49,10 +49,10 @@ func (s *Spaces) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	byID := make(map[string]Space, len(dss))
-	var total Space
+	byID := make(map[string]remote.Space, len(dss))
+	var total remote.Space
 	for _, ds := range dss {
-		sp := Space{Capacity: ds.Summary.Capacity, Free: ds.Summary.FreeSpace}
+		sp := remote.Space{Capacity: ds.Summary.Capacity, Free: ds.Summary.FreeSpace}
 		byID[ds.Self.Value] = sp
 		if ds.Summary.Accessible {
 			total.Capacity += sp.Capacity
@@ -66,9 +66,9 @@ func (s *Spaces) refresh(ctx context.Context) error {
 }
 
 // Total is the sum over the accessible datastores.
-func (s *Spaces) Total(ctx context.Context) (Space, error) {
+func (s *Spaces) Total(ctx context.Context) (remote.Space, error) {
 	if err := s.refresh(ctx); err != nil {
-		return Space{}, err
+		return remote.Space{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -76,15 +76,21 @@ func (s *Spaces) Total(ctx context.Context) (Space, error) {
 }
 
 // Datastore is one datastore's figures, by managed object id.
-func (s *Spaces) Datastore(ctx context.Context, id string) (Space, error) {
+func (s *Spaces) Datastore(ctx context.Context, id string) (remote.Space, error) {
 	if err := s.refresh(ctx); err != nil {
-		return Space{}, err
+		return remote.Space{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sp, ok := s.byID[id]
 	if !ok {
-		return Space{}, Errorf("Datastore:summary", id, ErrNotFound, "no such datastore")
+		return remote.Space{}, remote.Errorf("Datastore:summary", id, remote.ErrNotFound, "no such datastore")
 	}
 	return sp, nil
+}
+
+// VimConn is what PickDatastore needs of a connection (*Conn has it).
+type VimConn interface {
+	Do(ctx context.Context, call, on string, fn func(ctx context.Context) error) error
+	Vim() *vim25.Client
 }

@@ -18,7 +18,7 @@ type uploadBody struct {
 
 var errBodyEnded = errors.New("upload body ended")
 
-func newUploadBody(r io.Reader) *uploadBody { return &uploadBody{r: r} }
+func NewUploadBody(r io.Reader) *uploadBody { return &uploadBody{r: r} }
 
 func (b *uploadBody) Read(p []byte) (int, error) {
 	b.mu.Lock()

@@ -3,15 +3,17 @@ package backend
 import (
 	"context"
 	"errors"
+
+	"github.com/vspherefs/vspherefs/remote"
 )
 
-// vimError wraps a failed vSphere call made without Conn.Do (SOAP fault,
+// VimError wraps a failed vSphere call made without Conn.Do (SOAP fault,
 // task error, transport error) into an *Error, its kind from faultKind, the
 // one table. A cancelled context is returned as is, as classify does.
-func vimError(call, on string, err error) error {
-	var be *Error
+func VimError(call, on string, err error) error {
+	var be *remote.Error
 	if errors.As(err, &be) || errors.Is(err, context.Canceled) {
 		return err
 	}
-	return newError(call, on, faultKind(err), err)
+	return NewError(call, on, faultKind(err), err)
 }

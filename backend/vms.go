@@ -8,19 +8,13 @@ import (
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
-)
 
-// VM is a virtual machine as vms/ shows it.
-type VM struct {
-	Ref     types.ManagedObjectReference
-	Name    string
-	On      bool // powered on: guest operations can work
-	Windows bool // guest paths are drive letters, not "/"
-}
+	"github.com/vspherefs/vspherefs/remote"
+)
 
 // ListVMs lists the VMs (not templates) of the whole inventory, by name, in
 // one property collector round trip.
-func ListVMs(ctx context.Context, c *Conn) ([]VM, error) {
+func ListVMs(ctx context.Context, c *Conn) ([]remote.VM, error) {
 	var vms []mo.VirtualMachine
 	err := c.Do(ctx, "RetrieveProperties", "VirtualMachine", func(ctx context.Context) error {
 		vc := c.Vim()
@@ -28,18 +22,18 @@ func ListVMs(ctx context.Context, c *Conn) ([]VM, error) {
 		if err != nil {
 			return err
 		}
-		defer destroyView(ctx, v)
+		defer DestroyView(ctx, v)
 		return v.Retrieve(ctx, []string{"VirtualMachine"}, []string{"name", "runtime.powerState", "config.template", "guest.guestFamily", "config.guestId"}, &vms)
 	})
 	if err != nil {
 		return nil, err
 	}
-	out := make([]VM, 0, len(vms))
+	out := make([]remote.VM, 0, len(vms))
 	for _, m := range vms {
 		if m.Config != nil && m.Config.Template {
 			continue
 		}
-		vm := VM{Ref: m.Self, Name: m.Name, On: m.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn}
+		vm := remote.VM{Ref: remote.Ref(m.Self), Name: m.Name, On: m.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn}
 		if m.Guest != nil && m.Guest.GuestFamily == string(types.VirtualMachineGuestOsFamilyWindowsGuest) ||
 			m.Config != nil && strings.HasPrefix(m.Config.GuestId, "win") {
 			vm.Windows = true

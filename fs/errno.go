@@ -8,8 +8,8 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
-	"github.com/vspherefs/vspherefs/backend"
 	"github.com/vspherefs/vspherefs/cache"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // errnoTable maps the backend's kinds of failure to what the caller sees.
@@ -17,21 +17,21 @@ var errnoTable = []struct {
 	kind  error
 	errno syscall.Errno
 }{
-	{backend.ErrNotFound, syscall.ENOENT},
-	{backend.ErrPermission, syscall.EACCES},
-	{backend.ErrHostDown, syscall.EHOSTDOWN},
-	{backend.ErrBusy, syscall.EBUSY},
-	{backend.ErrExists, syscall.EEXIST},
-	{backend.ErrNotEmpty, syscall.ENOTEMPTY},
-	{backend.ErrReadOnly, syscall.EROFS},
-	{backend.ErrInvalid, syscall.EINVAL},
-	{backend.ErrUnsupported, syscall.ENOTSUP},
-	{backend.ErrStale, syscall.ESTALE},
+	{remote.ErrNotFound, syscall.ENOENT},
+	{remote.ErrPermission, syscall.EACCES},
+	{remote.ErrHostDown, syscall.EHOSTDOWN},
+	{remote.ErrBusy, syscall.EBUSY},
+	{remote.ErrExists, syscall.EEXIST},
+	{remote.ErrNotEmpty, syscall.ENOTEMPTY},
+	{remote.ErrReadOnly, syscall.EROFS},
+	{remote.ErrInvalid, syscall.EINVAL},
+	{remote.ErrUnsupported, syscall.ENOTSUP},
+	{remote.ErrStale, syscall.ESTALE},
 	{cache.ErrChanged, syscall.ESTALE},
-	{backend.ErrNoSpace, syscall.ENOSPC},
-	{backend.ErrIsDir, syscall.EISDIR},
-	{backend.ErrNotDir, syscall.ENOTDIR},
-	{backend.ErrNotPermitted, syscall.EPERM},
+	{remote.ErrNoSpace, syscall.ENOSPC},
+	{remote.ErrIsDir, syscall.EISDIR},
+	{remote.ErrNotDir, syscall.ENOTDIR},
+	{remote.ErrNotPermitted, syscall.EPERM},
 	{context.Canceled, syscall.EINTR},
 }
 
@@ -57,7 +57,7 @@ func toErrno(log *slog.Logger, path string, err error) syscall.Errno {
 		return errno
 	}
 	level := errnoLevel(errno)
-	var be *backend.Error
+	var be *remote.Error
 	if errors.As(err, &be) {
 		if be.Reported() {
 			return errno // one log line per failure, however many reads it fails
@@ -88,7 +88,7 @@ func errnoLevel(errno syscall.Errno) slog.Level {
 // VM's guest): a walk of the mount stays clean, and the log says why, at
 // INFO, with what to do.
 func unreachable(f *FS, path string, err error) gofs.DirStream {
-	var be *backend.Error
+	var be *remote.Error
 	if errors.As(err, &be) {
 		f.Log.Info("listed empty", "path", path, "call", be.Call, "fault", be.Fault)
 	} else {

@@ -11,7 +11,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // exportFile is a file of an export folder: an OVF package file, or a
@@ -66,18 +66,18 @@ func (f *exportFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	file, err := os.Open(s.path)
 	if err != nil {
 		// The export was dropped (the VM changed) between Get and here.
-		return nil, 0, toErrno(f.fs.Log, f.mountPath(), backend.Errorf("open spool", f.mountPath(), backend.ErrStale, "%v", err))
+		return nil, 0, toErrno(f.fs.Log, f.mountPath(), remote.Errorf("open spool", f.mountPath(), remote.ErrStale, "%v", err))
 	}
 	h := &exportHandle{f: f, file: file, r: file, sp: s, size: s.size}
 	if s.img {
 		st, err := file.Stat()
-		var img *backend.StreamImage
+		var img DiskImage
 		if err == nil {
-			img, err = backend.OpenStreamImage(file, st.Size())
+			img, err = f.fs.OpenDiskImage(file, st.Size())
 		}
 		if err != nil {
 			file.Close()
-			return nil, 0, toErrno(f.fs.Log, f.mountPath(), backend.Errorf("vmdk", f.mountPath(), backend.ErrIO, "%v", err))
+			return nil, 0, toErrno(f.fs.Log, f.mountPath(), remote.Errorf("vmdk", f.mountPath(), remote.ErrIO, "%v", err))
 		}
 		h.r, h.img = img, img
 	}
@@ -136,7 +136,7 @@ type exportHandle struct {
 	f    *exportFile
 	file *os.File
 	r    io.ReaderAt
-	img  *backend.StreamImage
+	img  DiskImage
 	sp   spooled
 	size int64
 
@@ -180,7 +180,7 @@ func (h *exportHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 	}
 	n, err := h.r.ReadAt(dest, off)
 	if err != nil && err != io.EOF {
-		return nil, toErrno(h.f.fs.Log, h.f.mountPath(), backend.Errorf("read spool", h.f.mountPath(), backend.ErrIO, "%v", err))
+		return nil, toErrno(h.f.fs.Log, h.f.mountPath(), remote.Errorf("read spool", h.f.mountPath(), remote.ErrIO, "%v", err))
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }

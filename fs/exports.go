@@ -10,7 +10,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // exportsDir is exports/ (or disks/, when disks is set): a folder per VM,
@@ -31,7 +31,7 @@ var (
 )
 
 // exportEntry is a VM or one of its snapshots.
-type exportEntry struct{ t backend.ExportTarget }
+type exportEntry struct{ t remote.ExportTarget }
 
 func (e exportEntry) ServerName() string { return e.t.Label() }
 func (e exportEntry) ServerID() string {
@@ -57,11 +57,11 @@ func (d *exportsDir) list(ctx context.Context) (l listing[exportEntry], vms int,
 	}
 	var entries []exportEntry
 	for _, v := range all {
-		entries = append(entries, exportEntry{backend.ExportTarget{VM: v.Ref, Name: v.Name}})
+		entries = append(entries, exportEntry{remote.ExportTarget{VM: v.Ref, Name: v.Name}})
 	}
 	for _, v := range all {
 		for _, s := range v.Snapshots {
-			entries = append(entries, exportEntry{backend.ExportTarget{VM: v.Ref, Name: v.Name, Snapshot: &s}})
+			entries = append(entries, exportEntry{remote.ExportTarget{VM: v.Ref, Name: v.Name, Snapshot: &s}})
 		}
 	}
 	return newListing(entries), len(all), nil
@@ -79,7 +79,7 @@ func (d *exportsDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno
 	return gofs.NewListDirStream(out), 0
 }
 
-func (d *exportsDir) ino(t backend.ExportTarget) uint64 { return ino(d.top(), t.Key()) }
+func (d *exportsDir) ino(t remote.ExportTarget) uint64 { return ino(d.top(), t.Key()) }
 
 func (d *exportsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	l, _, err := d.list(ctx)
@@ -93,7 +93,7 @@ func (d *exportsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 	return d.child(ctx, e.t, out), 0
 }
 
-func (d *exportsDir) child(ctx context.Context, t backend.ExportTarget, out *fuse.EntryOut) *gofs.Inode {
+func (d *exportsDir) child(ctx context.Context, t remote.ExportTarget, out *fuse.EntryOut) *gofs.Inode {
 	mtime := d.fs.mounted
 	if t.Snapshot != nil && !t.Snapshot.Created.IsZero() {
 		mtime = t.Snapshot.Created
@@ -159,7 +159,7 @@ func (d *exportsDir) Mkdir(ctx context.Context, name string, mode uint32, out *f
 			return d.child(ctx, e.t, out), 0
 		}
 	}
-	return nil, toErrno(d.fs.Log, path, backend.Errorf("CreateSnapshot", vm.Name+"@"+snap, backend.ErrIO, "the snapshot is not in the VM's list"))
+	return nil, toErrno(d.fs.Log, path, remote.Errorf("CreateSnapshot", vm.Name+"@"+snap, remote.ErrIO, "the snapshot is not in the VM's list"))
 }
 
 // Rmdir of a <vm>@<snapshot> folder removes the snapshot (and its spooled
@@ -200,7 +200,7 @@ type exportDir struct {
 	gofs.Inode
 	readOnlyDir
 	fs    *FS
-	t     backend.ExportTarget
+	t     remote.ExportTarget
 	disks bool
 }
 
@@ -221,7 +221,7 @@ func (d *exportDir) names(ctx context.Context) ([]string, error) {
 	if d.disks {
 		names = make([]string, n)
 		for i := range n {
-			names[i] = backend.DiskImageName(i)
+			names[i] = remote.DiskImageName(i)
 		}
 		return names, nil
 	}
@@ -242,7 +242,7 @@ func packageName(name string) string {
 }
 
 func (d *exportDir) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if err := d.fs.Exports.Check(ctx, d.t); errors.Is(err, backend.ErrBusy) {
+	if err := d.fs.Exports.Check(ctx, d.t); errors.Is(err, remote.ErrBusy) {
 		// A running VM cannot be exported: its folder lists nothing (so
 		// that find and du of the mount succeed) and the log says why.
 		unreachable(d.fs, d.mountPath(), err)
@@ -335,11 +335,11 @@ func (s spooled) attr(f *FS, a *fuse.Attr) {
 }
 
 // match picks the file called name out of the folder's export.
-func (d *exportDir) match(name string) backend.FileMatch {
+func (d *exportDir) match(name string) remote.FileMatch {
 	if d.disks {
-		return func(i int, f backend.ExportedFile) bool { return f.Disk != nil && backend.DiskImageName(i) == name }
+		return func(i int, f remote.ExportedFile) bool { return f.Disk != nil && remote.DiskImageName(i) == name }
 	}
-	return func(i int, f backend.ExportedFile) bool { return packageName(f.Name) == name }
+	return func(i int, f remote.ExportedFile) bool { return packageName(f.Name) == name }
 }
 
 // find starts the folder's export if needed, and waits for the file called
@@ -353,7 +353,7 @@ func (d *exportDir) find(ctx context.Context, name string) (spooled, error) {
 	return d.spooled(f), nil
 }
 
-func (d *exportDir) spooled(f backend.SpooledFile) spooled {
+func (d *exportDir) spooled(f remote.SpooledFile) spooled {
 	s := spooled{path: f.Path, size: f.Size, mtime: f.Ready, id: f.ExportID, failed: f.Err}
 	if d.disks {
 		s.size, s.blocks, s.img = f.Disk.Capacity, f.Disk.Allocated, true

@@ -16,15 +16,14 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/vspherefs/vspherefs/backend"
 	"github.com/vspherefs/vspherefs/cache"
 )
 
 // Options hold what the tree needs from the rest of the program.
 type Options struct {
-	Catalog   *backend.Catalog
-	Downloads *backend.Downloads
-	Guests    *backend.Guests // nil: no vms/
+	Catalog   Catalog
+	Downloads Downloads
+	Guests    Guests // nil: no vms/
 	Cache     *cache.Cache
 	TTL       time.Duration // attribute and entry cache
 	ReadOnly  bool
@@ -40,8 +39,9 @@ type Options struct {
 	// RecoveryDir keeps the bytes of commits that failed (<cache-dir>/recovery).
 	StagingDir, RecoveryDir string
 
-	Exports *backend.Exports // nil: no exports/ or disks/
-	Spaces  *backend.Spaces  // datastore figures for statfs; nil: fixed ones
+	Exports       Exports       // nil: no exports/ or disks/
+	OpenDiskImage OpenDiskImage // decodes the disks of exports for disks/
+	Spaces        Spaces        // datastore figures for statfs; nil: fixed ones
 
 	// GuestCommits counts guest file commits running (unmount waits for them).
 	GuestCommits *atomic.Int64
@@ -71,6 +71,12 @@ var _ gofs.NodeLookuper = (*root)(nil)
 
 // Mount mounts the tree at dir and returns the running server.
 func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, error) {
+	_, server, err := mount(dir, opts, allowOther, debug)
+	return server, err
+}
+
+// mount is Mount, also returning the tree's state (for in-process tests).
+func mount(dir string, opts Options, allowOther, debug bool) (*FS, *fuse.Server, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
@@ -111,14 +117,14 @@ func Mount(dir string, opts Options, allowOther, debug bool) (*fuse.Server, erro
 	})
 	server, err := fuse.NewServer(&statfsDefault{RawFileSystem: raw, fs: f}, dir, &mo)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	go server.Serve()
 	if err := server.WaitMount(); err != nil {
-		return nil, err // the caller removes a mount left half made
+		return nil, nil, err // the caller removes a mount left half made
 	}
 	f.mnt.Store(newMountIdent(dir))
-	return server, nil
+	return f, server, nil
 }
 
 // tops are the root's folders, in listing order.

@@ -10,7 +10,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // guestDir is vms/<vm>/ (path "/") or a directory below it: the guest's
@@ -56,7 +56,7 @@ func (d *guestDir) created(name string) *guestFile {
 func (d *guestDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	dir := d.guestPath()
 	list, err := d.vm.Dir(ctx, dir)
-	if d.top == nil && errors.Is(err, backend.ErrHostDown) {
+	if d.top == nil && errors.Is(err, remote.ErrHostDown) {
 		return unreachable(d.fs, d.mountPath(), err), 0 // a walk of the mount stays clean
 	}
 	if err != nil {
@@ -79,7 +79,7 @@ func (d *guestDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) 
 func (d *guestDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	dir := d.guestPath()
 	s, err := d.vm.Lookup(ctx, dir, name)
-	if errors.Is(err, backend.ErrNotFound) {
+	if errors.Is(err, remote.ErrNotFound) {
 		if f := d.created(name); f != nil {
 			f.mu.Lock()
 			if f.st != nil {
@@ -107,7 +107,7 @@ func (d *guestDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 
 // newChild returns the node of a listed child: the live one if the tree
 // has it (it may be staged), else a new one.
-func (d *guestDir) newChild(ctx context.Context, name string, s backend.GuestStat) *gofs.Inode {
+func (d *guestDir) newChild(ctx context.Context, name string, s remote.GuestStat) *gofs.Inode {
 	if c := d.GetChild(name); c != nil && c.StableAttr().Mode == guestType(s.Type) {
 		d.fs.inos.use(c)
 		return c
@@ -115,9 +115,9 @@ func (d *guestDir) newChild(ctx context.Context, name string, s backend.GuestSta
 	id := gofs.StableAttr{Mode: guestType(s.Type), Ino: d.newIno(name)}
 	var node gofs.InodeEmbedder
 	switch s.Type {
-	case backend.GuestDir:
+	case remote.GuestDir:
 		node = &guestDir{guestNode: d.child(name)}
-	case backend.GuestSymlink:
+	case remote.GuestSymlink:
 		node = &guestLink{guestNode: d.child(name)}
 	default:
 		node = &guestFile{guestNode: d.child(name)}
@@ -171,13 +171,13 @@ func (d *guestDir) Create(ctx context.Context, name string, flags uint32, mode u
 	s, err := d.vm.Lookup(ctx, dir, name)
 	exists := err == nil
 	switch {
-	case err != nil && !errors.Is(err, backend.ErrNotFound):
+	case err != nil && !errors.Is(err, remote.ErrNotFound):
 		return nil, nil, 0, toErrno(d.fs.Log, d.mountPath()+"/"+name, err)
 	case exists && flags&syscall.O_EXCL != 0:
 		return nil, nil, 0, syscall.EEXIST
-	case exists && s.Type == backend.GuestDir:
+	case exists && s.Type == remote.GuestDir:
 		return nil, nil, 0, syscall.EISDIR
-	case exists && s.Type == backend.GuestSymlink:
+	case exists && s.Type == remote.GuestSymlink:
 		return nil, nil, 0, syscall.EPERM // the API writes no file through a link
 	}
 	var n *gofs.Inode
@@ -188,7 +188,7 @@ func (d *guestDir) Create(ctx context.Context, name string, flags uint32, mode u
 	} else {
 		if f = d.created(name); f == nil {
 			now := time.Now()
-			s = backend.GuestStat{Name: name, Type: backend.GuestFile, Mode: mode & 0o7777, UID: -1, GID: -1, Mtime: now, Atime: now}
+			s = remote.GuestStat{Name: name, Type: remote.GuestFile, Mode: mode & 0o7777, UID: -1, GID: -1, Mtime: now, Atime: now}
 			f = &guestFile{guestNode: d.child(name)}
 			n = d.NewInode(ctx, f, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: d.newIno(name)})
 		} else {
@@ -309,15 +309,15 @@ func (d *guestDir) Rename(ctx context.Context, name string, newParent gofs.Inode
 	}
 	t, terr := nd.vm.Lookup(ctx, nd.guestPath(), newName)
 	targetExists := terr == nil
-	if terr != nil && !errors.Is(terr, backend.ErrNotFound) {
+	if terr != nil && !errors.Is(terr, remote.ErrNotFound) {
 		return toErrno(d.fs.Log, mp, terr)
 	}
 	if targetExists && noReplace {
 		return syscall.EEXIST
 	}
-	if s.Type == backend.GuestDir {
+	if s.Type == remote.GuestDir {
 		if targetExists {
-			if t.Type != backend.GuestDir {
+			if t.Type != remote.GuestDir {
 				return syscall.ENOTDIR
 			}
 			if err := d.vm.Rmdir(ctx, dst); err != nil {
@@ -326,7 +326,7 @@ func (d *guestDir) Rename(ctx context.Context, name string, newParent gofs.Inode
 		}
 		err = d.vm.MoveDir(ctx, src, dst)
 	} else {
-		if targetExists && t.Type == backend.GuestDir {
+		if targetExists && t.Type == remote.GuestDir {
 			return syscall.EISDIR
 		}
 		err = d.vm.MoveFile(ctx, src, dst, true)
@@ -358,11 +358,11 @@ func (d *guestDir) Link(ctx context.Context, target gofs.InodeEmbedder, name str
 	return nil, syscall.EPERM
 }
 
-func guestType(t backend.GuestFileType) uint32 {
+func guestType(t remote.GuestFileType) uint32 {
 	switch t {
-	case backend.GuestDir:
+	case remote.GuestDir:
 		return fuse.S_IFDIR
-	case backend.GuestSymlink:
+	case remote.GuestSymlink:
 		return fuse.S_IFLNK
 	}
 	return fuse.S_IFREG
@@ -370,17 +370,17 @@ func guestType(t backend.GuestFileType) uint32 {
 
 // guestAttr shows a guest file as the guest reports it: type, mode, owner
 // and group ids, size, mtime and atime at the precision the guest keeps.
-func (f *FS) guestAttr(a *fuse.Attr, s backend.GuestStat) {
+func (f *FS) guestAttr(a *fuse.Attr, s remote.GuestStat) {
 	a.Mode = guestType(s.Type) | s.Mode
 	if f.ReadOnly {
 		a.Mode &^= 0o222
 	}
 	a.Nlink = 1
-	if s.Type == backend.GuestDir {
+	if s.Type == remote.GuestDir {
 		a.Nlink = 2
 	}
 	a.Size = uint64(s.Size)
-	if s.Type == backend.GuestSymlink {
+	if s.Type == remote.GuestSymlink {
 		// The guest reports the target's attributes: a link is its target's text.
 		a.Mode = fuse.S_IFLNK | 0o777
 		a.Size = uint64(len(s.Target))
@@ -399,7 +399,7 @@ func (f *FS) guestAttr(a *fuse.Attr, s backend.GuestStat) {
 }
 
 // guestGetattr stats a guest path from its parent's cached list.
-func (f *FS) guestGetattr(ctx context.Context, vm *backend.GuestVM, p, mountPath string, a *fuse.Attr) syscall.Errno {
+func (f *FS) guestGetattr(ctx context.Context, vm Guest, p, mountPath string, a *fuse.Attr) syscall.Errno {
 	s, err := vm.Lookup(ctx, path.Dir(p), path.Base(p))
 	if err != nil {
 		return toErrno(f.Log, mountPath, err)

@@ -11,7 +11,8 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/cache"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // guestFile is a regular file in a guest. Reads go through the block cache
@@ -34,7 +35,7 @@ var (
 )
 
 // stat is the file as the guest lists it, or as staged.
-func (f *guestFile) stat(ctx context.Context) (backend.GuestStat, error) {
+func (f *guestFile) stat(ctx context.Context) (remote.GuestStat, error) {
 	f.mu.Lock()
 	if f.st != nil {
 		defer f.mu.Unlock()
@@ -107,8 +108,7 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if err != nil {
 		return nil, 0, toErrno(f.fs.Log, f.mountPath(), err)
 	}
-	src := f.vm.Source(f.guestPath(), s.Size, s.Mtime)
-	src.Origin = f.mountPath()
+	src := f.vm.Source(f.guestPath(), s.Size, s.Mtime, f.mountPath())
 	var fl uint32
 	f.mu.Lock()
 	if f.lastOpen == src.ID() && f.st == nil {
@@ -172,7 +172,7 @@ func (f *guestFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Se
 	} else if errno := f.chattrLocked(ctx, a); errno != 0 {
 		return errno
 	}
-	var s backend.GuestStat
+	var s remote.GuestStat
 	if f.st != nil {
 		s = f.st.stat()
 	} else {
@@ -186,7 +186,7 @@ func (f *guestFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Se
 	return 0
 }
 
-func (f *guestFile) mergeAttrLocked(a backend.GuestAttr) {
+func (f *guestFile) mergeAttrLocked(a remote.GuestAttr) {
 	st := &f.st.attr
 	if a.Mode != nil {
 		st.Mode = a.Mode
@@ -207,7 +207,7 @@ func (f *guestFile) mergeAttrLocked(a backend.GuestAttr) {
 
 // chattrLocked applies attributes to the guest's file at once, skipping
 // what it has already (rsync and cp chown and chmod to what is there).
-func (f *guestFile) chattrLocked(ctx context.Context, a backend.GuestAttr) syscall.Errno {
+func (f *guestFile) chattrLocked(ctx context.Context, a remote.GuestAttr) syscall.Errno {
 	p := f.guestPath()
 	cur, err := f.vm.Lookup(ctx, path.Dir(p), path.Base(p))
 	if err == nil {
@@ -230,7 +230,7 @@ func (f *guestFile) chattrLocked(ctx context.Context, a backend.GuestAttr) sysca
 	return 0
 }
 
-func mergedStat(s backend.GuestStat, a backend.GuestAttr) backend.GuestStat {
+func mergedStat(s remote.GuestStat, a remote.GuestAttr) remote.GuestStat {
 	st := stage{base: s, attr: a, size: s.Size}
 	return st.stat()
 }
@@ -240,8 +240,8 @@ func mergedStat(s backend.GuestStat, a backend.GuestAttr) backend.GuestStat {
 // reads the staged bytes.
 type guestHandle struct {
 	f      *guestFile
-	src    *backend.GuestSource // read-only handles: the version opened
-	stat   backend.GuestStat
+	src    cache.Source // read-only handles: the version opened
+	stat   remote.GuestStat
 	write  bool
 	append bool
 }
@@ -267,8 +267,7 @@ func (h *guestHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 			}
 			return fuse.ReadResultData(dest[:n]), 0
 		}
-		src = f.vm.Source(f.guestPath(), st.base.Size, st.base.Mtime) // staged, not yet changed
-		src.Origin = f.mountPath()
+		src = f.vm.Source(f.guestPath(), st.base.Size, st.base.Mtime, f.mountPath()) // staged, not yet changed
 	}
 	f.mu.Unlock()
 	n, err := f.fs.Cache.ReadAt(ctx, src, dest, off)

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
-
-	"github.com/vspherefs/vspherefs/backend"
 )
 
 // guestNode is what every node of vms/<vm>/ shares: the VM, and where the
@@ -26,7 +24,7 @@ import (
 type guestNode struct {
 	gofs.Inode
 	fs  *FS
-	vm  *backend.GuestVM
+	vm  Guest
 	top *gofs.Inode // the VM's folder; nil for that folder itself
 
 	// Under guestPaths:
@@ -158,7 +156,7 @@ func (t *guestInos) init(min int, grace time.Duration, log *slog.Logger) {
 
 // free is the number for a new object at p, where the tree has no node:
 // one no live node has (called with t.mu held).
-func (t *guestInos) free(vm *backend.GuestVM, p string) uint64 {
+func (t *guestInos) free(vm Guest, p string) uint64 {
 	k := vm.ID() + p
 	n := ino("guest", k)
 	for range len(t.taken) + 1 {

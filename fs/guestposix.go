@@ -12,7 +12,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 var _ gofs.NodeMknoder = (*guestDir)(nil)
@@ -35,11 +35,11 @@ func (d *guestDir) Mknod(ctx context.Context, name string, mode uint32, dev uint
 	}
 	if _, err := d.vm.Lookup(ctx, d.guestPath(), name); err == nil || d.created(name) != nil {
 		return nil, syscall.EEXIST
-	} else if !errors.Is(err, backend.ErrNotFound) {
+	} else if !errors.Is(err, remote.ErrNotFound) {
 		return nil, toErrno(d.fs.Log, mp, err)
 	}
 	m := mode & 0o7777
-	s, err := d.vm.Upload(ctx, p, bytes.NewReader(nil), 0, backend.GuestAttr{Mode: &m}, false)
+	s, err := d.vm.Upload(ctx, p, bytes.NewReader(nil), 0, remote.GuestAttr{Mode: &m}, false)
 	if err != nil {
 		return nil, toErrno(d.fs.Log, mp, err)
 	}

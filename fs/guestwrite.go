@@ -11,7 +11,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // stage is a guest file's local copy while it is open for writing: a file
@@ -23,13 +23,13 @@ import (
 type stage struct {
 	file    *os.File
 	size    int64
-	loaded  bool              // file holds the guest's bytes (or needs none: new, or truncated to 0)
-	dirty   bool              // bytes the guest does not have
-	exists  bool              // the guest has the file (false for a created file before its first commit)
-	attr    backend.GuestAttr // what the writer set while dirty: applied at the commit
-	written time.Time         // last write: shown as mtime until the commit
-	writers int               // open write handles
-	base    backend.GuestStat // the guest's attributes when staged, or after the last commit
+	loaded  bool             // file holds the guest's bytes (or needs none: new, or truncated to 0)
+	dirty   bool             // bytes the guest does not have
+	exists  bool             // the guest has the file (false for a created file before its first commit)
+	attr    remote.GuestAttr // what the writer set while dirty: applied at the commit
+	written time.Time        // last write: shown as mtime until the commit
+	writers int              // open write handles
+	base    remote.GuestStat // the guest's attributes when staged, or after the last commit
 	// committing is non-nil while a commit uploads the staged bytes (without
 	// f.mu held); it is closed when the commit ends. Changes to the stage
 	// wait for it (idleLocked).
@@ -38,7 +38,7 @@ type stage struct {
 
 // stageLocked gives the file a stage, based on the guest's attributes base
 // (exists) or on those of a file being created, and counts one more writer.
-func (f *guestFile) stageLocked(base backend.GuestStat, exists bool) error {
+func (f *guestFile) stageLocked(base remote.GuestStat, exists bool) error {
 	if f.st == nil {
 		file, err := os.CreateTemp(f.fs.stagingDir(), "w-")
 		if err != nil {
@@ -78,8 +78,7 @@ func (f *guestFile) loadLocked(ctx context.Context) error {
 	if st.loaded {
 		return nil
 	}
-	src := f.vm.Source(f.guestPath(), st.base.Size, st.base.Mtime)
-	src.Origin = f.mountPath()
+	src := f.vm.Source(f.guestPath(), st.base.Size, st.base.Mtime, f.mountPath())
 	buf := make([]byte, f.fs.Cache.BlockSize())
 	for off := int64(0); off < st.base.Size; {
 		n, err := f.fs.Cache.ReadAt(ctx, src, buf, off)
@@ -213,7 +212,7 @@ func (f *guestFile) commitLocked(ctx context.Context) syscall.Errno {
 		if err != nil {
 			errno = f.commitFailedStage(st, err)
 		} else {
-			st.base, st.exists, st.dirty, st.attr = s, true, false, backend.GuestAttr{}
+			st.base, st.exists, st.dirty, st.attr = s, true, false, remote.GuestAttr{}
 		}
 		st.committing = nil
 		close(done)
@@ -262,7 +261,7 @@ func (f *guestFile) commitFailed(err error) syscall.Errno {
 // without f.mu took.
 func (f *guestFile) commitFailedStage(st *stage, err error) syscall.Errno {
 	call, fault := "", err.Error()
-	var be *backend.Error
+	var be *remote.Error
 	if errors.As(err, &be) {
 		call, fault = be.Call, be.Fault
 	}
@@ -284,7 +283,7 @@ func (f *guestFile) recover(st *stage, call, fault string) string {
 
 // stagedStat is what the file is while staged: the guest's attributes with
 // the staged size, the last write's time and what the writer set.
-func (st *stage) stat() backend.GuestStat {
+func (st *stage) stat() remote.GuestStat {
 	s := st.base
 	s.Size = st.size
 	if st.dirty && !st.written.IsZero() {
@@ -296,7 +295,7 @@ func (st *stage) stat() backend.GuestStat {
 
 // setattrAttr reads mode, owner and times from a SETATTR. "now" times are
 // returned as now, and reported in nowM and nowA.
-func setattrAttr(in *fuse.SetAttrIn) (a backend.GuestAttr, nowM, nowA bool) {
+func setattrAttr(in *fuse.SetAttrIn) (a remote.GuestAttr, nowM, nowA bool) {
 	if m, ok := in.GetMode(); ok {
 		a.Mode = &m
 	}

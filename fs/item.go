@@ -8,7 +8,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // itemDir is libraries/<library>/<item>/: the item's files.
@@ -22,7 +22,7 @@ type itemDir struct {
 }
 
 type fileEntry struct {
-	backend.File
+	remote.File
 }
 
 func (f fileEntry) ServerName() string { return f.Name }
@@ -30,7 +30,7 @@ func (f fileEntry) ServerID() string   { return f.Name }
 
 func (d *itemDir) path() string { return d.Path(nil) }
 
-func (d *itemDir) list(ctx context.Context) (backend.Item, listing[fileEntry], error) {
+func (d *itemDir) list(ctx context.Context) (remote.Item, listing[fileEntry], error) {
 	it, files, err := d.fs.Catalog.Files(ctx, d.id)
 	entries := make([]fileEntry, len(files))
 	for i, f := range files {
@@ -94,6 +94,6 @@ func (d *itemDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.Att
 // reader that opened the old one keeps its pages (as after a rename over a
 // local file) while new opens see the new one, and a commit of one file
 // leaves the inodes of the item's other files as they were.
-func fileKey(itemID string, f backend.File) string {
+func fileKey(itemID string, f remote.File) string {
 	return fmt.Sprintf("%s/%s@%s/%d", itemID, f.Name, f.Version, f.Size)
 }

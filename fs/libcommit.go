@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // flush commits sf's unsaved bytes, unless its commit is held: a name like
@@ -256,7 +256,7 @@ func (w *Writes) commit(it *itemWrites, names, remove []string) error {
 // run is one update session: it holds the files' bytes still while the
 // session reads them.
 func (w *Writes) run(it *itemWrites, files []*staged, removes []string) error {
-	var list []backend.Staged
+	var list []remote.Staged
 	w.mu.Lock()
 	names := make([]string, len(files))
 	for i, sf := range files {
@@ -269,7 +269,7 @@ func (w *Writes) run(it *itemWrites, files []*staged, removes []string) error {
 		sf.io.Lock()
 		sf.mu.Lock()
 		mtimes[i] = sf.mtime
-		s := backend.Staged{Name: names[i], Path: sf.path, Size: sf.size}
+		s := remote.Staged{Name: names[i], Path: sf.path, Size: sf.size}
 		if sf.hash != nil && sf.hashed == sf.size {
 			s.SHA256 = hex.EncodeToString(sf.hash.Sum(nil))
 		}
@@ -291,7 +291,7 @@ func (w *Writes) run(it *itemWrites, files []*staged, removes []string) error {
 			w.recordTimes(it.id, names, mtimes)
 		}
 	} else {
-		var be *backend.Error
+		var be *remote.Error
 		call, fault := "commit", err.Error()
 		if errors.As(err, &be) {
 			call, fault = be.Call, be.Fault

@@ -12,7 +12,8 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/cache"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // libFile is libraries/<library>/<item>/<file>.
@@ -49,18 +50,18 @@ func (f *libFile) setName(n string) {
 }
 
 // current returns the item and the file as the catalog knows them now.
-func (f *libFile) current(ctx context.Context) (backend.Item, backend.File, error) {
+func (f *libFile) current(ctx context.Context) (remote.Item, remote.File, error) {
 	name := f.fname()
 	it, files, err := f.fs.Catalog.Files(ctx, f.itemID)
 	if err != nil {
-		return it, backend.File{}, err
+		return it, remote.File{}, err
 	}
 	for _, file := range files {
 		if file.Name == name && !f.fs.Writes.isPending(f.itemID, name) {
 			return it, file, nil
 		}
 	}
-	return it, backend.File{}, backend.Errorf("library/item/file:list", it.Name+"/"+name, backend.ErrNotFound, "no such file")
+	return it, remote.File{}, remote.Errorf("library/item/file:list", it.Name+"/"+name, remote.ErrNotFound, "no such file")
 }
 
 func (f *libFile) writable() bool { return f.fs.writable(f.sub) == 0 }
@@ -99,9 +100,9 @@ func (f *FS) times() *fileTimes {
 
 // serverLoader copies a server file's bytes (through the block cache's
 // source) into a staged file.
-func (f *FS) serverLoader(itm backend.Item, file backend.File) loader {
+func (f *FS) serverLoader(itm remote.Item, file remote.File) loader {
 	return func(ctx context.Context, dst io.Writer) error {
-		body, _, err := f.Downloads.Source(itm, file).Open(ctx, 0, -1)
+		body, _, err := f.Downloads.Source(itm, file, "").Open(ctx, 0, -1)
 		if err != nil {
 			return err
 		}
@@ -130,8 +131,7 @@ func (f *libFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	if err != nil {
 		return nil, 0, toErrno(f.fs.Log, f.path(), err)
 	}
-	src := f.fs.Downloads.Source(it, file)
-	src.Origin = f.path()
+	src := f.fs.Downloads.Source(it, file, f.path())
 	var fl uint32
 	f.mu.Lock()
 	if f.lastOpen == src.ID() {
@@ -162,7 +162,7 @@ func (f *libFile) openWrite(ctx context.Context, itemPath string, flags uint32) 
 		if !trunc {
 			load = f.fs.serverLoader(itm, file)
 		}
-	case errors.Is(err, backend.ErrNotFound), staged:
+	case errors.Is(err, remote.ErrNotFound), staged:
 	default:
 		return nil, toErrno(f.fs.Log, f.path(), err)
 	}
@@ -237,7 +237,7 @@ func (f *libFile) setMtime(ctx context.Context, fh gofs.FileHandle, t time.Time)
 // libHandle is an open library file: reads go through the block cache.
 type libHandle struct {
 	f     *libFile
-	src   *backend.LibrarySource
+	src   cache.Source
 	mtime time.Time
 }
 
@@ -286,7 +286,7 @@ func (h *stagedHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 	dropped := h.sf.dropped
 	h.sf.mu.Unlock()
 	if off < dropped {
-		return nil, toErrno(h.f.fs.Log, h.f.path(), backend.Errorf("read", h.f.fname(), backend.ErrIO,
+		return nil, toErrno(h.f.fs.Log, h.f.path(), remote.Errorf("read", h.f.fname(), remote.ErrIO,
 			"bytes before %d were uploaded while the file was written and are no longer here (read it again after its close)", dropped))
 	}
 	n, err := h.sf.f.ReadAt(dest, off)

@@ -4,15 +4,24 @@ package fs
 // rename, an OVF descriptor until the files it references are staged.
 
 import (
+	"encoding/xml"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/vmware/govmomi/ovf"
 )
 
 func isOVF(name string) bool { return strings.EqualFold(filepath.Ext(name), ".ovf") }
+
+// ovfReferences is the one part of an OVF envelope fs reads: the files in
+// its References section (ovf:href; attributes match in any namespace).
+// It is parsed here, not with govmomi's ovf package, so that fs imports no
+// vSphere code.
+type ovfReferences struct {
+	Files []struct {
+		Href string `xml:"href,attr"`
+	} `xml:"References>File"`
+}
 
 // ovfRefs lists the files a staged .ovf references (none if it does not parse:
 // then validation says why).
@@ -22,12 +31,12 @@ func ovfRefs(path string) []string {
 		return nil
 	}
 	defer f.Close()
-	e, err := ovf.Unmarshal(f)
-	if err != nil {
+	var e ovfReferences
+	if err := xml.NewDecoder(f).Decode(&e); err != nil {
 		return nil
 	}
 	var refs []string
-	for _, r := range e.References {
+	for _, r := range e.Files {
 		refs = append(refs, filepath.Base(r.Href))
 	}
 	return refs

@@ -7,7 +7,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // librariesDir is libraries/: one folder per content library.
@@ -17,7 +17,7 @@ type librariesDir struct {
 	fs *FS
 }
 
-type libEntry backend.Library
+type libEntry remote.Library
 
 func (l libEntry) ServerName() string { return l.Name }
 func (l libEntry) ServerID() string   { return l.ID }
@@ -67,7 +67,7 @@ type libraryDir struct {
 	memo listingMemo[itemEntry]
 }
 
-type itemEntry backend.Item
+type itemEntry remote.Item
 
 func (i itemEntry) ServerName() string { return i.Name }
 func (i itemEntry) ServerID() string   { return i.ID }

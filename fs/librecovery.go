@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // RescueStaged moves the staged files in dir, a staging folder of a mount
@@ -85,7 +85,7 @@ func (w *Writes) keepFailed(sf *staged, cause error) {
 	itemPath, name := sf.it.path, sf.name
 	w.mu.Unlock()
 	call, fault := "PUT", cause.Error()
-	var be *backend.Error
+	var be *remote.Error
 	if errors.As(cause, &be) {
 		call, fault = be.Call, be.Fault
 		be.Reported() // this is its log line: the syscalls it fails add none

@@ -24,7 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // DefaultStreamAfter is the size at which a file written in order starts
@@ -41,7 +41,7 @@ var errStreamStopped = errors.New("streamed upload stopped: the file is staged i
 // upstream is a streamed upload in progress; its fields are under the
 // staged file's mu.
 type upstream struct {
-	s       *backend.Stream
+	s       Stream
 	ino     uint64 // the kernel's inode of the file (for callerKeepsWriter)
 	sent    int64  // [0, sent) went to the PUT
 	dropped int64  // [0, dropped) is no longer on local disk
@@ -93,7 +93,7 @@ func (w *Writes) write(ctx context.Context, sf *staged, data []byte, off int64, 
 		// Bytes already dropped cannot be sent again; a stall already took
 		// the deadline, and is not tried again (as a staged PUT's is not):
 		// either way the file cannot be committed any more.
-		if (sf.dropped > 0 || backend.IsStalled(broke)) && sf.broken == nil {
+		if (sf.dropped > 0 || errors.Is(broke, remote.ErrStalled)) && sf.broken == nil {
 			sf.broken = broke
 		}
 	}
@@ -137,14 +137,14 @@ func (sf *staged) writeLocal(data []byte, off int64, appendMode bool, after int6
 		sf.noStream = true
 		if up := sf.up; up != nil {
 			if off < sf.dropped || up.dropped > 0 {
-				sf.broken = backend.Errorf("write", sf.name, backend.ErrIO, "a rewrite at byte %d of a file whose first %d bytes were uploaded while it was written and are no longer here", off, up.dropped)
+				sf.broken = remote.Errorf("write", sf.name, remote.ErrIO, "a rewrite at byte %d of a file whose first %d bytes were uploaded while it was written and are no longer here", off, up.dropped)
 				return 0, sf.broken, false, true
 			}
 			stop = true
 		}
 	}
 	if off < sf.dropped {
-		return 0, backend.Errorf("write", sf.name, backend.ErrIO, "a write at byte %d of a file whose first %d bytes were uploaded and are no longer here", off, sf.dropped), false, stop
+		return 0, remote.Errorf("write", sf.name, remote.ErrIO, "a write at byte %d of a file whose first %d bytes were uploaded and are no longer here", off, sf.dropped), false, stop
 	}
 	n, err = sf.f.WriteAt(data, off)
 	if n > 0 {
@@ -372,7 +372,8 @@ func (w *Writes) finishStream(ctx context.Context, sf *staged) (errno syscall.Er
 	sf.mu.Lock()
 	// A PUT that broke (a reset, an error answer) with every byte still
 	// here: staged and committed whole. Not a stall: it took the deadline.
-	fallBack := up.err != nil && up.err != errStreamStopped && sf.dropped == 0 && !backend.IsStalled(up.err)
+	// Not when unmount gave up on it either (w.ctx is cancelled then).
+	fallBack := up.err != nil && up.err != errStreamStopped && sf.dropped == 0 && !errors.Is(up.err, remote.ErrStalled) && w.ctx.Err() == nil
 	sf.mu.Unlock()
 	if fallBack {
 		w.log().Debug("streamed upload failed; the file is committed staged", "path", sf.it.path+"/"+EncodeName(sf.name), "fault", up.err.Error())
@@ -437,7 +438,7 @@ func (w *Writes) finishStream(ctx context.Context, sf *staged) (errno syscall.Er
 			w.times.drop(it.id, n)
 		}
 	} else {
-		var be *backend.Error
+		var be *remote.Error
 		call, fault := "PUT", err.Error()
 		if errors.As(err, &be) {
 			call, fault = be.Call, be.Fault
@@ -488,7 +489,7 @@ func (w *Writes) commitHeld(it *itemWrites) {
 // errSealed is a write to a streamed file after its commit, through a
 // descriptor still open: its start is no longer here to be sent again.
 func errSealed(name string) error {
-	return backend.Errorf("write", name, backend.ErrIO, "the file was committed by its streamed upload and its start is no longer here: open it again to change it")
+	return remote.Errorf("write", name, remote.ErrIO, "the file was committed by its streamed upload and its start is no longer here: open it again to change it")
 }
 
 // streamIno is the kernel's inode of a streaming file (0 if it does not stream).

@@ -18,7 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 type timeRec struct {
@@ -84,7 +84,7 @@ func (t *fileTimes) saveLocked(itemID string) {
 // is for this version and size, else first (recorded from now on; saved
 // with the item's next change, or at unmount, so that listing a large item
 // does not rewrite its record once per file).
-func (t *fileTimes) mtime(itemID string, f backend.File, first time.Time) time.Time {
+func (t *fileTimes) mtime(itemID string, f remote.File, first time.Time) time.Time {
 	if t == nil {
 		return first
 	}
@@ -112,7 +112,7 @@ func (t *fileTimes) flush() {
 }
 
 // set records the time of a server file's version.
-func (t *fileTimes) set(itemID string, f backend.File, mtime time.Time) {
+func (t *fileTimes) set(itemID string, f remote.File, mtime time.Time) {
 	if t == nil {
 		return
 	}

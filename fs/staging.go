@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -14,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // Writes is the write side of libraries/. A file opened for writing is
@@ -24,7 +25,7 @@ import (
 // for the next session of an item go in together. A commit that fails leaves
 // the item as it was and keeps the bytes in <cache-dir>/recovery.
 type Writes struct {
-	lw       *backend.LibraryWriter
+	lw       LibraryWriter
 	staging  string // this mount's staging folder
 	recovery string
 	times    *fileTimes // per-file modification times (libtimes.go)
@@ -41,7 +42,7 @@ type Writes struct {
 	HoldTimeout time.Duration
 
 	ctx    context.Context // commits run on it: a commit is not interrupted halfway
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 
 	mu        sync.Mutex
 	items     map[string]*itemWrites
@@ -57,7 +58,7 @@ type Writes struct {
 // stagingDir, keeping the bytes of failed commits under recoveryDir and the
 // times writers set under timesDir (the cache dir's layout, and what dead
 // mounts left there, are cmd's business).
-func NewWrites(lw *backend.LibraryWriter, stagingDir, recoveryDir, timesDir string) (*Writes, error) {
+func NewWrites(lw LibraryWriter, stagingDir, recoveryDir, timesDir string) (*Writes, error) {
 	w := &Writes{
 		lw:          lw,
 		staging:     stagingDir,
@@ -78,9 +79,13 @@ func NewWrites(lw *backend.LibraryWriter, stagingDir, recoveryDir, timesDir stri
 	if err := os.MkdirAll(w.staging, 0o700); err != nil {
 		return nil, err
 	}
-	w.ctx, w.cancel = context.WithCancel(context.Background())
+	w.ctx, w.cancel = context.WithCancelCause(context.Background())
 	return w, nil
 }
+
+// errUnmountGaveUp is why the commits still running when unmount stops
+// waiting (--timeout, or a second signal) are cancelled.
+var errUnmountGaveUp = errors.New("unmount stopped waiting for the commit (--timeout passed, or a second signal)")
 
 func (w *Writes) log() *slog.Logger {
 	if w.fs != nil && w.fs.Log != nil {
@@ -329,7 +334,7 @@ func (sf *staged) truncateLocal(size int64) (stop bool, err error) {
 	if size < sf.size {
 		sf.noStream = true
 		if size < sf.dropped || (sf.up != nil && sf.up.dropped > 0) {
-			sf.broken = backend.Errorf("truncate", sf.name, backend.ErrIO, "a truncate to %d bytes of a file whose first bytes were uploaded while it was written and are no longer here", size)
+			sf.broken = remote.Errorf("truncate", sf.name, remote.ErrIO, "a truncate to %d bytes of a file whose first bytes were uploaded while it was written and are no longer here", size)
 			return sf.up != nil, sf.broken
 		}
 		stop = sf.up != nil
@@ -535,7 +540,7 @@ func (w *Writes) Close(ctx context.Context) []string {
 	if ctx.Err() != nil {
 		// Out of time (or forced): the commits still running fail now and
 		// keep their bytes in recovery/, as do the ones below.
-		w.cancel()
+		w.cancel(errUnmountGaveUp)
 		w.inflight.Wait()
 	}
 	w.mu.Lock()
@@ -570,7 +575,7 @@ func (w *Writes) Close(ctx context.Context) []string {
 		}
 		_ = w.commit(it, names, nil) // a failure is logged and recovered
 	}
-	w.cancel()
+	w.cancel(errUnmountGaveUp)
 	w.times.flush()
 	w.mu.Lock()
 	defer w.mu.Unlock()

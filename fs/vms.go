@@ -7,7 +7,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // vmsDir is vms/: one folder per VM, named by the odd-name rule.
@@ -17,12 +17,12 @@ type vmsDir struct {
 	fs *FS
 }
 
-type vmEntry backend.VM
+type vmEntry remote.VM
 
 func (v vmEntry) ServerName() string { return v.Name }
 func (v vmEntry) ServerID() string   { return v.Ref.Value }
 
-func (d *vmsDir) list(ctx context.Context) ([]backend.VM, []string, error) {
+func (d *vmsDir) list(ctx context.Context) ([]remote.VM, []string, error) {
 	vms, err := d.fs.Guests.VMs(ctx)
 	if err != nil {
 		return nil, nil, err

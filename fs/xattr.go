@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // Read-only metadata as extended attributes, user.vsphere.*, where they
@@ -179,7 +179,7 @@ func (d *libraryDir) Removexattr(ctx context.Context, attr string) syscall.Errno
 
 // libraries/<lib>/<item>/
 
-func itemAttrs(it backend.Item) []xattr {
+func itemAttrs(it remote.Item) []xattr {
 	return []xattr{{"user.vsphere.library_id", it.LibraryID}, {"user.vsphere.item_id", it.ID},
 		{"user.vsphere.content_version", it.ContentVersion}, {"user.vsphere.created", stamp(it.Created)}}
 }
@@ -294,7 +294,7 @@ func (n *guestNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall
 
 // exports/<vm>[@<snapshot>]/ and disks/…: the VM and snapshot.
 
-func targetAttrs(t backend.ExportTarget) []xattr {
+func targetAttrs(t remote.ExportTarget) []xattr {
 	a := []xattr{{"user.vsphere.vm", t.VM.Value}}
 	if t.Snapshot != nil {
 		a = append(a, xattr{"user.vsphere.snapshot", t.Snapshot.Ref.Value}, xattr{"user.vsphere.snapshot_name", t.Snapshot.Name},

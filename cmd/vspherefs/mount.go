@@ -20,6 +20,9 @@ import (
 	"time"
 
 	"github.com/vspherefs/vspherefs/backend"
+	"github.com/vspherefs/vspherefs/backend/guest"
+	"github.com/vspherefs/vspherefs/backend/library"
+	"github.com/vspherefs/vspherefs/backend/nfc"
 	"github.com/vspherefs/vspherefs/cache"
 	"github.com/vspherefs/vspherefs/fs"
 	"github.com/vspherefs/vspherefs/metrics"
@@ -123,10 +126,10 @@ func runMount(args []string) error {
 			return usagef("--spool-size %q: %v", f.spoolSize, err)
 		}
 	}
-	if _, err := backend.NewGuestLogins(f.guestLogin, ""); err != nil {
+	if _, err := guest.NewGuestLogins(f.guestLogin, ""); err != nil {
 		return usagef("--guest-login: %v", err)
 	}
-	logins, err := backend.NewGuestLogins(f.guestLogin, f.guestLoginFile)
+	logins, err := guest.NewGuestLogins(f.guestLogin, f.guestLoginFile)
 	if err != nil {
 		return usagef("--guest-login-file: %v", err)
 	}
@@ -147,7 +150,7 @@ func runMount(args []string) error {
 		}
 		if f.guestLogin == "" {
 			f.guestLogin = sim.GuestLoginString() // what the simulated guests accept
-			logins, _ = backend.NewGuestLogins(f.guestLogin, f.guestLoginFile)
+			logins, _ = guest.NewGuestLogins(f.guestLogin, f.guestLoginFile)
 		}
 		defer s.Close()
 		ca, err := s.CertificateFile()
@@ -187,7 +190,7 @@ func runMount(args []string) error {
 	}
 	defer conn.Close(ctx)
 	if !f.readOnly && f.libraryDatastore != "" {
-		if _, err := backend.PickDatastore(ctx, conn, f.libraryDatastore, 0); err != nil {
+		if _, err := library.PickDatastore(ctx, conn, f.libraryDatastore, 0); err != nil {
 			return fmt.Errorf("--library-datastore %s: %w", f.libraryDatastore, err)
 		}
 	}
@@ -201,12 +204,12 @@ func runMount(args []string) error {
 	if idle <= 0 {
 		idle = time.Minute
 	}
-	downloads := backend.NewDownloads(conn, idle)
+	downloads := library.NewDownloads(conn, idle)
 	defer downloads.Close()
 
 	// Export spools live under --cache-dir while mounted; Close aborts any
 	// export still running (no lease outlives the mount) and removes them.
-	exports, err := backend.NewExports(conn, filepath.Join(cd.Spool, "exports"), f.ttl)
+	exports, err := nfc.NewExports(conn, filepath.Join(cd.Spool, "exports"), f.ttl)
 	if err != nil {
 		return fmt.Errorf("--cache-dir: %w", err)
 	}
@@ -214,21 +217,21 @@ func runMount(args []string) error {
 
 	var writes *fs.Writes
 	if !f.readOnly {
-		lw := backend.NewLibraryWriter(conn)
+		lw := library.NewLibraryWriter(conn)
 		// Update sessions a killed mount with this cache dir left open are
 		// ended now; this mount's own are recorded there while open.
 		if err := lw.TrackSessions(ctx, filepath.Join(cd.Root, "sessions")); err != nil {
 			return fmt.Errorf("--cache-dir: %w", err)
 		}
 		defer lw.Close()
-		if writes, err = fs.NewWrites(lw, cd.Staging, cd.Recovery, cd.Times); err != nil {
+		if writes, err = fs.NewWrites(libraryWriterFS{lw}, cd.Staging, cd.Recovery, cd.Times); err != nil {
 			return fmt.Errorf("--cache-dir: %w", err)
 		}
 		if f.upload == "staged" {
 			writes.StreamAfter = 0 // checksum-first: every file staged whole
 		}
 		writes.PickDatastore = func(ctx context.Context) (string, error) {
-			return backend.PickDatastore(ctx, conn, f.libraryDatastore, 0)
+			return library.PickDatastore(ctx, conn, f.libraryDatastore, 0)
 		}
 	}
 	// Test knobs: how soon the guest inode table is swept.
@@ -237,9 +240,9 @@ func runMount(args []string) error {
 	var guestCommits atomic.Int64
 	committing := func() bool { return writes.Busy() || guestCommits.Load() > 0 }
 	server, err := fs.Mount(mountpoint, fs.Options{
-		Catalog:   backend.NewCatalog(conn, f.ttl),
-		Downloads: downloads,
-		Guests:    backend.NewGuests(conn, logins, f.ttl),
+		Catalog:   library.NewCatalog(conn, f.ttl),
+		Downloads: downloadsFS{downloads},
+		Guests:    guestsFS{guest.NewGuests(conn, logins, f.ttl)},
 		Cache:     blocks,
 		TTL:       f.ttl,
 		ReadOnly:  f.readOnly,
@@ -249,8 +252,9 @@ func runMount(args []string) error {
 		StagingDir:  cd.Staging,
 		RecoveryDir: cd.Recovery,
 
-		Exports: exports,
-		Spaces:  backend.NewSpaces(conn, f.ttl),
+		Exports:       exports,
+		OpenDiskImage: openDiskImage,
+		Spaces:        backend.NewSpaces(conn, f.ttl),
 
 		GuestCommits: &guestCommits,
 

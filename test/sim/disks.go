@@ -14,6 +14,8 @@ import (
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/vspherefs/vspherefs/vmdk"
 )
 
 // Disks holds the content of every VM's virtual disks: a RawDisk generated
@@ -100,7 +102,7 @@ func writeStreamFile(path string, raw *RawDisk) (int64, string, error) {
 	defer f.Close()
 	h := sha1.New()
 	seed := sha1.Sum([]byte(raw.label))
-	n, err := WriteStreamOptimized(io.MultiWriter(f, h), raw, "disk.vmdk", binary.LittleEndian.Uint32(seed[:]))
+	n, err := vmdk.WriteStreamOptimized(io.MultiWriter(f, h), raw, "disk.vmdk", binary.LittleEndian.Uint32(seed[:]))
 	if err == nil {
 		err = f.Close()
 	}

@@ -73,7 +73,7 @@ func dataExtents(f *os.File, size int64) ([]Extent, error) {
 		if err != nil {
 			return nil, err
 		}
-		ext = append(ext, Extent{start, end - start})
+		ext = append(ext, Extent{Off: start, Len: end - start})
 		off = end
 	}
 	return ext, nil

@@ -8,14 +8,16 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+
+	"github.com/vspherefs/vspherefs/vmdk"
 )
 
 // BlockSize is the unit in which a RawDisk's content is generated; it is
 // also the VMDK grain size, so a block is zero or data as a whole grain is.
-const BlockSize = 64 << 10
+const BlockSize = vmdk.GrainSize
 
-// Extent is a byte range [Off, Off+Len) of a disk.
-type Extent struct{ Off, Len int64 }
+// Extent is a byte range [Off, Off+Len) of a disk (the codec's).
+type Extent = vmdk.Extent
 
 // RawDisk is the deterministic raw content of one simulated virtual disk:
 // exactly its capacity, zero except for a few tens of MiB of data in
@@ -52,7 +54,7 @@ func NewRawDisk(vm string, key int32, capacity int64) *RawDisk {
 		}
 		end = min(end, capacity)
 		if off < end {
-			d.regions = append(d.regions, region{Extent{off, end - off}, k})
+			d.regions = append(d.regions, region{Extent{Off: off, Len: end - off}, k})
 		}
 	}
 	const mib = 1 << 20

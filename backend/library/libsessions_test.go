@@ -1,0 +1,208 @@
+package library
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmware/govmomi/vapi/library"
+
+	"github.com/vspherefs/vspherefs/remote"
+	"github.com/vspherefs/vspherefs/test/sim"
+)
+
+// A PUT whose body the server stops reading fails within about the
+// progress deadline (not a multiple of it), names the stall, and leaves no
+// session active.
+func TestCommitPutStall(t *testing.T) {
+	f := newWriteFixture(t)
+	f.w.Stall = time.Second
+	id := f.itemID("demo-library", "hello")
+	before := f.snapshot(id)
+	f.s.Updates.FailNext(sim.StallPut)
+	start := time.Now()
+	err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", pattern(32<<20, 9))}, nil)
+	took := time.Since(start)
+	var be *remote.Error
+	if !errors.As(err, &be) || be.Call != "PUT" || !strings.Contains(be.Fault, "no data received") {
+		t.Fatalf("stalled PUT: %v", err)
+	}
+	if took > 8*time.Second {
+		t.Fatalf("stalled PUT failed after %v with a 1s deadline", took)
+	}
+	t.Logf("failed after %v: %v", took.Round(time.Millisecond), err)
+	if !f.snapshot(id).same(before) {
+		t.Fatal("item changed")
+	}
+	if a := f.s.Updates.Active(id); len(a) != 0 {
+		t.Fatalf("session left active: %v", a)
+	}
+}
+
+// A PUT that is reset, or answered 503, is tried again in the same
+// session, and the commit succeeds.
+func TestCommitPutRetried(t *testing.T) {
+	f := newWriteFixture(t)
+	id := f.itemID("demo-library", "hello")
+	for i, step := range []string{sim.FailPutOnce, sim.FailPut503} {
+		f.s.Updates.FailNext(step)
+		want := pattern(3<<20, byte(20+i))
+		if err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", want)}, nil); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		if got := f.snapshot(id).bytes["hello.txt"]; string(got) != string(want) {
+			t.Fatalf("%s: %d bytes on the server, want %d", step, len(got), len(want))
+		}
+	}
+	// A PUT that keeps failing gives up after PutAttempts, saying so.
+	f.s.Updates.FailNext(sim.FailPut)
+	err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", pattern(1<<20, 30))}, nil)
+	if err == nil || !strings.Contains(err.Error(), "after 3 attempts") {
+		t.Fatalf("PUT failing every time: %v", err)
+	}
+}
+
+// When the failed commit's fail and cancel calls fail too, the session is
+// remembered and the next commit of the item ends it first, so the item is
+// never locked out.
+func TestCommitEndsLeftSession(t *testing.T) {
+	f := newWriteFixture(t)
+	f.w.Stall = time.Second // end() retries for about max(Stall, 3s)
+	id := f.itemID("demo-library", "hello")
+	f.s.Updates.FailNext(sim.FailPut)
+	for range 1000 {
+		f.s.Updates.FailNext(sim.FailFail)
+		f.s.Updates.FailNext(sim.FailCancel)
+	}
+	if err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", pattern(1<<20, 40))}, nil); err == nil {
+		t.Fatal("commit succeeded")
+	}
+	if a := f.s.Updates.Active(id); len(a) != 1 {
+		t.Fatalf("want the session left active (fail and cancel refused), got %v", a)
+	}
+	f.s.Updates.ClearFaults()
+	want := pattern(1<<20, 41)
+	if err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", want)}, nil); err != nil {
+		t.Fatalf("the next commit: %v", err)
+	}
+	if got := f.snapshot(id).bytes["hello.txt"]; string(got) != string(want) {
+		t.Fatal("the next commit did not land")
+	}
+	if a := f.s.Updates.Active(id); len(a) != 0 {
+		t.Fatalf("sessions active: %v", a)
+	}
+}
+
+// A commit that takes longer than the server's idle expiry survives: its
+// session is kept alive (the simulator here does not count a transfer in
+// flight as activity).
+func TestCommitKeepsSessionAlive(t *testing.T) {
+	f := newWriteFixture(t)
+	id := f.itemID("demo-library", "hello")
+	f.s.Updates.SetExpiry(400 * time.Millisecond)
+	f.s.Updates.SetStrictExpiry(true)
+	f.s.Updates.SetPutDelay(1500 * time.Millisecond)
+	want := pattern(1<<20, 50)
+	if err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", want)}, nil); err != nil {
+		t.Fatalf("slow commit: %v", err)
+	}
+	if n := f.s.Updates.KeepAlives(); n == 0 {
+		t.Fatal("no keep-alive sent")
+	}
+	f.s.Updates.SetPutDelay(0)
+	if got := f.snapshot(id).bytes["hello.txt"]; string(got) != string(want) {
+		t.Fatal("slow commit did not land")
+	}
+}
+
+// TrackSessions ends the sessions recorded by a mount that no longer runs
+// (an active one, and one that ended meanwhile), leaves a running mount's
+// records alone, and records its own sessions until they end.
+func TestTrackSessionsEndsLeftOnes(t *testing.T) {
+	f := newWriteFixture(t)
+	id := f.itemID("demo-library", "hello")
+	id2 := f.itemID("demo-library", "multi")
+	root := filepath.Join(t.TempDir(), "sessions")
+	dead := filepath.Join(root, "mount-dead")
+	live := filepath.Join(root, "mount-live")
+	for _, d := range []string{dead, live} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	active, err := f.lm.CreateLibraryItemUpdateSession(f.ctx, library.Session{LibraryItemID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended, err := f.lm.CreateLibraryItemUpdateSession(f.ctx, library.Session{LibraryItemID: id2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.lm.CancelLibraryItemUpdateSession(f.ctx, ended); err != nil {
+		t.Fatal(err)
+	}
+	other, err := f.lm.CreateLibraryItemUpdateSession(f.ctx, library.Session{LibraryItemID: id2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d, sids := range map[string][]string{dead: {active, ended}, live: {other}} {
+		for _, sid := range sids {
+			if err := os.WriteFile(filepath.Join(d, sid), []byte(id+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	lock, err := os.Open(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.w.TrackSessions(f.ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	defer f.w.Close()
+	if s, err := f.lm.GetLibraryItemUpdateSession(f.ctx, active); err != nil || s.State == "ACTIVE" {
+		t.Fatalf("the dead mount's session: %+v %v", s, err)
+	}
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Fatalf("the dead mount's records are still there: %v", err)
+	}
+	if s, err := f.lm.GetLibraryItemUpdateSession(f.ctx, other); err != nil || s.State != "ACTIVE" {
+		t.Fatalf("the running mount's session was touched: %+v %v", s, err)
+	}
+	// Our own sessions: recorded while open, gone when ended.
+	f.s.Updates.SetPutDelay(time.Second)
+	done := make(chan error, 1)
+	go func() { done <- f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", pattern(1<<20, 60))}, nil) }()
+	var own []string
+	for range 100 {
+		dirs, _ := filepath.Glob(filepath.Join(root, "mount-*", "*"))
+		own = nil
+		for _, d := range dirs {
+			if !strings.HasPrefix(d, live) {
+				own = append(own, d)
+			}
+		}
+		if len(own) > 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(own) != 1 {
+		t.Fatalf("own session not recorded: %v", own)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	f.s.Updates.SetPutDelay(0)
+	if _, err := os.Stat(own[0]); !os.IsNotExist(err) {
+		t.Fatalf("record of an ended session kept: %v", err)
+	}
+}
