@@ -296,6 +296,9 @@ func (w *Writes) run(it *itemWrites, files []*staged, removes []string) error {
 		if errors.As(err, &be) {
 			call, fault = be.Call, be.Fault
 		}
+		if context.Cause(w.ctx) == errUnmountGaveUp && !errors.Is(err, remote.ErrStalled) {
+			fault = errUnmountGaveUp.Error() + ": " + fault // why it was cancelled
+		}
 		for i, sf := range files {
 			rec, rerr := w.recover(itemPath, names[i], sf, "commit failed", call, fault)
 			if rerr != nil {
