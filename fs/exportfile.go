@@ -27,6 +27,7 @@ type exportFile struct {
 
 	mu       sync.Mutex
 	lastOpen string // export ID at the last open: the same export keeps the page cache
+	gate     ptGate // passthrough of package files (passthrough.go)
 }
 
 var (
@@ -39,6 +40,9 @@ var (
 func (f *exportFile) mountPath() string { return f.Path(nil) }
 
 func (f *exportFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if h, ok := fh.(*exportPTHandle); ok {
+		fh = h.exportHandle
+	}
 	if h, ok := fh.(*exportHandle); ok {
 		h.sp.attr(f.fs, &out.Attr) // an open file keeps its export
 		return 0
@@ -88,13 +92,31 @@ func (f *exportFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	}
 	f.lastOpen = s.id
 	f.mu.Unlock()
-	return h, fl, 0
+	// A package file of an export that ended well is its bytes as they
+	// are on disk: passthrough (a disk served early stays read through
+	// us, so that its reads can still fail if its export does).
+	h.mode = f.gate.admit(s.id, !s.img && s.final != nil && s.final())
+	if h.mode == ptBacking {
+		return &exportPTHandle{exportHandle: h, backing: backing{file: file, count: f.fs.countPassthrough}}, fl, 0
+	}
+	return h, h.mode.openFlags(fl), 0
 }
+
+// exportPTHandle is a package file the kernel reads from the spool itself.
+type exportPTHandle struct {
+	*exportHandle
+	backing
+}
+
+var _ gofs.FilePassthroughFder = (*exportPTHandle)(nil)
 
 // Lseek answers SEEK_DATA and SEEK_HOLE for disk images from the stream's
 // grain tables, so that sparse-aware tools skip the zeros; package files
 // are all data.
 func (f *exportFile) Lseek(ctx context.Context, fh gofs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	if p, ok := fh.(*exportPTHandle); ok {
+		fh = p.exportHandle
+	}
 	h, ok := fh.(*exportHandle)
 	if !ok {
 		return 0, syscall.EBADF
@@ -139,6 +161,7 @@ type exportHandle struct {
 	img  DiskImage
 	sp   spooled
 	size int64
+	mode ptMode
 
 	failOnce sync.Once // the export's failure is logged once per open file
 
@@ -186,6 +209,7 @@ func (h *exportHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 }
 
 func (h *exportHandle) Release(ctx context.Context) syscall.Errno {
+	h.f.gate.release(h.mode)
 	h.file.Close()
 	return 0
 }

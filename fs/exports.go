@@ -324,6 +324,8 @@ type spooled struct {
 	// failed is the export's error once it has failed: a disk can be
 	// served before its export ends, and is no longer once it failed.
 	failed func() error
+	// final says the export ended well: nothing can fail it any more.
+	final func() bool
 }
 
 // attr fills a file's attributes.
@@ -354,7 +356,7 @@ func (d *exportDir) find(ctx context.Context, name string) (spooled, error) {
 }
 
 func (d *exportDir) spooled(f remote.SpooledFile) spooled {
-	s := spooled{path: f.Path, size: f.Size, mtime: f.Ready, id: f.ExportID, failed: f.Err}
+	s := spooled{path: f.Path, size: f.Size, mtime: f.Ready, id: f.ExportID, failed: f.Err, final: f.Final}
 	if d.disks {
 		s.size, s.blocks, s.img = f.Disk.Capacity, f.Disk.Allocated, true
 	}

@@ -45,6 +45,9 @@ type Options struct {
 
 	// GuestCommits counts guest file commits running (unmount waits for them).
 	GuestCommits *atomic.Int64
+	// Passthrough counts files handed to the kernel as passthrough backing
+	// files (nil: not counted).
+	Passthrough *atomic.Int64
 
 	// InoSweep and InoGrace tune the table of renamed and removed guest
 	// nodes (guestInos): 0 for the defaults; tests set them small.
@@ -58,6 +61,12 @@ type FS struct {
 	mounted time.Time
 	inos    guestInos
 	mnt     atomic.Pointer[mountIdent] // this mount, for descriptors' mnt_id (fdpeers.go); set once mounted
+}
+
+func (f *FS) countPassthrough() {
+	if f.Passthrough != nil {
+		f.Passthrough.Add(1)
+	}
 }
 
 // root is the top directory: one folder per kind of content.

@@ -270,11 +270,13 @@ func (h *guestHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 		src = f.vm.Source(f.guestPath(), st.base.Size, st.base.Mtime, f.mountPath()) // staged, not yet changed
 	}
 	f.mu.Unlock()
-	n, err := f.fs.Cache.ReadAt(ctx, src, dest, off)
+	// The reply is written from the cached block itself where it can be
+	// (no copy into dest), as for library files.
+	b, err := f.fs.Cache.ReadShared(ctx, src, dest, off)
 	if err != nil && err != io.EOF {
 		return nil, toErrno(f.fs.Log, f.mountPath(), err)
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	return fuse.ReadResultData(b), 0
 }
 
 func (h *guestHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {

@@ -27,6 +27,7 @@ type libFile struct {
 	mu       sync.Mutex
 	name     string // server-side name; changes when a staged file is renamed
 	lastOpen string // source ID at the last open: same version keeps the page cache
+	gate     ptGate // passthrough from a complete spool (passthrough.go)
 }
 
 var (
@@ -67,6 +68,9 @@ func (f *libFile) current(ctx context.Context) (remote.Item, remote.File, error)
 func (f *libFile) writable() bool { return f.fs.writable(f.sub) == 0 }
 
 func (f *libFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if h, ok := fh.(*libPTHandle); ok {
+		fh = h.libHandle
+	}
 	switch h := fh.(type) {
 	case *libHandle:
 		// An open file keeps the version it opened.
@@ -139,7 +143,18 @@ func (f *libFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	}
 	f.lastOpen = src.ID()
 	f.mu.Unlock()
-	return &libHandle{f: f, src: src, mtime: it.Modified}, fl, 0
+	// A spool that holds the whole file (read once in stream mode) backs a
+	// passthrough open: the kernel reads it with no request to us.
+	spool, canBack := f.fs.Cache.Spooled(src)
+	mode := f.gate.admit(src.ID(), canBack)
+	h := &libHandle{f: f, src: src, mtime: it.Modified, mode: mode}
+	if mode == ptBacking {
+		return &libPTHandle{libHandle: h, backing: backing{file: spool, count: f.fs.countPassthrough}}, fl, 0
+	}
+	if spool != nil {
+		spool.Close()
+	}
+	return h, mode.openFlags(fl), 0
 }
 
 // openWrite stages the file for writing: empty with O_TRUNC or for a file
@@ -239,12 +254,35 @@ type libHandle struct {
 	f     *libFile
 	src   cache.Source
 	mtime time.Time
+	mode  ptMode
+}
+
+// libPTHandle is an open library file the kernel reads from its complete
+// spool (passthrough); reads reach (libHandle's) Read only if the kernel
+// refused.
+type libPTHandle struct {
+	*libHandle
+	backing
 }
 
 var (
-	_ gofs.FileReader  = (*libHandle)(nil)
-	_ gofs.FileFlusher = (*libHandle)(nil)
+	_ gofs.FileReader          = (*libHandle)(nil)
+	_ gofs.FileFlusher         = (*libHandle)(nil)
+	_ gofs.FileReleaser        = (*libHandle)(nil)
+	_ gofs.FilePassthroughFder = (*libPTHandle)(nil)
+	_ gofs.FileReleaser        = (*libPTHandle)(nil)
 )
+
+func (h *libHandle) Release(ctx context.Context) syscall.Errno {
+	h.f.gate.release(h.mode)
+	return 0
+}
+
+func (h *libPTHandle) Release(ctx context.Context) syscall.Errno {
+	h.libHandle.Release(ctx)
+	h.file.Close()
+	return 0
+}
 
 func (h *libHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	// The reply is written from the cached block itself where it can be.

@@ -45,7 +45,13 @@ type SpooledFile struct {
 	ExportID string // changes when the target is exported again
 	// Failed, if set, is the export's error once it has failed (nil until then).
 	Failed func() error
+	// Succeeded, if set, says whether the export has ended well.
+	Succeeded func() bool
 }
+
+// Final reports whether the file's export has ended well (complete, every
+// disk checked): its spooled bytes are then served as they are for good.
+func (f SpooledFile) Final() bool { return f.Succeeded != nil && f.Succeeded() }
 
 // Err is the export's error if it has failed since the file was served
 // (a disk can be served before its export ends): from then on the file

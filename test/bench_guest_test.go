@@ -22,6 +22,7 @@ import (
 func BenchmarkGuestRead(b *testing.B) {
 	size := benchSize()
 	s := sim.StartT(b)
+	capSim(b, s) // BENCH_TC: the 1 Gb/s mode
 	c := context.Background()
 	putGuestFile(b, s, "/tmp/bench.bin", size)
 	gc, _, err := s.Client(c)
@@ -37,7 +38,7 @@ func BenchmarkGuestRead(b *testing.B) {
 		b.Fatal(err)
 	}
 	auth := &types.NamePasswordAuthentication{Username: "root", Password: "vmware"}
-	var curl, cold time.Duration
+	var curl, cold, curlCPU, mountCPU time.Duration
 	for i := 0; i < b.N; i++ {
 		info, err := fm.InitiateFileTransferFromGuest(c, auth, "/tmp/bench.bin")
 		if err != nil {
@@ -47,9 +48,13 @@ func BenchmarkGuestRead(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		curl += timeCmd(b, "curl", "-sf", "--cacert", mustCert(b, s), "-o", "/dev/null", u.String())
+		wall, cpu := timeCPU(b, "curl", "-sf", "--cacert", mustCert(b, s), "-o", "/dev/null", u.String())
+		curl, curlCPU = curl+wall, curlCPU+cpu
 		m := mount(b, s, "--guest-login", sim.GuestLoginString(), "--cache-size", "512MiB")
+		cpu0, _ := cpuTime(b, m)
 		cold += timeCmd(b, "dd", "if="+m.Path("vms", guestVM, "tmp", "bench.bin"), "of=/dev/null", "bs=1M")
+		cpu1, _ := cpuTime(b, m)
+		mountCPU += cpu1 - cpu0
 		if i == b.N-1 {
 			b.ReportMetric(float64(rssKiB(b, m))/1024, "rss-MiB")
 		}
@@ -58,6 +63,9 @@ func BenchmarkGuestRead(b *testing.B) {
 	n := int64(b.N) * size
 	b.ReportMetric(mbps(n, curl), "curl-MB/s")
 	b.ReportMetric(mbps(n, cold), "cold-MB/s")
+	b.ReportMetric(cpuPerGiB(curlCPU, n), "curl-cpu-s/GiB")
+	b.ReportMetric(cpuPerGiB(mountCPU, n), "mount-cpu-s/GiB")
+	b.ReportMetric(mountCPU.Seconds()/curlCPU.Seconds(), "mount/curl-cpu")
 	b.ReportMetric(curl.Seconds()/cold.Seconds(), "cold/curl")
 }
 

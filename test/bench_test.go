@@ -84,6 +84,7 @@ func BenchmarkLibraryRead(b *testing.B) {
 		b.Run(map[bool]string{false: "stream", true: "ranged"}[ranges], func(b *testing.B) {
 			size := benchSize()
 			s := sim.StartT(b)
+			capSim(b, s) // BENCH_TC: the 1 Gb/s mode
 			s.Library.SetRanges(ranges)
 			c := context.Background()
 			lib, _ := s.CreateLibrary(c, "bench")
@@ -93,6 +94,11 @@ func BenchmarkLibraryRead(b *testing.B) {
 			}
 			if dir := os.Getenv("BENCH_CPUPROFILE"); dir != "" {
 				b.Setenv("VSPHEREFS_CPUPROFILE", filepath.Join(dir, map[bool]string{false: "stream", true: "ranged"}[ranges]+".pprof"))
+			}
+			// BENCH_MOUNT_GOGC sets GOGC for the mount process only (read
+			// at its start; this process keeps its own).
+			if v := os.Getenv("BENCH_MOUNT_GOGC"); v != "" {
+				b.Setenv("GOGC", v)
 			}
 			m := mount(b, s, "--cache-size", "512MiB")
 			p := m.Path("libraries", "bench", "file", "data.bin")
@@ -341,7 +347,8 @@ func BenchmarkLibraryList(b *testing.B) {
 // BenchmarkExport compares, in one run, `cp -r exports/<vm>` through a
 // fresh mount (the export itself: one lease, the disks spooled, then the
 // copy from the spool) with `govc export.ovf` of the same VM, and a second
-// `cp -r` (from the spool). BENCH_DISKS sets the VM's disk count (default 4;
+// `cp -r` (from the spool), and a cold `cp -r` with --max-transfers 1 (disks
+// one at a time, as govc). BENCH_DISKS sets the VM's disk count (default 4;
 // each disk streams about 8 MiB, from 24 MiB of data).
 func BenchmarkExport(b *testing.B) {
 	disks := 4
@@ -349,13 +356,19 @@ func BenchmarkExport(b *testing.B) {
 		disks = v
 	}
 	s := sim.StartT(b)
+	capSim(b, s) // BENCH_TC: the 1 Gb/s mode
 	vm := simVM(b, s, exportVM, true)
 	for i := 1; i < disks; i++ {
 		addSmallDisk(b, vm, fmt.Sprintf("bench%d", i), 64<<20)
 	}
 	// The simulator generates each disk's stream once: do that before timing.
 	govcRun(b, s, "export.ovf", "-vm", exportVM, "-sha", "256", b.TempDir())
-	var govcT, cold, warm, export, copyT time.Duration
+	// BENCH_NFC_MBPS caps each disk transfer (not their sum) at that many
+	// MB/s, as an ESXi host paces each NFC stream.
+	if v, err := strconv.Atoi(os.Getenv("BENCH_NFC_MBPS")); err == nil && v > 0 {
+		s.Exports.Throttle(int64(v) * 1e6)
+	}
+	var govcT, cold, seq, warm, export, copyT time.Duration
 	var size int64
 	for i := 0; i < b.N; i++ {
 		dir := b.TempDir()
@@ -369,6 +382,10 @@ func BenchmarkExport(b *testing.B) {
 		m := mount(b, s)
 		cold += timeCmd(b, "cp", "-r", m.Path("exports", exportVM), filepath.Join(dir, "cold"))
 		warm += timeCmd(b, "cp", "-r", m.Path("exports", exportVM), filepath.Join(dir, "warm"))
+		m.Unmount(b)
+		// The same cold copy with one disk at a time, as govc fetches them.
+		m = mount(b, s, "--max-transfers", "1")
+		seq += timeCmd(b, "cp", "-r", m.Path("exports", exportVM), filepath.Join(dir, "seq"))
 		m.Unmount(b)
 		// Split: the export (ls -l waits for it), then the copy from the spool.
 		m = mount(b, s)
@@ -386,6 +403,8 @@ func BenchmarkExport(b *testing.B) {
 	b.ReportMetric(cold.Seconds()/float64(b.N), "cp-cold-s")
 	b.ReportMetric(warm.Seconds()/float64(b.N), "cp-warm-s")
 	b.ReportMetric(cold.Seconds()/govcT.Seconds(), "cold/govc")
+	b.ReportMetric(seq.Seconds()/float64(b.N), "cp-cold-max1-s")
+	b.ReportMetric(seq.Seconds()/govcT.Seconds(), "cold-max1/govc")
 	b.ReportMetric(export.Seconds()/float64(b.N), "ls-l-export-s")
 	b.ReportMetric(copyT.Seconds()/float64(b.N), "cp-after-ls-s")
 	b.ReportMetric(export.Seconds()/govcT.Seconds(), "export/govc")

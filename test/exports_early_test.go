@@ -59,7 +59,8 @@ func TestExportsDiskEarly(t *testing.T) {
 	ref := t.TempDir()
 	govcRun(t, s, "export.ovf", "-vm", exportVM, "-sha", "256", ref)
 	want := packageFiles(t, filepath.Join(ref, exportVM))
-	m := mount(t, s)
+	// One disk at a time, as govc does: disk 0 is served while disk 1 goes on.
+	m := mount(t, s, "--max-transfers", "1")
 	pkg := m.Path("exports", exportVM)
 	vmdk0 := exportVM + "-disk-0.vmdk"
 
@@ -162,7 +163,8 @@ func TestExportsFailAfterServed(t *testing.T) {
 	s := sim.StartT(t)
 	vm := simVM(t, s, exportVM, true)
 	addSmallDisk(t, vm, "small", 40<<20)
-	m := mount(t, s)
+	// One disk at a time: disk 0 is served while disk 1 still transfers.
+	m := mount(t, s, "--max-transfers", "1")
 	pkg := m.Path("exports", exportVM)
 	vmdk0 := filepath.Join(pkg, exportVM+"-disk-0.vmdk")
 

@@ -214,7 +214,7 @@ func TestOpsStatusShowsGuestTransfer(t *testing.T) {
 	catDone <- nil
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -226,7 +226,7 @@ func freePort(t *testing.T) string {
 }
 
 // scrape returns the value of each sample of /metrics, keyed by its name and labels as printed.
-func scrape(t *testing.T, addr string) map[string]float64 {
+func scrape(t testing.TB, addr string) map[string]float64 {
 	t.Helper()
 	// The harness sees the FUSE mount a moment before the mount has bound
 	// its metrics listener (it does so before it says READY).

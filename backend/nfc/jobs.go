@@ -61,6 +61,10 @@ func PackageNames(name string, disks int) []string {
 // and kept until the target changes or the mount ends. A job holds its
 // lease only while it transfers; readers are served from the spool.
 type Exports struct {
+	// Transfers bounds disk transfers per host across the mount's exports;
+	// set before use (nil: one disk at a time).
+	Transfers *Transfers
+
 	conn *backend.Conn
 	dir  string
 	ttl  time.Duration
@@ -126,6 +130,17 @@ func (j *exportJob) failed() error {
 		return j.err
 	default:
 		return nil
+	}
+}
+
+// succeeded reports whether the job has ended well (complete, every disk
+// checked): its spooled files are then served as they are for good.
+func (j *exportJob) succeeded() bool {
+	select {
+	case <-j.done:
+		return j.err == nil
+	default:
+		return false
 	}
 }
 
@@ -440,7 +455,7 @@ func (j *exportJob) find(match remote.FileMatch) (f remote.SpooledFile, ok bool,
 				i, disk = disk, disk+1
 			}
 			if match(i, ef) {
-				return remote.SpooledFile{ExportedFile: ef, ExportID: j.id, Failed: j.failed}, true, nil
+				return remote.SpooledFile{ExportedFile: ef, ExportID: j.id, Failed: j.failed, Succeeded: j.succeeded}, true, nil
 			}
 		}
 		return remote.SpooledFile{}, false, nil
@@ -450,7 +465,7 @@ func (j *exportJob) find(match remote.FileMatch) (f remote.SpooledFile, ok bool,
 	defer j.readyMu.Unlock()
 	for i, ef := range j.ready {
 		if match(i, ef) {
-			return remote.SpooledFile{ExportedFile: ef, ExportID: j.id, Failed: j.failed}, true, nil
+			return remote.SpooledFile{ExportedFile: ef, ExportID: j.id, Failed: j.failed, Succeeded: j.succeeded}, true, nil
 		}
 	}
 	return remote.SpooledFile{}, false, j.wake
@@ -535,7 +550,7 @@ func (x *Exports) run(ctx context.Context, j *exportJob, t remote.ExportTarget) 
 	x.log.Info("export started: one lease, disks spooled, then served from the spool", "export", j.label, "spool", j.dir)
 	step := x.conn.Step(ctx, "export lease", j.label, "waiting for lease")
 	defer step.End()
-	req := ExportRequest{VM: types.ManagedObjectReference(t.VM), Name: t.Name, Dir: j.dir, Progress: j.progress(x.log), Stall: x.conn.Config.Timeout,
+	req := ExportRequest{VM: types.ManagedObjectReference(t.VM), Name: t.Name, Dir: j.dir, Progress: j.progress(x.log), Stall: x.conn.Config.Timeout, Transfers: x.Transfers,
 		LeaseReady: func() { step.SetState("streaming disks") },
 		DiskReady: func(i int, f remote.ExportedFile) {
 			x.log.Info("disk spooled and checked against the lease's manifest: served while the export goes on",

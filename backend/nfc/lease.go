@@ -59,6 +59,9 @@ type ExportRequest struct {
 	// can only be served once Export has returned. Called from Export's
 	// goroutine, one disk at a time.
 	DiskReady func(i int, f remote.ExportedFile)
+	// Transfers, if set, bounds the disks fetched at once per host, and
+	// disks are fetched in parallel within it; nil: one after another.
+	Transfers *Transfers
 	// LeaseReady, if set, is told when the lease is ready and the disks'
 	// transfers begin.
 	LeaseReady func()
@@ -145,42 +148,26 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []re
 		}
 	}
 	keeper := keepAlive(lease, info.LeaseTimeout, total, cancel, report)
+	res, derr := fetchDisks(tctx, c, lease, items, req, on, keeper, func(n, t int64) { report(n, total) })
+	for _, r := range res {
+		if r.f.Path != "" {
+			written = append(written, r.f.Path)
+		}
+	}
+	if derr != nil {
+		if kerr := keeper.Stop(); kerr != nil {
+			return nil, backend.VimError("HttpNfcLeaseProgress", on, kerr)
+		}
+		return nil, derr
+	}
 	mf := new(strings.Builder)
 	sums := map[string]string{}   // device key -> sha1
 	verified := map[string]bool{} // device key -> checked on its own, served early
 	for i, item := range items {
-		f, sum1, sum256, derr := download(diskOrigin(tctx, i, item.Path), c, item, req.Dir, keeper, req.Stall)
-		if f.Path != "" {
-			written = append(written, f.Path)
-		}
-		if derr != nil {
-			if kerr := keeper.Stop(); kerr != nil {
-				return nil, backend.VimError("HttpNfcLeaseProgress", on, kerr)
-			}
-			return nil, derr
-		}
-		sums[item.DeviceId] = sum1
-		fmt.Fprintf(mf, "SHA256(%s)= %s\n", f.Name, sum256)
-		report(keeper.done.Load(), total)
-		// Check this disk now if the manifest has its entry already: then
-		// it can be served while the lease goes on for the others.
-		cctx, ccancel := callContext(tctx, req.Stall)
-		ok, cerr := checkDisk(cctx, lease, f, sum1, on)
-		ccancel()
-		if cerr != nil {
-			if kerr := keeper.Stop(); kerr != nil {
-				return nil, backend.VimError("HttpNfcLeaseProgress", on, kerr)
-			}
-			return nil, cerr
-		}
-		if ok {
-			verified[item.DeviceId] = true
-			f.Ready = time.Now()
-			if req.DiskReady != nil {
-				req.DiskReady(i, f)
-			}
-		}
-		files = append(files, f)
+		sums[item.DeviceId] = res[i].sum1
+		verified[item.DeviceId] = res[i].verified
+		fmt.Fprintf(mf, "SHA256(%s)= %s\n", res[i].f.Name, res[i].sum256)
+		files = append(files, res[i].f)
 	}
 	if err := keeper.Stop(); err != nil {
 		return nil, backend.VimError("HttpNfcLeaseProgress", on, err)

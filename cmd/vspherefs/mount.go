@@ -37,6 +37,7 @@ type mountFlags struct {
 	guestLogin, guestLoginFile            string
 	cacheSize, cacheDir, spoolSize        string
 	ttl, timeout                          time.Duration
+	maxTransfers                          int
 	readOnly, allowOther, debug           bool
 	libraryDatastore                      string
 	upload                                string // stream or staged
@@ -81,6 +82,7 @@ func runMount(args []string) error {
 	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "disk for staging, spool and recovery; yours alone (refused if others can write it)")
 	fl.DurationVar(&f.ttl, "ttl", time.Second, "attribute and entry cache lifetime")
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "deadline of each API call, how long a transfer may stall, and how long unmounting waits for commits")
+	fl.IntVar(&f.maxTransfers, "max-transfers", nfc.DefaultMaxTransfers, "disk transfers at once to each ESXi host, across all exports (the load one mount puts on a host)")
 	fl.BoolVar(&f.readOnly, "read-only", false, "refuse every write with EROFS")
 	fl.StringVar(&f.libraryDatastore, "library-datastore", "", "datastore of libraries made by mkdir (default: the first that fits)")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users see the mount")
@@ -137,8 +139,15 @@ func runMount(args []string) error {
 		return err
 	}
 	// The block cache is most of the heap and turns over all the time: keep
-	// the process near its budget instead of letting the GC double it.
-	debug.SetMemoryLimit(cacheBytes + 192<<20)
+	// the process near its budget instead of letting the GC double it. The
+	// margin is for blocks in flight (read-ahead), buffers and stacks; the
+	// goal is a peak RSS within --cache-size + 64 MiB (BENCHMARKS.md).
+	// VSPHEREFS_MEM_MARGIN_MIB (a benchmark knob) sets another margin.
+	margin := int64(48)
+	if v, err := strconv.ParseInt(os.Getenv("VSPHEREFS_MEM_MARGIN_MIB"), 10, 64); err == nil && v > 0 {
+		margin = v
+	}
+	debug.SetMemoryLimit(cacheBytes + margin<<20)
 
 	cfg := backend.Config{Insecure: f.insecure, CACerts: f.caCerts, Thumbprint: f.thumbprint, Timeout: f.timeout, Log: log, Debug: f.debug}
 	obs := metrics.New(log, f.debug) // status, metrics, progress: service.go
@@ -214,6 +223,7 @@ func runMount(args []string) error {
 		return fmt.Errorf("--cache-dir: %w", err)
 	}
 	defer exports.Close()
+	exports.Transfers = nfc.NewTransfers(f.maxTransfers)
 
 	var writes *fs.Writes
 	if !f.readOnly {
@@ -237,7 +247,7 @@ func runMount(args []string) error {
 	// Test knobs: how soon the guest inode table is swept.
 	inoSweep, _ := strconv.Atoi(os.Getenv("VSPHEREFS_INO_SWEEP"))
 	inoGrace, _ := time.ParseDuration(os.Getenv("VSPHEREFS_INO_GRACE"))
-	var guestCommits atomic.Int64
+	var guestCommits, passthrough atomic.Int64
 	committing := func() bool { return writes.Busy() || guestCommits.Load() > 0 }
 	server, err := fs.Mount(mountpoint, fs.Options{
 		Catalog:   library.NewCatalog(conn, f.ttl),
@@ -257,6 +267,7 @@ func runMount(args []string) error {
 		Spaces:        backend.NewSpaces(conn, f.ttl),
 
 		GuestCommits: &guestCommits,
+		Passthrough:  &passthrough,
 
 		InoSweep: inoSweep,
 		InoGrace: inoGrace,
@@ -269,7 +280,7 @@ func runMount(args []string) error {
 	}
 	log.Info("mounted", "mountpoint", mountpoint, "server", cfg.URL.Host, "pid", os.Getpid())
 	stopService, err := startService(server, service{mountpoint: mountpoint, host: cfg.URL.Host, // service.go
-		cacheDir: f.cacheDir, spool: cd.Spool, obs: obs, cache: blocks, writes: writes})
+		cacheDir: f.cacheDir, spool: cd.Spool, obs: obs, cache: blocks, writes: writes, passthrough: &passthrough})
 	if err != nil {
 		return err
 	}
@@ -338,6 +349,9 @@ func checkFlags(f mountFlags, args []string, set map[string]bool) error {
 	}
 	if f.upload != "stream" && f.upload != "staged" {
 		return usagef("--upload %q: stream or staged", f.upload)
+	}
+	if f.maxTransfers < 1 {
+		return usagef("--max-transfers %d: must be at least 1", f.maxTransfers)
 	}
 	if f.readOnly && set["library-datastore"] {
 		return usagef("--read-only and --library-datastore conflict: a read-only mount makes no library")

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,6 +27,7 @@ type service struct {
 	obs              *metrics.Metrics
 	cache            *cache.Cache
 	writes           *vfs.Writes
+	passthrough      *atomic.Int64 // files handed to the kernel as passthrough backing
 	started          time.Time
 }
 
@@ -136,6 +138,7 @@ func registerGauges(s service) {
 	o.CounterFunc("vspherefs_cache_hits_total", "Block cache lookups that found the block.", func() float64 { return float64(s.cache.Stats().Hits) })
 	o.CounterFunc("vspherefs_cache_misses_total", "Block cache lookups that did not.", func() float64 { return float64(s.cache.Stats().Misses) })
 	o.CounterFunc("vspherefs_cache_evictions_total", "Blocks evicted from the block cache.", func() float64 { return float64(s.cache.Stats().Evictions) })
+	o.CounterFunc("vspherefs_passthrough_files_total", "Opens whose local file (a complete spool, an export package file) was handed to the kernel for FUSE passthrough.", func() float64 { return float64(s.passthrough.Load()) })
 	o.GaugeFunc("vspherefs_cache_bytes", "Memory held by the block cache.", func() float64 { return float64(s.cache.Stats().Bytes) })
 	o.GaugeFunc("vspherefs_cache_limit_bytes", "The block cache's size (--cache-size).", func() float64 { return float64(s.cache.Stats().LimitBytes) })
 	o.GaugeFunc("vspherefs_spool_bytes", "Disk held by this mount's spools (streams and exports).", func() float64 { return float64(s.cache.Stats().SpoolBytes) })

@@ -33,6 +33,8 @@ type Exports struct {
 	created  atomic.Int64
 	timedOut atomic.Int64
 	served   atomic.Int64
+	active   atomic.Int64 // disk GETs being served now
+	peak     atomic.Int64 // the most served at once since ResetPeak
 	firstGet atomic.Int64 // unix nanoseconds of the first disk transfer served
 	rate     atomic.Int64 // bytes/s per transfer; 0: no limit
 	corrupt  atomic.Bool
@@ -68,6 +70,18 @@ func (x *Exports) LeasesTimedOut() int { return int(x.timedOut.Load()) }
 
 // BytesServed counts the disk bytes sent through export leases.
 func (x *Exports) BytesServed() int64 { return x.served.Load() }
+
+// PeakTransfers is the most disk GETs served at once since ResetPeak.
+func (x *Exports) PeakTransfers() int { return int(x.peak.Load()) }
+
+// ResetPeak starts PeakTransfers again from the transfers running now.
+func (x *Exports) ResetPeak() { x.peak.Store(x.active.Load()) }
+
+func (x *Exports) transferStarted() {
+	n := x.active.Add(1)
+	for p := x.peak.Load(); n > p && !x.peak.CompareAndSwap(p, n); p = x.peak.Load() {
+	}
+}
 
 // FirstTransfer is when the first disk transfer started, or the zero time:
 // tests measure a stall from there, not from a lease prepared under load.

@@ -45,6 +45,8 @@ func (x *Exports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
+	x.transferStarted()
+	defer x.active.Add(-1)
 	x.firstGet.CompareAndSwap(0, time.Now().UnixNano())
 	w.Header().Set("Content-Type", "application/octet-stream")
 	http.ServeContent(&countingWriter{ResponseWriter: w, n: &x.served}, r, file.name, time.Time{}, &leaseReader{f: f, ctx: ctx, x: x})

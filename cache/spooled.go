@@ -1,0 +1,47 @@
+package cache
+
+import "os"
+
+// Spooled opens, read-only, the spool of src's object if it holds the whole
+// object: a stream that has run to the end. The file is then the object's
+// exact bytes on local disk, and can back a FUSE passthrough open. The fd
+// stays valid (and its bytes right) even if the spool is dropped later: a
+// removed file lives on while open. false if there is no complete spool.
+func (c *Cache) Spooled(src Source) (*os.File, bool) {
+	id := src.ID()
+	c.mu.Lock()
+	o := c.objs[id]
+	c.mu.Unlock()
+	if o == nil || !o.complete() {
+		return nil, false
+	}
+	f, err := os.Open(o.spool)
+	if err != nil {
+		return nil, false
+	}
+	// Dropped (and perhaps made again, truncated) between the check and
+	// the open: the fd may not be the complete spool. After this check a
+	// drop only unlinks the file this fd holds.
+	c.mu.Lock()
+	same := c.objs[id] == o
+	c.mu.Unlock()
+	if st, err := f.Stat(); !same || err != nil || st.Size() != o.size || !o.complete() {
+		f.Close()
+		return nil, false
+	}
+	return f, true
+}
+
+// complete reports whether the spool holds every byte of the object.
+func (o *object) complete() bool {
+	o.mu.Lock()
+	st := o.st
+	stream := o.mode == modeStream
+	o.mu.Unlock()
+	if !stream || st == nil || st.f == nil {
+		return false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.filled >= o.size
+}

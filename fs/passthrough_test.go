@@ -1,0 +1,60 @@
+package fs
+
+import (
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// TestPTGate: an inode never mixes passthrough with page-cache opens, and
+// another version never shares the backing file of the one before.
+func TestPTGate(t *testing.T) {
+	var g ptGate
+	// Not complete on disk: through us, with the page cache.
+	if m := g.admit("v1", false); m != ptCached {
+		t.Fatalf("incomplete: %v", m)
+	}
+	// Complete now, but a page-cache open lasts: stays cached.
+	if m := g.admit("v1", true); m != ptCached {
+		t.Fatalf("complete while a cached open lasts: %v, want cached", m)
+	}
+	g.release(ptCached)
+	g.release(ptCached)
+	a := g.admit("v1", true)
+	if a != ptBacking {
+		t.Fatalf("complete, no other open: %v, want passthrough", a)
+	}
+	if m := g.admit("v1", true); m != ptBacking {
+		t.Fatalf("second open of the same version: %v, want passthrough (shared backing)", m)
+	}
+	// Another version while v1's backing file is registered: direct I/O.
+	if m := g.admit("v2", true); m != ptDirect {
+		t.Fatalf("other version during passthrough: %v, want direct", m)
+	}
+	if m := g.admit("v1", false); m != ptDirect {
+		t.Fatalf("no local file during passthrough: %v, want direct", m)
+	}
+	if fl := ptDirect.openFlags(fuse.FOPEN_KEEP_CACHE); fl != fuse.FOPEN_DIRECT_IO {
+		t.Fatalf("direct open flags %#x", fl)
+	}
+	g.release(ptBacking)
+	g.release(ptBacking)
+	// Right after the last release go-fuse may still hold v1's backing
+	// file: another version waits out backingGrace before passthrough.
+	if m := g.admit("v2", true); m != ptCached {
+		t.Fatalf("other version right after release: %v, want cached", m)
+	}
+	g.release(ptCached)
+	if m := g.admit("v1", true); m != ptBacking {
+		t.Fatalf("same version right after release: %v, want passthrough", m)
+	}
+	g.release(ptBacking)
+	g.released = time.Now().Add(-2 * backingGrace)
+	if m := g.admit("v2", true); m != ptBacking {
+		t.Fatalf("other version after the grace: %v, want passthrough", m)
+	}
+	if g.id != "v2" || g.pt != 1 || g.cached != 0 {
+		t.Fatalf("gate: id %q, %d passthrough, %d cached", g.id, g.pt, g.cached)
+	}
+}

@@ -1,0 +1,101 @@
+package test
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vspherefs/vspherefs/test/sim"
+)
+
+// BenchmarkSpoolPassthrough compares, in one run, a cold cp out of a library
+// file whose spool is complete (served by FUSE passthrough) with a cold cp
+// of the spool file itself from the cache dir's disk: both with the spool's
+// pages dropped first, both into /dev/shm. mount-lookups counts the reads
+// the mount answered during the passthrough cp (0 when passthrough served it).
+func BenchmarkSpoolPassthrough(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("FUSE passthrough needs CAP_SYS_ADMIN")
+	}
+	size := benchSize()
+	s := sim.StartT(b) // Range ignored: one stream fills the spool
+	c := context.Background()
+	lib, _ := s.CreateLibrary(c, "bench")
+	item, _ := s.CreateItem(c, lib, "file")
+	if err := s.UploadFile(c, item, "data.bin", sim.DemoBytes("bench", size), size); err != nil {
+		b.Fatal(err)
+	}
+	addr := freePort(b)
+	m := mount(b, s, "--cache-size", "512MiB", "--metrics", addr)
+	p := m.Path("libraries", "bench", "file", "data.bin")
+	// The cold read fills the spool; its pages in the FUSE inode are
+	// dropped, so that a read not served by passthrough would reach us.
+	f, err := os.Open(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, f); err != nil {
+		b.Fatal(err)
+	}
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	f.Close()
+	spool := largestFile(b, m.CacheDir)
+	shm := filepath.Join("/dev/shm", "vspherefs-bench-pt")
+	defer os.Remove(shm)
+	time.Sleep(100 * time.Millisecond) // the kernel's release of the cold read's open
+	var disk, pt time.Duration
+	var lookups float64
+	for i := 0; i < b.N; i++ {
+		dropFile(b, spool)
+		disk += timeCmd(b, "cp", spool, shm)
+		dropFile(b, spool)
+		l0 := cacheLookups(b, addr)
+		pt += timeCmd(b, "cp", p, shm)
+		lookups += cacheLookups(b, addr) - l0
+		if got, _ := os.Stat(shm); got == nil || got.Size() != size {
+			b.Fatalf("cp out of the mount: %v bytes, want %d", got, size)
+		}
+	}
+	n := int64(b.N) * size
+	b.ReportMetric(mbps(n, disk), "spool-disk-MB/s")
+	b.ReportMetric(mbps(n, pt), "passthrough-MB/s")
+	b.ReportMetric(disk.Seconds()/pt.Seconds(), "passthrough/disk")
+	b.ReportMetric(lookups, "mount-lookups")
+	b.ReportMetric(scrape(b, addr)[ptMetric], "passthrough-files")
+}
+
+// largestFile is the biggest regular file under dir (a spool).
+func largestFile(b testing.TB, dir string) string {
+	var best string
+	var max int64
+	_ = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() && fi.Size() > max {
+			best, max = p, fi.Size()
+		}
+		return nil
+	})
+	if best == "" {
+		b.Fatal("no spool file")
+	}
+	return best
+}
+
+// dropFile drops a local file's pages from the page cache.
+func dropFile(b testing.TB, p string) {
+	f, err := os.Open(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		b.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		b.Fatal(err)
+	}
+}

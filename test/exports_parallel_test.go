@@ -1,0 +1,53 @@
+package test
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/vspherefs/vspherefs/test/sim"
+)
+
+// TestExportsMaxTransfers: an export's disks are fetched in parallel, never
+// more at once per host than --max-transfers, and the package copied out is
+// govc's byte for byte whatever the bound.
+func TestExportsMaxTransfers(t *testing.T) {
+	s := sim.StartT(t)
+	vm := simVM(t, s, exportVM, true)
+	for i := 1; i < 5; i++ {
+		addSmallDisk(t, vm, fmt.Sprintf("par%d", i), 8<<20)
+	}
+	ref := t.TempDir()
+	govcRun(t, s, "export.ovf", "-vm", exportVM, "-sha", "256", ref)
+	want := packageFiles(t, filepath.Join(ref, exportVM))
+
+	// Slow enough that every allowed transfer overlaps the others.
+	s.Exports.Throttle(4 << 20)
+	defer s.Exports.Throttle(0)
+	for _, tc := range []struct {
+		max  string
+		peak int
+	}{{"1", 1}, {"3", 3}} {
+		t.Run("max"+tc.max, func(t *testing.T) {
+			m := mount(t, s, "--max-transfers", tc.max)
+			s.Exports.ResetPeak()
+			dst := filepath.Join(t.TempDir(), "cp")
+			run(t, "cp", "-r", m.Path("exports", exportVM), dst)
+			if got := s.Exports.PeakTransfers(); got != tc.peak {
+				t.Errorf("--max-transfers %s: %d disk GETs at once, want %d (5 disks)", tc.max, got, tc.peak)
+			}
+			got := packageFiles(t, dst)
+			if names(got) != names(want) {
+				t.Fatalf("cp: files %s, govc wrote %s", names(got), names(want))
+			}
+			for name, b := range want {
+				if !bytes.Equal(got[name], b) {
+					t.Errorf("cp: %s differs from govc's", name)
+				}
+			}
+			checkManifest(t, dst, exportVM+".mf")
+			m.Unmount(t)
+		})
+	}
+}

@@ -1,0 +1,202 @@
+package test
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vspherefs/vspherefs/test/sim"
+)
+
+const ptMetric = "vspherefs_passthrough_files_total"
+
+// cacheLookups is the block cache's hits and misses: every read this process
+// answers for a library file moves it, a passthrough read does not.
+func cacheLookups(t testing.TB, addr string) float64 {
+	m := scrape(t, addr)
+	return m["vspherefs_cache_hits_total"] + m["vspherefs_cache_misses_total"]
+}
+
+// TestPassthroughLibrarySpool: once a library file's spool holds all of it
+// (a stream read to the end), a new open is served by FUSE passthrough: the
+// bytes are the server's (read back through govmomi), the mount answers no
+// read, a second open shares the backing file, a new version opened while
+// the old one is open reads the new bytes through the mount, an open whose
+// spool was dropped meanwhile keeps its bytes, and unmount finishes with a
+// passthrough file open.
+func TestPassthroughLibrarySpool(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("FUSE passthrough needs CAP_SYS_ADMIN (go-fuse falls back to plain reads, tested everywhere else)")
+	}
+	s := sim.StartT(t) // Range ignored: one stream fills the spool
+	addr := freePort(t)
+	m := mount(t, s, "--metrics", addr, "--ttl", "100ms", "--spool-size", "100MiB")
+	p := m.Path("libraries", "demo-library", "big", "big.bin")
+	want, err := s.Download(ctx(t), "demo-library", "big", "big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f0, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(f0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("cold read: %v, equal %v", err, bytes.Equal(got, want))
+	}
+	// Without its pages in the kernel's cache, a read that is not
+	// passthrough would reach the mount (and its block cache).
+	if err := unix.Fadvise(int(f0.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	f0.Close()
+	if n := scrape(t, addr)[ptMetric]; n != 0 {
+		t.Fatalf("%v passthrough files while the spool was being filled", n)
+	}
+
+	f1 := openPassthrough(t, p, addr, 1)
+	defer f1.Close()
+	lookups := cacheLookups(t, addr)
+	got, err := io.ReadAll(f1)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("passthrough read: %v, %d bytes, equal %v", err, len(got), bytes.Equal(got, want))
+	}
+	if st, err := f1.Stat(); err != nil || st.Size() != int64(len(want)) {
+		t.Fatalf("fstat of the passthrough file: %v %v", st, err)
+	}
+	if l := cacheLookups(t, addr); l != lookups {
+		t.Errorf("the mount answered reads of a passthrough file (%v cache lookups)", l-lookups)
+	}
+
+	// A second open of the same version shares the inode's backing file.
+	f2, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	if _, err := f2.ReadAt(buf, 32<<20); err != nil || !bytes.Equal(buf, want[32<<20:33<<20]) {
+		t.Fatalf("second passthrough open: %v", err)
+	}
+	f2.Close()
+
+	// A new version, opened while the old passthrough open lasts, is read
+	// through the mount: the new bytes, not the old backing file's.
+	size := int64(len(want))
+	if err := s.UploadFile(ctx(t), itemID(t, s, "demo-library", "big"), "big.bin", sim.DemoBytes("new big.bin", size), size); err != nil {
+		t.Fatal(err)
+	}
+	want2, err := s.Download(ctx(t), "demo-library", "big", "big.bin")
+	if err != nil || bytes.Equal(want2, want) {
+		t.Fatalf("the server did not change the file: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond) // --ttl
+	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, want2) {
+		t.Fatalf("new version while the old passthrough open lasts: %v, equal %v", err, bytes.Equal(got, want2))
+	}
+	if _, err := f1.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, want[:1<<20]) {
+		t.Fatalf("the old passthrough open lost its version: %v", err)
+	}
+	// Two 64 MiB spools are over --spool-size: the old version's, idle,
+	// is dropped at the next release. The open file keeps its bytes.
+	time.Sleep(200 * time.Millisecond)
+	if _, err := os.ReadFile(m.Path("libraries", "demo-library", "hello", "hello.txt")); err != nil {
+		t.Fatal(err) // a release, which trims the idle spools
+	}
+	if spools := spoolFiles(t, m.CacheDir); len(spools) != 2 { // the new big.bin, hello.txt
+		t.Errorf("spool files: %v; the old version's was not dropped", spools)
+	}
+	if _, err := f1.ReadAt(buf, 48<<20); err != nil || !bytes.Equal(buf, want[48<<20:49<<20]) {
+		t.Fatalf("passthrough read after its spool was dropped: %v", err)
+	}
+	// Unmount with the passthrough file still open ends (detached lazily).
+	m.Unmount(t)
+}
+
+// openPassthrough opens p and waits until the open is passthrough, which
+// the mount's metric then counts at n. The kernel sends the release of an
+// earlier open after close(2) returns, and until the mount has it, a new
+// open is read through the mount (passthrough and page-cache opens of one
+// inode cannot mix): such an open is closed and tried again.
+func openPassthrough(t *testing.T, p, addr string, n float64) *os.File {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := scrape(t, addr)[ptMetric]
+		if got == n {
+			return f
+		}
+		f.Close()
+		if got > n || time.Now().After(deadline) {
+			t.Fatalf("open of a complete spool: %v passthrough files, want %v", got, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// spoolFiles lists the files under a cache dir's spool folders.
+func spoolFiles(t *testing.T, cacheDir string) []string {
+	var out []string
+	matches, _ := filepath.Glob(filepath.Join(cacheDir, "spool-*", "*"))
+	for _, p := range matches {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// TestPassthroughExportFiles: package files of a finished export are served
+// by passthrough, byte for byte govc's; a disk read while its export still
+// runs is not (its reads must be able to fail if the export does), and the
+// raw images of disks/ are decoded by the mount.
+func TestPassthroughExportFiles(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("FUSE passthrough needs CAP_SYS_ADMIN (go-fuse falls back to plain reads, tested everywhere else)")
+	}
+	s := sim.StartT(t)
+	vm := simVM(t, s, exportVM, true)
+	addSmallDisk(t, vm, "pt", 16<<20)
+	ref := t.TempDir()
+	govcRun(t, s, "export.ovf", "-vm", exportVM, "-sha", "256", ref)
+	want := packageFiles(t, filepath.Join(ref, exportVM))
+	addr := freePort(t)
+	m := mount(t, s, "--metrics", addr)
+	pkg := m.Path("exports", exportVM)
+	if _, err := os.Stat(filepath.Join(pkg, exportVM+".mf")); err != nil { // waits for the end
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "cp")
+	run(t, "cp", "-r", pkg, dst)
+	got := packageFiles(t, dst)
+	if names(got) != names(want) {
+		t.Fatalf("cp: files %s, govc wrote %s", names(got), names(want))
+	}
+	for name, b := range want {
+		if !bytes.Equal(got[name], b) {
+			t.Errorf("cp: %s differs from govc's", name)
+		}
+	}
+	if n := scrape(t, addr)[ptMetric]; n != float64(len(want)) {
+		t.Errorf("%v passthrough files after cp -r of %d package files", n, len(want))
+	}
+	img := m.Path("disks", exportVM, "disk-1.img")
+	raw, _ := s.Disks.Raw(vm.Reference(), diskKeys(t, vm)[1])
+	if st, err := os.Stat(img); err != nil || st.Size() != raw.Size() {
+		t.Fatalf("disk-1.img: %v %v, capacity %d", st, err, raw.Size())
+	}
+	before := scrape(t, addr)[ptMetric]
+	if _, err := os.ReadFile(img); err != nil {
+		t.Fatal(err)
+	}
+	if n := scrape(t, addr)[ptMetric]; n != before {
+		t.Errorf("disk image opened by passthrough (%v), though the mount decodes it", n-before)
+	}
+}
