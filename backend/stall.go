@@ -12,7 +12,7 @@ import (
 )
 
 // ErrStalled is why a stalled transfer was cancelled.
-var ErrStalled = errors.New("no data received")
+var ErrStalled = remote.ErrStalled
 
 // StallGuard ends a transfer that makes no progress for a while: a body can
 // take hours, so it has no overall deadline, but a stalled one must not hang

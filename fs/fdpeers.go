@@ -19,29 +19,37 @@ import (
 )
 
 // callerKeepsWriter says whether the process behind a FUSE request still
-// holds a writable descriptor on inode ino (from /proc/<pid>/fdinfo, which
-// names each descriptor's inode and flags). False when that cannot be read.
-func callerKeepsWriter(ctx context.Context, ino uint64) bool {
+// holds a writable descriptor on inode ino of this mount (m; from
+// /proc/<pid>/fdinfo, which names each descriptor's inode, mount and
+// flags). False when that cannot be read.
+func callerKeepsWriter(ctx context.Context, m *mountIdent, ino uint64) bool {
 	c, ok := fuse.FromContext(ctx)
 	if !ok || c.Pid == 0 || uint32(os.Getpid()) == c.Pid {
 		return false
 	}
-	dir := "/proc/" + strconv.FormatUint(uint64(c.Pid), 10) + "/fdinfo"
+	return pidKeepsWriter(int(c.Pid), m, ino)
+}
+
+// pidKeepsWriter says whether process pid holds a writable descriptor on
+// inode ino of the mount m.
+func pidKeepsWriter(pid int, m *mountIdent, ino uint64) bool {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fdinfo"
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return false
 	}
 	want := strconv.FormatUint(ino, 10)
 	for _, e := range ents {
-		if fdinfoWriter(dir+"/"+e.Name(), want) {
+		if fdinfoWriter(dir+"/"+e.Name(), want, m) {
 			return true
 		}
 	}
 	return false
 }
 
-// fdinfoWriter reads one fdinfo file: is it a writable descriptor of ino?
-func fdinfoWriter(p, ino string) bool {
+// fdinfoWriter reads one fdinfo file: is it a writable descriptor of ino
+// on the mount m?
+func fdinfoWriter(p, ino string, m *mountIdent) bool {
 	f, err := os.Open(p)
 	if err != nil {
 		return false
@@ -49,6 +57,7 @@ func fdinfoWriter(p, ino string) bool {
 	defer f.Close()
 	var flags int64 = -1
 	match := false
+	mnt := ""
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), ":")
@@ -61,34 +70,30 @@ func fdinfoWriter(p, ino string) bool {
 			flags, _ = strconv.ParseInt(v, 8, 64)
 		case "ino":
 			match = v == ino
+		case "mnt_id":
+			mnt = v
 		}
 	}
-	return match && flags >= 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	return match && flags >= 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY && m.has(mnt)
 }
 
 // anyoneKeepsWriter says whether any process (but this one) holds a
-// writable descriptor on inode ino: for a streamed upload, which cannot be
-// committed twice, the last close of all, forked shells included, ends it.
-func anyoneKeepsWriter(ino uint64) bool {
+// writable descriptor on inode ino of the mount m: for a streamed upload,
+// which cannot be committed twice, the last close of all, forked shells
+// included, ends it.
+func anyoneKeepsWriter(m *mountIdent, ino uint64) bool {
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
 		return false
 	}
-	self := strconv.Itoa(os.Getpid())
-	want := strconv.FormatUint(ino, 10)
+	self := os.Getpid()
 	for _, p := range procs {
-		if p.Name() == self || p.Name()[0] < '0' || p.Name()[0] > '9' {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == self {
 			continue
 		}
-		dir := "/proc/" + p.Name() + "/fdinfo"
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		for _, e := range ents {
-			if fdinfoWriter(dir+"/"+e.Name(), want) {
-				return true
-			}
+		if pidKeepsWriter(pid, m, ino) {
+			return true
 		}
 	}
 	return false

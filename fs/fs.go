@@ -84,6 +84,7 @@ type FS struct {
 	Options
 	mounted time.Time
 	inos    guestInos
+	mnt     atomic.Pointer[mountIdent] // this mount, for descriptors' mnt_id (fdpeers.go); set once mounted
 }
 
 func (f *FS) countPassthrough() {
@@ -155,6 +156,7 @@ func mount(dir string, opts Options, allowOther, debug bool) (*FS, *fuse.Server,
 	if err := server.WaitMount(); err != nil {
 		return nil, nil, err // the caller removes a mount left half made
 	}
+	f.mnt.Store(newMountIdent(dir))
 	return f, server, nil
 }
 

@@ -32,21 +32,17 @@ func (w *Writes) flush(ctx context.Context, sf *staged) (bool, syscall.Errno) {
 	}
 	if sf.streaming() {
 		w.mu.Unlock()
-		if anyoneKeepsWriter(sf.streamIno()) {
+		if anyoneKeepsWriter(w.fs.mnt.Load(), sf.streamIno()) {
 			return false, 0 // a dup of its descriptor elsewhere (a forked shell): its last close ends the upload
 		}
-		errno, staged := w.finishStream(ctx, sf)
-		if !staged {
-			return errno == 0, errno
-		}
-		w.mu.Lock() // the upload failed with every byte here: commit them staged
+		return w.streamWait(ctx, sf)
 	}
 	if err := sf.brokenNow(); err != nil {
 		w.mu.Unlock()
-		w.log().Error(syscall.EIO.Error(), "path", sf.it.path+"/"+EncodeName(sf.name), "call", "write", "fault", err.Error(), "recovery", "not kept")
+		w.keepFailed(sf, err) // once: later closes get EIO alone
 		return false, syscall.EIO
 	}
-	if st := sf.it.stream; st != nil && st != sf && !sf.unlinked && !sf.localOnly && sf.isDirty() && callerKeepsWriter(ctx, st.streamIno()) {
+	if st := sf.it.stream; st != nil && st != sf && !sf.unlinked && !sf.localOnly && sf.isDirty() && callerKeepsWriter(ctx, w.fs.mnt.Load(), st.streamIno()) {
 		// The closing process streams another file of this item, whose
 		// session the item has until that file is closed: waiting for it
 		// here would wait for ourselves. Committed right after it.
@@ -72,6 +68,28 @@ func (w *Writes) flush(ctx context.Context, sf *staged) (bool, syscall.Errno) {
 	}
 	errno := w.commitWait(ctx, it, names) // EINTR if interrupted: the commit goes on
 	return errno == 0, errno
+}
+
+// streamWait ends sf's streamed upload (endStream) on its own and waits
+// for it; EINTR as soon as the caller is dying, the upload going on to its
+// end (or its deadline) by itself, waited for by unmount.
+func (w *Writes) streamWait(ctx context.Context, sf *staged) (bool, syscall.Errno) {
+	done := make(chan struct{})
+	var committed bool
+	var errno syscall.Errno
+	w.busy.Add(1)
+	w.inflight.Add(1)
+	go func() {
+		defer w.inflight.Done()
+		defer w.busy.Add(-1)
+		committed, errno = w.endStream(sf)
+		close(done)
+	}()
+	if !awaitOrDie(ctx, done) {
+		w.log().Warn("close interrupted: the writer is gone; the streamed upload goes on and is logged when it ends", "path", sf.it.path+"/"+EncodeName(sf.name))
+		return false, syscall.EINTR
+	}
+	return committed, errno
 }
 
 // plan decides what to commit now for sf: nil and true if sf is held;
@@ -277,6 +295,9 @@ func (w *Writes) run(it *itemWrites, files []*staged, removes []string) error {
 		call, fault := "commit", err.Error()
 		if errors.As(err, &be) {
 			call, fault = be.Call, be.Fault
+		}
+		if context.Cause(w.ctx) == errUnmountGaveUp && !errors.Is(err, remote.ErrStalled) {
+			fault = errUnmountGaveUp.Error() + ": " + fault // why it was cancelled
 		}
 		for i, sf := range files {
 			rec, rerr := w.recover(itemPath, names[i], sf, "commit failed", call, fault)

@@ -338,7 +338,7 @@ func (h *stagedHandle) Write(ctx context.Context, data []byte, off int64) (uint3
 	if !h.write {
 		return 0, syscall.EBADF
 	}
-	n, err := h.f.fs.Writes.write(h.sf, data, off, h.append, h.f.StableAttr().Ino)
+	n, err := h.f.fs.Writes.write(ctx, h.sf, data, off, h.append, h.f.StableAttr().Ino)
 	if err != nil {
 		return uint32(n), toErrno(h.f.fs.Log, h.f.path(), err)
 	}
@@ -353,7 +353,7 @@ func (h *stagedHandle) Flush(ctx context.Context) syscall.Errno {
 	if !h.write {
 		return 0
 	}
-	if callerKeepsWriter(ctx, h.f.StableAttr().Ino) {
+	if callerKeepsWriter(ctx, h.f.fs.mnt.Load(), h.f.StableAttr().Ino) {
 		return 0
 	}
 	return h.commit(ctx)
@@ -379,7 +379,7 @@ func (h *stagedHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 		return 0
 	}
 	if h.sf.streaming() {
-		return h.f.fs.Writes.syncStream(h.sf)
+		return h.f.fs.Writes.syncStream(ctx, h.sf)
 	}
 	return h.commit(ctx)
 }

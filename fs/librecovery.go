@@ -4,11 +4,16 @@ package fs
 // (recovery.go has the layout and the index).
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/vspherefs/vspherefs/remote"
 )
 
 // RescueStaged moves the staged files in dir, a staging folder of a mount
@@ -49,15 +54,58 @@ func RescueStaged(dir, recovery string, log *slog.Logger) []string {
 }
 
 // recover copies sf's bytes to recovery/libraries/<lib>/<item>/<name> (see
-// recovery.go) and returns that path.
+// recovery.go) and returns that path. A streamed file whose start was
+// punched out of its staged copy keeps the bytes still here, and the index
+// says from which offset (never zeros passed off as its start).
 func (w *Writes) recover(itemPath, name string, sf *staged, reason, call, fault string) (string, error) {
 	sf.mu.Lock()
-	size := sf.size
+	size, dropped := sf.size, sf.dropped
 	sf.mu.Unlock()
+	if dropped > 0 {
+		reason += fmt.Sprintf("; bytes 0-%d were sent to the server while the file was written and are no longer here: this file holds bytes %d-%d", dropped, dropped, size)
+	}
 	return keepRecovered(w.recovery, sf.path, size, false, recovered{
 		Tree: "libraries", Origin: itemPath + "/" + EncodeName(name), Name: name,
-		Reason: reason, Call: call, Fault: fault,
+		Reason: reason, Call: call, Fault: fault, Offset: dropped,
 	})
+}
+
+// keepFailed keeps the bytes of a file that can no longer be committed
+// (its streamed upload failed, or it was rewritten behind what was sent) in
+// recovery/, once, and logs one line naming the path, call and fault.
+func (w *Writes) keepFailed(sf *staged, cause error) {
+	sf.mu.Lock()
+	done := sf.kept
+	sf.kept = true
+	sf.mu.Unlock()
+	if done {
+		return
+	}
+	w.mu.Lock()
+	itemPath, name := sf.it.path, sf.name
+	w.mu.Unlock()
+	call, fault := "PUT", cause.Error()
+	var be *remote.Error
+	if errors.As(cause, &be) {
+		call, fault = be.Call, be.Fault
+		be.Reported() // this is its log line: the syscalls it fails add none
+	}
+	rec, err := w.recover(itemPath, name, sf, "commit failed", call, fault)
+	if err != nil {
+		rec = "not kept: " + err.Error()
+	} else {
+		w.mu.Lock()
+		w.recovered = append(w.recovered, rec)
+		w.mu.Unlock()
+	}
+	sf.mu.Lock()
+	dropped := sf.dropped
+	sf.mu.Unlock()
+	args := []any{"path", itemPath + "/" + EncodeName(name), "call", call, "fault", fault, "recovery", rec}
+	if dropped > 0 {
+		args = append(args, "missing", fmt.Sprintf("bytes 0-%d (sent while written, no longer here)", dropped))
+	}
+	w.log().Error(syscall.EIO.Error(), args...)
 }
 
 // writeOrigin records where sf belongs, next to its staged bytes.

@@ -17,6 +17,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -25,6 +26,11 @@ import (
 
 	"github.com/vspherefs/vspherefs/remote"
 )
+
+// DefaultStreamAfter is the size at which a file written in order starts
+// streaming: smaller files are staged whole and sent checksum-first, which
+// costs them nothing (they fit the window anyway).
+const DefaultStreamAfter = 4 << 20
 
 // streamWindow is how much of a streamed file stays on local disk behind
 // what the PUT has taken; a writer more than this ahead of the PUT waits.
@@ -42,17 +48,27 @@ type upstream struct {
 	err     error  // the upload broke or was stopped
 	closing bool   // send the rest, then stop
 	done    chan struct{}
-	cond    *sync.Cond // on the staged file's mu
+	// ending: one finishStream ends the upload; others (a close and the
+	// unmount at once) wait for ended and take its outcome.
+	ending bool
+	ended  chan struct{}
+	result syscall.Errno
+	cond   *sync.Cond // on the staged file's mu
 }
 
 // write is a write through a handle: local, then the streamed upload is
-// started or fed.
-func (w *Writes) write(sf *staged, data []byte, off int64, appendMode bool, ino uint64) (int, error) {
+// started or fed. A write more than streamWindow ahead of the PUT waits for
+// it (bounded local disk), killably: an interrupted wait returns, its bytes
+// stored.
+func (w *Writes) write(ctx context.Context, sf *staged, data []byte, off int64, appendMode bool, ino uint64) (int, error) {
 	n, err, start, stop := sf.writeLocal(data, off, appendMode, w.StreamAfter)
 	if stop {
 		w.stopStream(sf)
 	}
 	if err != nil {
+		if err == sf.brokenNow() {
+			w.keepFailed(sf, err) // the one log line of this failure, with the recovery
+		}
 		return n, err
 	}
 	if start {
@@ -60,26 +76,43 @@ func (w *Writes) write(sf *staged, data []byte, off int64, appendMode bool, ino 
 	}
 	sf.mu.Lock()
 	up := sf.up
-	for up != nil && up.err == nil && sf.size-up.sent > streamWindow {
-		up.cond.Wait() // the PUT is behind: wait for it (bounded local disk)
+	if up != nil && up.err == nil && sf.size-up.sent > streamWindow {
+		wake := context.AfterFunc(ctx, func() {
+			sf.mu.Lock()
+			up.cond.Broadcast()
+			sf.mu.Unlock()
+		})
+		for up.err == nil && sf.size-up.sent > streamWindow && ctx.Err() == nil {
+			up.cond.Wait()
+		}
+		wake()
 	}
 	var broke error
 	if up != nil && up.err != nil && up.err != errStreamStopped {
 		broke = up.err
-		if sf.dropped > 0 && sf.broken == nil {
+		// Bytes already dropped cannot be sent again; a stall already took
+		// the deadline, and is not tried again (as a staged PUT's is not):
+		// either way the file cannot be committed any more.
+		if (sf.dropped > 0 || errors.Is(broke, remote.ErrStalled)) && sf.broken == nil {
 			sf.broken = broke
 		}
 	}
-	dropped := sf.dropped
+	fatal := sf.broken != nil
 	sf.mu.Unlock()
 	if broke != nil {
-		// The PUT failed. With every byte still here, the file is staged
-		// and committed at close as any other; else it cannot be.
+		// The PUT failed. With every byte still here (and not a stall),
+		// the file is staged and committed at close as any other; else the
+		// next writes and the close get EIO, and what is here goes to
+		// recovery/ (keepFailed). This write's bytes are stored: kept.
 		w.stopStream(sf)
-		if dropped > 0 {
-			return 0, broke
+		if fatal {
+			// Every byte accepted is here now (this write's included, and
+			// none after it): kept at once, logged once; the next writes
+			// and the close return EIO without another line.
+			w.keepFailed(sf, sf.brokenNow())
+		} else {
+			w.log().Debug("streamed upload failed; the file is staged instead", "path", sf.it.path+"/"+EncodeName(sf.name), "fault", broke.Error())
 		}
-		w.log().Debug("streamed upload failed; the file is staged instead", "path", sf.it.path+"/"+EncodeName(sf.name), "fault", broke.Error())
 	}
 	return n, nil
 }
@@ -166,8 +199,12 @@ func (w *Writes) startStream(sf *staged, ino uint64) {
 		it.session.Unlock()
 		return
 	}
-	up := &upstream{s: s, ino: ino, done: make(chan struct{}), cond: sync.NewCond(&sf.mu)}
+	up := &upstream{s: s, ino: ino, done: make(chan struct{}), ended: make(chan struct{}), cond: sync.NewCond(&sf.mu)}
 	sf.up = up
+	// The stream hashes what it sends; a second SHA-256 of the same bytes
+	// here would only serve a fallback to staging, whose commit hashes the
+	// file itself when it has no running hash.
+	sf.hash = nil
 	sf.mu.Unlock()
 	w.mu.Lock()
 	it.stream = sf
@@ -257,17 +294,55 @@ func (w *Writes) stopStream(sf *staged) {
 }
 
 // syncStream is fsync of a streamed file: it returns once the server has
-// every byte written so far (they are committed at close).
-func (w *Writes) syncStream(sf *staged) syscall.Errno {
+// every byte written so far (they are committed at close), or EINTR when
+// interrupted.
+func (w *Writes) syncStream(ctx context.Context, sf *staged) syscall.Errno {
 	sf.mu.Lock()
 	defer sf.mu.Unlock()
-	for up := sf.up; up != nil && up.err == nil && up.sent < sf.size; {
-		up.cond.Wait()
+	if up := sf.up; up != nil {
+		wake := context.AfterFunc(ctx, func() {
+			sf.mu.Lock()
+			up.cond.Broadcast()
+			sf.mu.Unlock()
+		})
+		defer wake()
+		for up.err == nil && up.sent < sf.size {
+			if ctx.Err() != nil {
+				return syscall.EINTR
+			}
+			up.cond.Wait()
+		}
 	}
-	if sf.up != nil && sf.up.err != nil {
+	if (sf.up != nil && sf.up.err != nil) || sf.broken != nil {
 		return syscall.EIO
 	}
 	return 0
+}
+
+// endStream is the last close of a streamed file, run by itself (its
+// closer waits for it killably, see flush): the upload's end and the
+// session's completion, or, when the PUT failed with every byte here, the
+// staged commit. It says whether a session committed the file.
+func (w *Writes) endStream(sf *staged) (bool, syscall.Errno) {
+	errno, staged := w.finishStream(w.ctx, sf)
+	if !staged {
+		return errno == 0, errno
+	}
+	w.mu.Lock()
+	if sf.unlinked || sf.localOnly || !sf.isDirty() {
+		w.mu.Unlock()
+		return false, 0
+	}
+	sf.ready = true
+	w.mu.Unlock()
+	names, held := w.plan(w.ctx, sf.it, sf)
+	if held {
+		return false, 0
+	}
+	if err := w.commit(sf.it, names, nil); err != nil {
+		return false, syscall.EIO
+	}
+	return true, 0
 }
 
 // finishStream is the close of a streamed file: the rest of the bytes, then
@@ -281,14 +356,24 @@ func (w *Writes) finishStream(ctx context.Context, sf *staged) (errno syscall.Er
 		sf.mu.Unlock()
 		return 0, false
 	}
+	if up.ending {
+		sf.mu.Unlock()
+		<-up.ended // ended by another caller: its outcome (a fallback is its to commit)
+		return up.result, false
+	}
+	up.ending = true
 	up.closing = true
 	up.cond.Broadcast()
 	sf.mu.Unlock()
 	w.busy.Add(1) // a commit is running: unmount waits for it
 	defer w.busy.Add(-1)
+	defer close(up.ended)
 	<-up.done
 	sf.mu.Lock()
-	fallBack := up.err != nil && up.err != errStreamStopped && sf.dropped == 0
+	// A PUT that broke (a reset, an error answer) with every byte still
+	// here: staged and committed whole. Not a stall: it took the deadline.
+	// Not when unmount gave up on it either (w.ctx is cancelled then).
+	fallBack := up.err != nil && up.err != errStreamStopped && sf.dropped == 0 && !errors.Is(up.err, remote.ErrStalled) && w.ctx.Err() == nil
 	sf.mu.Unlock()
 	if fallBack {
 		w.log().Debug("streamed upload failed; the file is committed staged", "path", sf.it.path+"/"+EncodeName(sf.name), "fault", up.err.Error())
@@ -358,26 +443,29 @@ func (w *Writes) finishStream(ctx context.Context, sf *staged) (errno syscall.Er
 		if errors.As(err, &be) {
 			call, fault = be.Call, be.Fault
 		}
-		rec := ""
-		if dropped == 0 {
-			if p, rerr := w.recover(itemPath, name, sf, "commit failed", call, fault); rerr == nil {
-				rec = p
-				w.mu.Lock()
-				w.recovered = append(w.recovered, p)
-				w.mu.Unlock()
-			} else {
-				rec = "not kept: " + rerr.Error()
-			}
+		rec, rerr := w.recover(itemPath, name, sf, "commit failed", call, fault)
+		if rerr == nil {
+			w.mu.Lock()
+			w.recovered = append(w.recovered, rec)
+			w.mu.Unlock()
 		} else {
-			rec = "not kept: its first bytes were uploaded while it was written and are no longer here"
+			rec = "not kept: " + rerr.Error()
 		}
-		w.log().Error(syscall.EIO.Error(), "path", itemPath+"/"+EncodeName(name), "call", call, "fault", fault, "recovery", rec)
+		sf.mu.Lock()
+		sf.kept = true
+		sf.mu.Unlock()
+		args := []any{"path", itemPath + "/" + EncodeName(name), "call", call, "fault", fault, "recovery", rec}
+		if dropped > 0 {
+			args = append(args, "missing", fmt.Sprintf("bytes 0-%d (sent while written, no longer here)", dropped))
+		}
+		w.log().Error(syscall.EIO.Error(), args...)
 	}
 	w.commitHeld(it)
 	w.mu.Lock()
 	w.settleLocked(sf)
 	w.mu.Unlock()
 	if err != nil {
+		up.result = syscall.EIO
 		return syscall.EIO, false
 	}
 	return 0, false

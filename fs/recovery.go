@@ -40,6 +40,10 @@ type recovered struct {
 	Fault    string    `json:"fault,omitempty"` // the server's fault
 	Recovery string    `json:"recovery,omitempty"`
 	Size     int64     `json:"size"`
+	// Offset is where in the file the kept bytes start: a streamed file
+	// whose start was sent (and then dropped here) before its commit
+	// failed keeps only the bytes from Offset on; Reason says so.
+	Offset int64 `json:"offset,omitempty"`
 }
 
 // originExt is the suffix of a staged file's sidecar.
@@ -89,7 +93,7 @@ func localComponent(c string) string {
 	return c[:cut] + "~" + hex.EncodeToString(sum[:8])
 }
 
-// keepRecovered puts size bytes of src (all if size < 0) at
+// keepRecovered puts bytes [e.Offset, size) of src (all if size < 0) at
 // recovery/<e.Origin>, moving src there if move (else copying), appends
 // e to recovery/INDEX and returns the path kept.
 func keepRecovered(dir, src string, size int64, move bool, e recovered) (string, error) {
@@ -133,10 +137,15 @@ func keepRecovered(dir, src string, size int64, move bool, e recovered) (string,
 			return "", err
 		}
 		var r io.Reader = in
-		if size >= 0 {
-			r = io.LimitReader(in, size)
+		if e.Offset > 0 {
+			_, err = in.Seek(e.Offset, io.SeekStart)
 		}
-		_, err = dst.ReadFrom(r) // copy_file_range where it can
+		if size >= 0 {
+			r = io.LimitReader(in, size-e.Offset)
+		}
+		if err == nil {
+			_, err = dst.ReadFrom(r) // copy_file_range where it can
+		}
 		in.Close()
 		if cerr := dst.Close(); err == nil {
 			err = cerr

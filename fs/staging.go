@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -32,15 +33,15 @@ type Writes struct {
 	// PickDatastore chooses the datastore of a library made by mkdir.
 	PickDatastore func(ctx context.Context) (string, error)
 	// StreamAfter is the size at which a file written in order from byte 0
-	// starts its streamed upload (libstream.go); 0: every file is staged
-	// whole and sent with its checksum first.
+	// starts its streamed upload (libstream.go); 0 (--upload=staged): every
+	// file is staged whole and sent with its checksum first.
 	StreamAfter int64
 	// HoldTimeout is how long a closed file named like an rsync temporary
 	// file waits for its rename before it is committed under its own name.
 	HoldTimeout time.Duration
 
 	ctx    context.Context // commits run on it: a commit is not interrupted halfway
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 
 	mu        sync.Mutex
 	items     map[string]*itemWrites
@@ -63,18 +64,21 @@ func NewWrites(lw LibraryWriter, stagingDir, recoveryDir, timesDir string) (*Wri
 		recovery:    recoveryDir,
 		times:       newFileTimes(timesDir),
 		HoldTimeout: 30 * time.Second,
+		StreamAfter: DefaultStreamAfter,
 		items:       map[string]*itemWrites{},
 	}
-	// Streamed uploads are off by default (StreamAfter 0): a streamed PUT
-	// the server stops reading is not yet failed within --timeout nor
-	// waited for at unmount (TestUnmountDuringStalledCommit fails with it
-	// on). cmd opts in with --stream-after (4194304 was the planned default).
+	// cmd changes StreamAfter (--upload=staged, the --test-stream-after
+	// knob) and HoldTimeout (--test-hold-timeout): fs reads no environment.
 	if err := os.MkdirAll(w.staging, 0o700); err != nil {
 		return nil, err
 	}
-	w.ctx, w.cancel = context.WithCancel(context.Background())
+	w.ctx, w.cancel = context.WithCancelCause(context.Background())
 	return w, nil
 }
+
+// errUnmountGaveUp is why the commits still running when unmount stops
+// waiting (--timeout, or a second signal) are cancelled.
+var errUnmountGaveUp = errors.New("unmount stopped waiting for the commit (--timeout passed, or a second signal)")
 
 func (w *Writes) log() *slog.Logger {
 	if w.fs != nil && w.fs.Log != nil {
@@ -149,6 +153,7 @@ type staged struct {
 	dropped  int64     // [0, dropped) was uploaded and punched out of the staged file
 	broken   error     // cannot be committed any more (a rewrite behind dropped bytes)
 	sealed   bool      // committed by its streamed upload with bytes dropped: no more writes
+	kept     bool      // broken, and its bytes are in recovery/ (keepFailed)
 	hash     hash.Hash // SHA256 of bytes [0, hashed) while writes are sequential (the open's load writes it under io alone)
 	hashed   int64
 }
@@ -305,6 +310,9 @@ func (w *Writes) truncate(sf *staged, size int64) error {
 	if stop {
 		w.stopStream(sf)
 	}
+	if err != nil && err == sf.brokenNow() {
+		w.keepFailed(sf, err)
+	}
 	return err
 }
 
@@ -402,19 +410,20 @@ func (w *Writes) release(sf *staged, write bool) {
 	if sf.streaming() {
 		// Its last handle went without a flush: finish its upload, nobody
 		// is waiting for the outcome.
+		w.busy.Add(1)
 		w.inflight.Add(1)
 		go func() {
 			defer w.inflight.Done()
-			if _, staged := w.finishStream(w.ctx, sf); staged {
-				w.mu.Lock()
-				sf.ready = true
-				w.mu.Unlock()
-				if names, held := w.plan(w.ctx, sf.it, sf); !held {
-					_ = w.commit(sf.it, names, nil)
-				}
-			}
+			defer w.busy.Add(-1)
+			_, _ = w.endStream(sf) // a failure is logged and recovered
 		}()
 		return
+	}
+	if err := sf.brokenNow(); err != nil && !sf.unlinked && !sf.localOnly {
+		// Released without a flush that could report it: kept all the same.
+		w.mu.Unlock()
+		w.keepFailed(sf, err)
+		w.mu.Lock()
 	}
 	if !sf.unlinked && !sf.localOnly && !sf.ready && sf.isDirty() && !sf.failedNow() && sf.loadEr == nil && sf.brokenNow() == nil {
 		// Written without a flush (e.g. through a mapping): commit now,
@@ -513,13 +522,22 @@ func (w *Writes) Close(ctx context.Context) []string {
 	}
 	w.mu.Unlock()
 	for _, sf := range streams {
-		_, _ = w.finishStream(w.ctx, sf) // a failure is logged (and recovered if it can be); staged: committed below
+		// Held open past the unmount: ended with what was written (a
+		// failure is logged and recovered; staged: committed below). They
+		// run side by side, bounded by ctx as every commit here.
+		w.busy.Add(1)
+		w.inflight.Add(1)
+		go func() {
+			defer w.inflight.Done()
+			defer w.busy.Add(-1)
+			_, _ = w.finishStream(w.ctx, sf)
+		}()
 	}
 	w.inflightWait(ctx)
 	if ctx.Err() != nil {
 		// Out of time (or forced): the commits still running fail now and
 		// keep their bytes in recovery/, as do the ones below.
-		w.cancel()
+		w.cancel(errUnmountGaveUp)
 		w.inflight.Wait()
 	}
 	w.mu.Lock()
@@ -531,7 +549,11 @@ func (w *Writes) Close(ctx context.Context) []string {
 	for _, it := range items {
 		w.mu.Lock()
 		var names []string
+		var broken []*staged
 		for n, sf := range it.files {
+			if !sf.unlinked && !sf.localOnly && sf.brokenNow() != nil {
+				broken = append(broken, sf)
+			}
 			if !sf.unlinked && !sf.localOnly && sf.brokenNow() == nil && (sf.ready || (sf.isDirty() && !sf.failedNow())) {
 				sf.ready = true
 				names = append(names, n)
@@ -542,12 +564,15 @@ func (w *Writes) Close(ctx context.Context) []string {
 			it.pendTimer.Stop()
 		}
 		w.mu.Unlock()
+		for _, sf := range broken {
+			w.keepFailed(sf, sf.brokenNow()) // once: a no-op for those already kept
+		}
 		if len(names) == 0 && pending == 0 {
 			continue
 		}
 		_ = w.commit(it, names, nil) // a failure is logged and recovered
 	}
-	w.cancel()
+	w.cancel(errUnmountGaveUp)
 	w.times.flush()
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -87,7 +87,7 @@ func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	if dir == "written" && r.Body != nil && r.Body != http.NoBody {
 		r2 := *r
-		r2.Body = &countBody{ReadCloser: r.Body, live: live, bytes: bytes.Add}
+		r2.Body = &countUpload{countBody{ReadCloser: r.Body, live: live, bytes: bytes.Add}}
 		r = &r2
 	}
 	res, err := t.next.RoundTrip(r)
@@ -142,6 +142,33 @@ func (b *countBody) Close() error {
 		b.end()
 	}
 	return err
+}
+
+// countUpload is an upload's body: net/http copies a body with io.Copy,
+// 32 KiB at a time unless the body is an io.WriterTo; a chunked (streamed)
+// body then becomes one chunk, and one flush, per 32 KiB. WriteTo hands
+// the transport what each read gives, up to 1 MiB.
+type countUpload struct{ countBody }
+
+func (b *countUpload) WriteTo(w io.Writer) (int64, error) {
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		k, err := b.Read(buf)
+		if k > 0 {
+			m, werr := w.Write(buf[:k])
+			n += int64(m)
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }
 
 func strconvF(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) }

@@ -30,6 +30,11 @@ var (
 	ErrNotPermitted = errors.New("operation not permitted") // EPERM: what a guest cannot do (a Windows drive)
 )
 
+// ErrStalled is the underlying error (Error.Err, under the kind ErrIO) of a
+// transfer cancelled for moving no byte for --timeout: an upload that
+// stalled is not tried again, as it already took the deadline.
+var ErrStalled = errors.New("no data received")
+
 // Error is a failed API call: which call, on what, and the server's fault.
 type Error struct {
 	Call  string // API call, e.g. "downloadsession/file:prepare"

@@ -79,20 +79,26 @@ func TestCommitStallKillable(t *testing.T) {
 	// (instead of at once) is caught by the 1.5s check below.
 	const timeout = 5 * time.Second
 	m := mount(t, s, "--timeout", timeout.String(), "--guest-login", sim.GuestLoginString())
-	data := randBytes(11, 32<<20)
-	src := filepath.Join(t.TempDir(), "src.bin")
-	if err := os.WriteFile(src, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	staged := mount(t, s, "--timeout", timeout.String(), "--upload", "staged")
 	id := itemID(t, s, "demo-library", "hello")
 	for _, c := range []struct {
 		name, dst, logged string
+		on                *Mount
+		size              int
 		inject            func()
 	}{
-		{"library", m.Path("libraries", "demo-library", "hello", "stall.bin"), "hello/stall.bin", func() { s.Updates.FailNext(sim.StallPut) }},
-		{"guest", m.Path("vms", guestVM, "tmp", "stall.bin"), "/tmp/stall.bin", func() { s.Guest.StallNextPut(time.Minute) }},
+		// Staged whole: the PUT starts at close and stalls halfway.
+		{"library", staged.Path("libraries", "demo-library", "hello", "stall.bin"), "hello/stall.bin", staged, 32 << 20, func() { s.Updates.SetStallAfter(-1); s.Updates.FailNext(sim.StallPut) }},
+		// Streamed, every byte still here: the PUT stalls while cp is in close.
+		{"library-streamed", m.Path("libraries", "demo-library", "hello", "stall2.bin"), "hello/stall2.bin", m, 6 << 20, func() { s.Updates.SetStallAfter(0); s.Updates.FailNext(sim.StallPut) }},
+		{"guest", m.Path("vms", guestVM, "tmp", "stall.bin"), "/tmp/stall.bin", m, 32 << 20, func() { s.Guest.StallNextPut(time.Minute) }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			data := randBytes(11, c.size)
+			src := filepath.Join(t.TempDir(), "src.bin")
+			if err := os.WriteFile(src, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
 			c.inject()
 			cmd := exec.Command("cp", src, c.dst)
 			if err := cmd.Start(); err != nil {
@@ -104,7 +110,7 @@ func TestCommitStallKillable(t *testing.T) {
 			for !inSyscall(cmd.Process.Pid, syscall.SYS_CLOSE) {
 				if time.Now().After(deadline) {
 					_ = cmd.Process.Kill()
-					t.Fatalf("cp never blocked in close()\n%s", m.Log())
+					t.Fatalf("cp never blocked in close()\n%s", c.on.Log())
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
@@ -118,9 +124,9 @@ func TestCommitStallKillable(t *testing.T) {
 				t.Fatalf("writer blocked in close() survived SIGKILL for 1.5s\n%s", m.Log())
 			}
 			// The commit fails by itself, within about the deadline.
-			line := waitLine(m, 3*timeout, c.logged, "no data received", "PUT")
+			line := waitLine(c.on, 3*timeout, c.logged, "no data received", "PUT")
 			if line == "" {
-				t.Fatalf("no log line for the stalled commit of %s\n%s", c.logged, m.Log())
+				t.Fatalf("no log line for the stalled commit of %s\n%s", c.logged, c.on.Log())
 			}
 			t.Logf("failed %v after the kill: %s", time.Since(killed).Round(time.Millisecond), line)
 			rec := logValue(line, "recovery")
@@ -135,6 +141,7 @@ func TestCommitStallKillable(t *testing.T) {
 			}
 		})
 	}
+	staged.Unmount(t)
 	m.Unmount(t)
 }
 
@@ -320,57 +327,98 @@ func TestVMsPutRetried(t *testing.T) {
 }
 
 // TestUnmountDuringStalledCommit: unmounting while a commit is stalled
-// (its writer killed) waits no longer than about the deadline; the commit
-// that failed meanwhile is listed, the exit status is 1, and the bytes are
-// in recovery.
+// (its writer killed in close()) waits no longer than about the deadline;
+// the commit that failed meanwhile is listed, the exit status is 1, and the
+// bytes are in recovery. Staged (the PUT starts at close), streamed with
+// every byte still here, and streamed after its start was sent and dropped
+// (then recovery holds the rest, and INDEX says from which offset).
 func TestUnmountDuringStalledCommit(t *testing.T) {
 	t.Parallel()
-	s := sim.StartT(t)
-	const timeout = 2 * time.Second
-	m := mount(t, s, "--timeout", timeout.String())
-	data := randBytes(12, 32<<20)
-	src := filepath.Join(t.TempDir(), "src.bin")
-	if err := os.WriteFile(src, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s.Updates.FailNext(sim.StallPut)
-	cmd := exec.Command("cp", src, m.Path("libraries", "demo-library", "hello", "stall.bin"))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !inSyscall(cmd.Process.Pid, syscall.SYS_CLOSE) {
-		if time.Now().After(deadline) {
+	for _, c := range []struct {
+		name    string
+		args    []string
+		size    int
+		stallAt int64 // bytes the server reads before it stops (-1: half of a staged body)
+		partial bool  // the start was dropped: recovery holds the rest
+	}{
+		{"staged", []string{"--upload", "staged"}, 32 << 20, -1, false},
+		{"streamed", nil, 6 << 20, 0, false},
+		{"streamed-dropped", nil, 32 << 20, 24 << 20, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := sim.StartT(t)
+			const timeout = 2 * time.Second
+			m := mount(t, s, append([]string{"--timeout", timeout.String()}, c.args...)...)
+			data := randBytes(12, c.size)
+			src := filepath.Join(t.TempDir(), "src.bin")
+			if err := os.WriteFile(src, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			s.Updates.SetStallAfter(c.stallAt)
+			s.Updates.FailNext(sim.StallPut)
+			cmd := exec.Command("cp", src, m.Path("libraries", "demo-library", "hello", "stall.bin"))
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for !inSyscall(cmd.Process.Pid, syscall.SYS_CLOSE) {
+				if time.Now().After(deadline) {
+					_ = cmd.Process.Kill()
+					t.Fatalf("cp never blocked in close()\n%s", m.Log())
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			time.Sleep(300 * time.Millisecond)
 			_ = cmd.Process.Kill()
-			t.Fatalf("cp never blocked in close()\n%s", m.Log())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(300 * time.Millisecond)
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
-	start := time.Now()
-	_ = m.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-m.done:
-	case <-time.After(5 * timeout):
-		t.Fatalf("no exit %v after SIGTERM with a stalled commit and a %v deadline", time.Since(start), timeout)
-	}
-	t.Logf("exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
-	if mounted(m.Dir) {
-		t.Fatal("still mounted")
-	}
-	// The commit failed during the unmount: listed, and the exit status says so.
-	var ee *exec.ExitError
-	if !errors.As(m.exitErr, &ee) || ee.ExitCode() != 1 || !strings.Contains(m.Log(), "could not be committed at unmount") {
-		t.Fatalf("exit: %v\n%s", m.exitErr, m.Log())
-	}
-	line := waitLine(m, time.Second, "stall.bin", "no data received")
-	if line == "" {
-		t.Fatalf("no log line for the stalled commit\n%s", m.Log())
-	}
-	if got, err := os.ReadFile(logValue(line, "recovery")); err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("recovered %d bytes, %v", len(got), err)
+			_ = cmd.Wait()
+			start := time.Now()
+			_ = m.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-m.done:
+			case <-time.After(5 * timeout):
+				t.Fatalf("no exit %v after SIGTERM with a stalled commit and a %v deadline", time.Since(start), timeout)
+			}
+			t.Logf("exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+			if mounted(m.Dir) {
+				t.Fatal("still mounted")
+			}
+			// The commit failed during the unmount: listed, and the exit status says so.
+			var ee *exec.ExitError
+			if !errors.As(m.exitErr, &ee) || ee.ExitCode() != 1 || !strings.Contains(m.Log(), "could not be committed at unmount") {
+				t.Fatalf("exit: %v\n%s", m.exitErr, m.Log())
+			}
+			// Which deadline ends the commit first, its PUT's (no data for
+			// --timeout) or the unmount's (--timeout after the signal),
+			// depends on the machine's load: either is one line naming
+			// the PUT, the fault and the recovery.
+			line := waitLine(m, time.Second, "stall.bin", "no data received", "call=PUT")
+			if line == "" {
+				line = waitLine(m, time.Second, "stall.bin", "unmount stopped waiting", "call=PUT")
+			}
+			if line == "" {
+				t.Fatalf("no log line for the stalled commit\n%s", m.Log())
+			}
+			rec := logValue(line, "recovery")
+			got, err := os.ReadFile(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := indexEntry(t, m.CacheDir, rec)
+			off, _ := e["offset"].(float64)
+			reason, _ := e["reason"].(string)
+			if c.partial != (off > 0) || c.partial != (logValue(line, "missing") != "") {
+				t.Fatalf("recovery from offset %v (partial: %v); log: %s", off, c.partial, line)
+			}
+			if off > 0 && !strings.Contains(reason, "no longer here") {
+				t.Fatalf("INDEX reason does not say the start is missing: %q", reason)
+			}
+			if !bytes.Equal(got, data[int(off):]) || e["size"] != float64(len(got)) {
+				t.Fatalf("recovered %d bytes from offset %v (INDEX size %v), want the %d written from there", len(got), off, e["size"], len(data)-int(off))
+			}
+			if e["origin"] != "libraries/demo-library/hello/stall.bin" {
+				t.Fatalf("INDEX origin %v", e["origin"])
+			}
+		})
 	}
 }
 

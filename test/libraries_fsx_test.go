@@ -29,7 +29,7 @@ func TestLibraryRandomOps(t *testing.T) {
 // streamed (libstream.go), so that rewrites, truncates, renames and
 // reopens meet uploads in progress.
 func TestLibraryRandomOpsStreamed(t *testing.T) {
-	m := libraryRandomOps(t, "--debug", "--stream-after", "65536")
+	m := libraryRandomOps(t, "--debug", "--test-stream-after", "65536")
 	if !strings.Contains(m.Log(), "committed (streamed)") || !strings.Contains(m.Log(), "msg=committed ") {
 		t.Fatal("no file was committed streamed, or none staged")
 	}

@@ -34,7 +34,7 @@ func tmpfsDir(t *testing.T, size string) string {
 func TestStreamedUpload(t *testing.T) {
 	s := sim.StartT(t)
 	cache := tmpfsDir(t, "64m")
-	m := mount(t, s, "--cache-dir", cache, "--cache-size", "16MiB", "--stream-after", "4MiB") // streaming is opt-in
+	m := mount(t, s, "--cache-dir", cache, "--cache-size", "16MiB")
 	const size = 256 << 20
 	src := filepath.Join(t.TempDir(), "big.bin")
 	f, err := os.Create(src)
@@ -74,7 +74,7 @@ func TestStreamedUpload(t *testing.T) {
 // fsync of a streamed file waits for its bytes and commits nothing.
 func TestStreamedUploadFallback(t *testing.T) {
 	s := sim.StartT(t)
-	m := mount(t, s, "--stream-after", "4MiB") // streaming is opt-in
+	m := mount(t, s)
 	item := m.Path("libraries", "demo-library", "multi")
 	p := filepath.Join(item, "a.bin")
 	old, err := s.Download(ctx(t), "demo-library", "multi", "a.bin")
@@ -144,7 +144,7 @@ func TestStreamedUploadFallback(t *testing.T) {
 // server's file as it was, and one log line naming the path, call and fault.
 func TestStreamedUploadFails(t *testing.T) {
 	s := sim.StartT(t)
-	m := mount(t, s, "--stream-after", "4MiB") // streaming is opt-in
+	m := mount(t, s)
 	p := m.Path("libraries", "demo-library", "multi", "b.bin")
 	s.Updates.FailPutAfter(1 << 20)
 	s.Updates.FailNext(sim.FailPut)
@@ -182,7 +182,7 @@ func TestStreamedUploadFails(t *testing.T) {
 // close of all, once, with every byte.
 func TestStreamedUploadSharedDescriptor(t *testing.T) {
 	s := sim.StartT(t)
-	m := mount(t, s, "--stream-after", "4MiB") // streaming is opt-in
+	m := mount(t, s)
 	item := m.Path("libraries", "demo-library", "hello")
 	src := filepath.Join(t.TempDir(), "src")
 	data := randBytes(8, 30<<20)
@@ -193,5 +193,51 @@ func TestStreamedUploadSharedDescriptor(t *testing.T) {
 	serverHas(t, s, "demo-library", "hello", "shared.bin", append(data, "tail\n"...))
 	if n != 1 {
 		t.Fatalf("%d sessions, want 1", n)
+	}
+}
+
+// TestStreamedUploadStallWhileWriting: a streamed PUT the server stops
+// reading while the writer is still writing fails within about --timeout:
+// the writer gets EIO (no staged retry: the stall took the deadline), the
+// bytes it wrote are in recovery/ with their origin, one log line names the
+// path, the PUT and the fault, and the item is unchanged with no session left.
+func TestStreamedUploadStallWhileWriting(t *testing.T) {
+	t.Parallel()
+	s := sim.StartT(t)
+	m := mount(t, s, "--timeout", "2s")
+	data := randBytes(21, 32<<20)
+	src := filepath.Join(t.TempDir(), "src.bin")
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.Updates.SetStallAfter(0)
+	s.Updates.FailNext(sim.StallPut)
+	out, err := exec.Command("cp", src, m.Path("libraries", "demo-library", "hello", "stalled.bin")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Input/output error") {
+		t.Fatalf("cp through a stalled streamed PUT: %v %s", err, out)
+	}
+	var lines []string
+	for _, l := range strings.Split(m.Log(), "\n") {
+		if strings.Contains(l, "level=ERROR") && strings.Contains(l, "hello/stalled.bin") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], "call=PUT") || !strings.Contains(lines[0], "no data received") {
+		t.Fatalf("want one log line naming the PUT and the stall, got %d:\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+	rec := logValue(lines[0], "recovery")
+	got, err := os.ReadFile(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := indexEntry(t, m.CacheDir, rec)
+	if e["origin"] != "libraries/demo-library/hello/stalled.bin" || e["offset"] != nil || len(got) < 4<<20 || !bytes.Equal(got, data[:len(got)]) {
+		t.Fatalf("recovered %d bytes (INDEX %v): want the start of what cp wrote, at least 4 MiB", len(got), e)
+	}
+	if _, err := s.Download(ctx(t), "demo-library", "hello", "stalled.bin"); err == nil {
+		t.Fatal("the item has the file")
+	}
+	if a := s.Updates.Active(itemID(t, s, "demo-library", "hello")); len(a) != 0 {
+		t.Fatalf("sessions left active: %v", a)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"hash"
 	"io"
 	"net/url"
@@ -37,6 +38,7 @@ type Stream struct {
 	n            int64
 	sum          hash.Hash
 	idle         time.Duration           // no byte taken for this long while some wait: the PUT failed
+	ctx          context.Context         // the PUT's: its cause says whether it stalled
 	cancel       context.CancelCauseFunc // ends the PUT
 	lastRead     atomic.Int64            // unix nanos of the PUT's last read of the body
 }
@@ -94,13 +96,17 @@ func (w *LibraryWriter) StartStream(ctx context.Context, itemID, name string) (*
 	}
 	s.lastRead.Store(time.Now().UnixNano())
 	ctx, s.cancel = context.WithCancelCause(ctx)
+	s.ctx = ctx
 	go func() {
 		p := soap.DefaultUpload
 		p.ContentLength = -1 // chunked: the size is known at the end
 		p.Headers = map[string]string{"vmware-api-session-id": lm.SessionID()}
 		err := lm.Upload(ctx, streamBody{pr, s}, pu, &p)
-		if err != nil && errors.Is(context.Cause(ctx), backend.ErrStalled) {
-			err = remote.Errorf("PUT", on, remote.ErrIO, "%v for %s", backend.ErrStalled, s.idle)
+		if err != nil && s.stalled() {
+			err = s.stallErr()
+		} else if err != nil && ctx.Err() != nil && context.Cause(ctx) != ctx.Err() {
+			// Cancelled by the caller with a reason (an unmount that gave up): say it.
+			err = remote.Errorf("PUT", on, remote.ErrIO, "%v", context.Cause(ctx))
 		}
 		if err == nil {
 			pr.CloseWithError(io.ErrClosedPipe) // the server answered before the end: later writes fail
@@ -121,9 +127,23 @@ func (s *Stream) Write(p []byte) (int, error) {
 	s.sum.Write(p[:n])
 	s.n += int64(n)
 	if err != nil {
+		if s.stalled() {
+			return n, s.stallErr()
+		}
+		if s.ctx.Err() != nil && context.Cause(s.ctx) != s.ctx.Err() {
+			return n, remote.Errorf("PUT", s.on, remote.ErrIO, "%v", context.Cause(s.ctx))
+		}
 		return n, backend.NewError("PUT", s.on, remote.ErrIO, err)
 	}
 	return n, nil
+}
+
+// stalled says whether the PUT was ended for taking no byte for s.idle.
+func (s *Stream) stalled() bool { return errors.Is(context.Cause(s.ctx), backend.ErrStalled) }
+
+// stallErr is the failure of a stalled PUT, worded as a staged PUT's stall.
+func (s *Stream) stallErr() *remote.Error {
+	return &remote.Error{Call: "PUT", On: s.on, Kind: remote.ErrIO, Err: backend.ErrStalled, Fault: fmt.Sprintf("%v for %s (--timeout)", backend.ErrStalled, s.idle)}
 }
 
 // Sent is the number of bytes the PUT has taken.
@@ -172,7 +192,10 @@ func (s *Stream) endPut() error {
 func (s *Stream) Finish(ctx context.Context, remove []string) error {
 	w := s.w
 	if err := s.endPut(); err != nil {
-		e := backend.NewError("PUT", s.on, remote.ErrIO, err)
+		var e *remote.Error
+		if !errors.As(err, &e) {
+			e = backend.NewError("PUT", s.on, remote.ErrIO, err)
+		}
 		if fi := w.fileState(ctx, s.sid, s.on, s.name); fi != nil && fi.ErrorMessage != nil {
 			e.Fault += " (" + fi.Status + ": " + fi.ErrorMessage.DefaultMessage + ")"
 		}

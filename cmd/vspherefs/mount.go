@@ -42,7 +42,7 @@ type mountFlags struct {
 	libraryDatastore                      string
 	mountpoint                            string
 	given                                 map[string]bool // flags given on the command line
-	streamAfter                           string          // size at which a file written in order streams ("" or 0: never)
+	upload                                string          // stream or staged
 	test                                  testKnobs
 }
 
@@ -107,7 +107,7 @@ func parseMount(args []string) (*mountFlags, error) {
 	fl.StringVar(&f.libraryDatastore, "library-datastore", "", "datastore of libraries made by mkdir (default: the first that fits)")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users see the mount")
 	fl.BoolVar(&f.debug, "debug", false, "log every API call (never secrets)")
-	fl.StringVar(&f.streamAfter, "stream-after", "", "stream uploads of library files written in order once they reach this size (off by default; see README)")
+	fl.StringVar(&f.upload, "upload", "stream", "library uploads: stream (a file written in order is sent while it is written) or staged (every file staged whole and sent with its checksum first)")
 	addOpsFlags(fl)           // running as a service: logging.go
 	addTestFlags(fl, &f.test) // hidden: testflags.go
 	fl.Usage = func() {
@@ -138,7 +138,6 @@ type mountConfig struct {
 	log                    *slog.Logger
 	uid, gid, umask        uint32
 	cacheBytes, spoolBytes int64
-	streamAfter            int64
 	logins                 *guest.GuestLogins
 	cfg                    backend.Config
 	obs                    *metrics.Metrics
@@ -172,12 +171,6 @@ func configure(f *mountFlags) (*mountConfig, error) {
 	cacheBytes, err := parseSize(f.cacheSize)
 	if err != nil {
 		return c, usagef("--cache-size %q: %v", f.cacheSize, err)
-	}
-	var streamAfter int64
-	if f.streamAfter != "" {
-		if streamAfter, err = parseSize(f.streamAfter); err != nil {
-			return c, usagef("--stream-after %q: %v", f.streamAfter, err)
-		}
 	}
 	var spoolBytes int64
 	if f.spoolSize != "" {
@@ -250,7 +243,7 @@ func configure(f *mountFlags) (*mountConfig, error) {
 	}
 
 	c.log, c.uid, c.gid, c.umask = log, uid, gid, umask
-	c.cacheBytes, c.spoolBytes, c.streamAfter = cacheBytes, spoolBytes, streamAfter
+	c.cacheBytes, c.spoolBytes = cacheBytes, spoolBytes
 	c.logins, c.cfg, c.obs, c.cd, c.mountpoint = logins, cfg, obs, cd, mountpoint
 	return c, nil
 }
@@ -259,7 +252,7 @@ func configure(f *mountFlags) (*mountConfig, error) {
 // until it is unmounted or a signal ends it.
 func serve(c *mountConfig) error {
 	f, log, uid, gid, umask := c.f, c.log, c.uid, c.gid, c.umask
-	cacheBytes, spoolBytes, streamAfter := c.cacheBytes, c.spoolBytes, c.streamAfter
+	cacheBytes, spoolBytes := c.cacheBytes, c.spoolBytes
 	logins, cfg, obs, cd, mountpoint := c.logins, c.cfg, c.obs, c.cd, c.mountpoint
 	ctx := context.Background()
 	conn, err := backend.Dial(ctx, cfg)
@@ -306,10 +299,15 @@ func serve(c *mountConfig) error {
 		if writes, err = fs.NewWrites(libraryWriterFS{lw}, cd.Staging, cd.Recovery, cd.Times); err != nil {
 			return fmt.Errorf("--cache-dir: %w", err)
 		}
+		if f.upload == "staged" {
+			writes.StreamAfter = 0 // checksum-first: every file staged whole
+		}
 		writes.PickDatastore = func(ctx context.Context) (string, error) {
 			return library.PickDatastore(ctx, conn, f.libraryDatastore, 0)
 		}
-		writes.StreamAfter = streamAfter
+		if f.test.streamAfter > 0 {
+			writes.StreamAfter = f.test.streamAfter // a test knob: stream small files too
+		}
 		if f.test.holdTimeout > 0 {
 			writes.HoldTimeout = f.test.holdTimeout
 		}
@@ -416,6 +414,9 @@ func checkFlags(f mountFlags, args []string, set map[string]bool) error {
 	}
 	if f.timeout <= 0 {
 		return usagef("--timeout %v: must be positive", f.timeout)
+	}
+	if f.upload != "stream" && f.upload != "staged" {
+		return usagef("--upload %q: stream or staged", f.upload)
 	}
 	if f.maxTransfers < 1 {
 		return usagef("--max-transfers %d: must be at least 1", f.maxTransfers)

@@ -20,7 +20,7 @@ var valueOptions = map[string]string{
 	"guest_login_file": "guest-login-file", "cache_size": "cache-size", "spool_size": "spool-size",
 	"cache_dir": "cache-dir", "ttl": "ttl", "timeout": "timeout", "library_datastore": "library-datastore",
 	"log_file": "log-file", "log_format": "log-format", "log_level": "log-level", "metrics": "metrics",
-	"uid": "uid", "gid": "gid", "umask": "umask",
+	"uid": "uid", "gid": "gid", "umask": "umask", "upload": "upload",
 }
 
 // boolOptions are the -o options that map to a boolean flag.

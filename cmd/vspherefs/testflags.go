@@ -15,6 +15,7 @@ type testKnobs struct {
 	holdTimeout   time.Duration // a closed temporary-named file waits this long for its rename (30s)
 	progressEvery time.Duration // how often long transfers log their progress (5s)
 	gc            time.Duration // run the garbage collector this often (off)
+	streamAfter   int64         // the size at which a library file written in order streams (fs default)
 }
 
 // testFlagPrefix names the hidden flags.
@@ -27,6 +28,7 @@ func addTestFlags(fl *flag.FlagSet, k *testKnobs) {
 	fl.DurationVar(&k.holdTimeout, testFlagPrefix+"hold-timeout", 0, "test knob: how long a temporary-named file waits for its rename")
 	fl.DurationVar(&k.progressEvery, testFlagPrefix+"progress-every", 0, "test knob: how often transfers log their progress")
 	fl.DurationVar(&k.gc, testFlagPrefix+"gc", 0, "test knob: force a garbage collection this often")
+	fl.Int64Var(&k.streamAfter, testFlagPrefix+"stream-after", 0, "test knob: bytes at which a file written in order starts streaming")
 }
 
 // printVisibleFlags is fl.PrintDefaults without the test knobs.

@@ -68,7 +68,7 @@ func (u *UpdateSessions) put(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "injected fault: service unavailable", http.StatusServiceUnavailable)
 		return
 	}
-	reset, stall := int64(-1), time.Duration(0)
+	reset, stall, stallAt := int64(-1), time.Duration(0), u.stallAt
 	if u.fault(FailPut) {
 		f.resets = true
 	}
@@ -113,7 +113,10 @@ func (u *UpdateSessions) put(w http.ResponseWriter, r *http.Request) {
 	if stall > 0 {
 		// Injected fault: take half the body, then stop reading, as a
 		// server that hangs does; the client has to give up by itself.
-		_, _ = io.CopyN(dst, r.Body, max(r.ContentLength, 0)/2)
+		if stallAt < 0 {
+			stallAt = max(r.ContentLength, 0) / 2
+		}
+		_, _ = io.CopyN(dst, r.Body, stallAt)
 		select {
 		case <-time.After(stall):
 		case <-u.closed:

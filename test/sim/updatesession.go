@@ -42,6 +42,7 @@ type UpdateSessions struct {
 	expiry      time.Duration          // idle time after which a session expires
 	strict      bool                   // transfers in flight do not keep a session from expiring
 	stallFor    time.Duration          // a stalled PUT stops reading this long (or until Close)
+	stallAt     int64                  // a stalled PUT reads this many bytes first; <0: half its Content-Length
 	closed      chan struct{}          // closed by Close: stalled PUTs return
 	keepAlives  atomic.Int64
 	putDelay    atomic.Int64 // pause before a PUT's body is read (slow uploads)
@@ -82,6 +83,7 @@ func newUpdateSessions(s *Server) (*UpdateSessions, error) {
 		resetAt:  -1,
 		expiry:   5 * time.Minute,
 		stallFor: time.Minute,
+		stallAt:  -1,
 		closed:   make(chan struct{}),
 	}
 	u.SetChecksumAlgorithms(checksumAlgorithms...)
@@ -132,6 +134,15 @@ func (u *UpdateSessions) SetStall(d time.Duration) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.stallFor = d
+}
+
+// SetStallAfter sets how many body bytes a stalled PUT (StallPut) reads
+// before it stops; negative (the default) means half of its Content-Length,
+// which is none for a chunked (streamed) body.
+func (u *UpdateSessions) SetStallAfter(n int64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.stallAt = n
 }
 
 // KeepAlives counts keep-alive calls on update sessions.
