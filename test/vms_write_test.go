@@ -534,7 +534,6 @@ func putGuestFile(t testing.TB, s *sim.Server, p string, size int64) []byte {
 // (past its 10 minutes) is replaced by a new transfer, never reused, and
 // the reader gets every byte.
 func TestVMsURLExpiresDuringRead(t *testing.T) {
-	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--guest-login", sim.GuestLoginString())
 	want := putGuestFile(t, s, "/tmp/slow.bin", 3<<20)
