@@ -135,15 +135,7 @@ func TestExportsDiskEarly(t *testing.T) {
 	s.Exports.Throttle(0)
 	dst := filepath.Join(t.TempDir(), "cp")
 	run(t, "cp", "-r", pkg, dst)
-	got := packageFiles(t, dst)
-	if names(got) != names(want) {
-		t.Fatalf("cp: files %s, govc wrote %s", names(got), names(want))
-	}
-	for name, b := range want {
-		if !bytes.Equal(got[name], b) {
-			t.Errorf("cp: %s differs from govc's", name)
-		}
-	}
+	samePackage(t, "cp", dst, want)
 	checkManifest(t, dst, exportVM+".mf")
 	// The stat of disk 0 before the end and after it agree (tar checks).
 	st2, err := os.Stat(filepath.Join(pkg, vmdk0))

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bytes"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -37,15 +36,7 @@ func TestExportsMaxTransfers(t *testing.T) {
 			if got := s.Exports.PeakTransfers(); got != tc.peak {
 				t.Errorf("--max-transfers %s: %d disk GETs at once, want %d (5 disks)", tc.max, got, tc.peak)
 			}
-			got := packageFiles(t, dst)
-			if names(got) != names(want) {
-				t.Fatalf("cp: files %s, govc wrote %s", names(got), names(want))
-			}
-			for name, b := range want {
-				if !bytes.Equal(got[name], b) {
-					t.Errorf("cp: %s differs from govc's", name)
-				}
-			}
+			samePackage(t, "cp", dst, want)
 			checkManifest(t, dst, exportVM+".mf")
 			m.Unmount(t)
 		})

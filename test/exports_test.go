@@ -111,6 +111,21 @@ func packageFilesTB(t testing.TB, dir string) map[string][]byte {
 	return files
 }
 
+// samePackage fails unless dir holds exactly govc's files, byte for byte;
+// what names the copy in messages.
+func samePackage(t *testing.T, what, dir string, want map[string][]byte) {
+	t.Helper()
+	got := packageFiles(t, dir)
+	if names(got) != names(want) {
+		t.Fatalf("%s: files %s, govc wrote %s", what, names(got), names(want))
+	}
+	for name, b := range want {
+		if !bytes.Equal(got[name], b) {
+			t.Errorf("%s: %s differs from govc's (%d bytes, govc %d)", what, name, len(got[name]), len(b))
+		}
+	}
+}
+
 func names(files map[string][]byte) string {
 	var n []string
 	for k := range files {
@@ -210,15 +225,7 @@ func TestExportsPackage(t *testing.T) {
 	run(t, "rsync", "-a", pkg+"/", filepath.Join(dst, "rsync")+"/")
 	for i, copy := range []string{"cp", "tar/" + exportVM, "rsync"} {
 		dir := filepath.Join(dst, copy)
-		got := packageFiles(t, dir)
-		if names(got) != names(want0) {
-			t.Fatalf("%s: files %s, govc wrote %s", copy, names(got), names(want0))
-		}
-		for name, b := range want0 {
-			if !bytes.Equal(got[name], b) {
-				t.Errorf("%s: %s differs from govc's (%d bytes, govc %d)", copy, name, len(got[name]), len(b))
-			}
-		}
+		samePackage(t, copy, dir, want0)
 		checkManifest(t, dir, exportVM+".mf")
 		restored := "restored-" + strings.ReplaceAll(copy, "/", "-")
 		govcRun(t, s, "import.ovf", "-name", restored, "-pool", "DC0_C0/Resources", filepath.Join(dir, exportVM+".ovf"))

@@ -175,15 +175,7 @@ func TestPassthroughExportFiles(t *testing.T) {
 	}
 	dst := filepath.Join(t.TempDir(), "cp")
 	run(t, "cp", "-r", pkg, dst)
-	got := packageFiles(t, dst)
-	if names(got) != names(want) {
-		t.Fatalf("cp: files %s, govc wrote %s", names(got), names(want))
-	}
-	for name, b := range want {
-		if !bytes.Equal(got[name], b) {
-			t.Errorf("cp: %s differs from govc's", name)
-		}
-	}
+	samePackage(t, "cp", dst, want)
 	if n := scrape(t, addr)[ptMetric]; n != float64(len(want)) {
 		t.Errorf("%v passthrough files after cp -r of %d package files", n, len(want))
 	}
