@@ -72,14 +72,17 @@ type Options struct {
 //	                    leaves: nothing is taken under them
 //
 // Across network I/O: itemWrites.session (the queue of an item's sessions,
-// not a guard of data), staged.io while an open loads the server's bytes
-// (stat waits on staged.loaded, holding nothing), and guestFile.mu for one
-// guest file's own calls (Lookup and Chattr of an open for writing or a
-// setattr, the load of its current bytes: each bounded by --timeout). A
-// guest commit uploads with guestFile.mu released (guestwrite.go,
-// commitLocked), so a stalled upload blocks no stat or listing. No lock of
-// a directory, of Writes or of a tree is held across network I/O. A
-// function named …Locked is called with its receiver's lock held.
+// not a guard of data) and staged.io while an open loads the server's bytes
+// (stat waits on staged.loaded, holding nothing). A guest file's own calls
+// (Lookup and Chattr of an open for writing or a setattr, the load of its
+// current bytes) and its commit's upload run with guestFile.mu released,
+// the file marked busy or committing meanwhile (guestfile.go, guestwrite.go:
+// outsideLocked, commitLocked): changes to the file wait for that signal
+// holding nothing, and stat and listings answer from the metadata, so a
+// stalled load or upload blocks none of them. No lock of a directory, of
+// Writes or of a tree is held across network I/O. A function named …Locked
+// is called with its receiver's lock held (it may release it meanwhile, as
+// idleLocked and outsideLocked do, and re-checks the state after).
 type FS struct {
 	Options
 	mounted time.Time

@@ -26,6 +26,12 @@ type guestFile struct {
 	st       *stage // while open for writing
 	unlinked bool   // removed while open: commits go nowhere
 	lastOpen string // source ID at the last open: same version keeps the page cache
+	// busy is non-nil while one of the file's own network calls runs with
+	// mu released (outsideLocked: the load of its bytes into the stage, a
+	// Lookup or Chattr of an open for writing or a setattr); it is closed
+	// when the call ends. Changes to the file wait for it (idleLocked);
+	// stat does not.
+	busy chan struct{}
 }
 
 var (
@@ -75,13 +81,15 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
+		if f.st == nil && !f.idleLocked(ctx) { // one Lookup at a time
+			return nil, 0, syscall.EINTR
+		}
 		if f.st == nil {
-			p := f.guestPath()
-			s, err := f.vm.Lookup(ctx, path.Dir(p), path.Base(p))
+			s, err := f.lookupLocked(ctx)
 			if err != nil {
 				return nil, 0, toErrno(f.fs.Log, f.mountPath(), err)
 			}
-			if f.vm.Windows() && s.Mode&0o200 == 0 {
+			if f.st == nil && f.vm.Windows() && s.Mode&0o200 == 0 { // (a create may have staged it meanwhile)
 				return nil, 0, syscall.EACCES // read-only: Windows writes it for nobody, not even root
 			}
 			if err := f.stageLocked(s, true); err != nil {
@@ -140,11 +148,11 @@ func (f *guestFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Se
 	if truncating {
 		temporary := f.st == nil
 		if temporary {
-			p := f.guestPath()
-			s, err := f.vm.Lookup(ctx, path.Dir(p), path.Base(p))
+			s, err := f.lookupLocked(ctx)
 			if err != nil {
 				return toErrno(f.fs.Log, f.mountPath(), err)
 			}
+			temporary = f.st == nil // a create may have staged it meanwhile
 			if err := f.stageLocked(s, true); err != nil {
 				return toErrno(f.fs.Log, f.mountPath(), err)
 			}
@@ -176,10 +184,15 @@ func (f *guestFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Se
 	if f.st != nil {
 		s = f.st.stat()
 	} else {
-		p := f.guestPath()
 		var err error
-		if s, err = f.vm.Lookup(ctx, path.Dir(p), path.Base(p)); err != nil {
+		if !f.idleLocked(ctx) {
+			return syscall.EINTR
+		}
+		if s, err = f.lookupLocked(ctx); err != nil {
 			return toErrno(f.fs.Log, f.mountPath(), err)
+		}
+		if f.st != nil { // opened for writing meanwhile
+			s = f.st.stat()
 		}
 	}
 	f.fs.guestAttr(&out.Attr, s)
@@ -207,27 +220,46 @@ func (f *guestFile) mergeAttrLocked(a remote.GuestAttr) {
 
 // chattrLocked applies attributes to the guest's file at once, skipping
 // what it has already (rsync and cp chown and chmod to what is there).
+// Both calls run with f.mu released (outsideLocked); called idle.
 func (f *guestFile) chattrLocked(ctx context.Context, a remote.GuestAttr) syscall.Errno {
 	p := f.guestPath()
-	cur, err := f.vm.Lookup(ctx, path.Dir(p), path.Base(p))
-	if err == nil {
-		if a.Mode != nil && *a.Mode == cur.Mode {
-			a.Mode = nil
+	var err error
+	f.outsideLocked(func() {
+		var cur remote.GuestStat
+		if cur, err = f.vm.Lookup(ctx, path.Dir(p), path.Base(p)); err == nil {
+			a = unchangedDropped(a, cur)
 		}
-		if a.UID != nil && int64(*a.UID) == cur.UID {
-			a.UID = nil
-		}
-		if a.GID != nil && int64(*a.GID) == cur.GID {
-			a.GID = nil
-		}
-	}
-	if err := f.vm.Chattr(ctx, p, a); err != nil {
+		err = f.vm.Chattr(ctx, p, a)
+	})
+	if err != nil {
 		return toErrno(f.fs.Log, f.mountPath(), err)
 	}
 	if f.st != nil { // open for writing, nothing unsaved: keep the stage's view true
 		f.st.base = mergedStat(f.st.base, a)
 	}
 	return 0
+}
+
+// lookupLocked is the guest's listing of the file, looked up with f.mu
+// released (outsideLocked); called idle.
+func (f *guestFile) lookupLocked(ctx context.Context) (s remote.GuestStat, err error) {
+	p := f.guestPath()
+	f.outsideLocked(func() { s, err = f.vm.Lookup(ctx, path.Dir(p), path.Base(p)) })
+	return s, err
+}
+
+// unchangedDropped is a without what cur has already.
+func unchangedDropped(a remote.GuestAttr, cur remote.GuestStat) remote.GuestAttr {
+	if a.Mode != nil && *a.Mode == cur.Mode {
+		a.Mode = nil
+	}
+	if a.UID != nil && int64(*a.UID) == cur.UID {
+		a.UID = nil
+	}
+	if a.GID != nil && int64(*a.GID) == cur.GID {
+		a.GID = nil
+	}
+	return a
 }
 
 func mergedStat(s remote.GuestStat, a remote.GuestAttr) remote.GuestStat {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/vspherefs/vspherefs/cache"
 	"github.com/vspherefs/vspherefs/remote"
 )
 
@@ -19,7 +20,8 @@ import (
 // memory), and committed to the guest on close and on fsync when the guest
 // does not have its bytes. It belongs to the guestFile node, so every
 // handle of the file sees the same bytes. All of it is guarded by the
-// node's mu.
+// node's mu; its bytes are loaded (loadLocked) and uploaded (commitLocked)
+// with mu released, while the file is busy or committing.
 type stage struct {
 	file    *os.File
 	size    int64
@@ -62,8 +64,8 @@ func (f *guestFile) releaseLocked() {
 	if st == nil {
 		return
 	}
-	if st.writers--; st.writers > 0 || st.committing != nil {
-		return // a commit running drops the stage when it ends
+	if st.writers--; st.writers > 0 || st.committing != nil || f.busy != nil {
+		return // a commit or call running drops the stage when it ends
 	}
 	st.file.Close()
 	removeStaged(st.file.Name())
@@ -72,31 +74,80 @@ func (f *guestFile) releaseLocked() {
 
 // loadLocked reads the guest's bytes into the stage, for writes that keep
 // some of them (O_APPEND, O_RDWR, partial rewrites, truncation to a
-// non-zero size). They come through the block cache: one transfer.
+// non-zero size). They come through the block cache: one transfer, run
+// with f.mu released (the file busy meanwhile, so that changes to the
+// stage wait for it and stat answers from the metadata). It waits for a
+// busy file's call first; EINTR if the caller dies meanwhile.
 func (f *guestFile) loadLocked(ctx context.Context) error {
-	st := f.st
-	if st.loaded {
-		return nil
+	for {
+		st := f.st
+		if st == nil {
+			return os.ErrClosed
+		}
+		if st.loaded {
+			return nil
+		}
+		if f.busy != nil {
+			ch := f.busy
+			f.mu.Unlock()
+			ok := awaitOrDie(ctx, ch)
+			f.mu.Lock()
+			if !ok {
+				return syscall.EINTR
+			}
+			continue
+		}
+		src := f.vm.Source(f.guestPath(), st.base.Size, st.base.Mtime, f.mountPath())
+		size, file := st.base.Size, st.file
+		var err error
+		f.outsideLocked(func() { err = f.fs.loadInto(ctx, src, file, size) })
+		if err != nil {
+			return err
+		}
+		st.loaded = true
 	}
-	src := f.vm.Source(f.guestPath(), st.base.Size, st.base.Mtime, f.mountPath())
-	buf := make([]byte, f.fs.Cache.BlockSize())
-	for off := int64(0); off < st.base.Size; {
-		n, err := f.fs.Cache.ReadAt(ctx, src, buf, off)
+}
+
+// loadInto copies src's size bytes into file.
+func (f *FS) loadInto(ctx context.Context, src cache.Source, file *os.File, size int64) error {
+	buf := make([]byte, f.Cache.BlockSize())
+	for off := int64(0); off < size; {
+		n, err := f.Cache.ReadAt(ctx, src, buf, off)
 		if n > 0 {
-			if _, werr := st.file.WriteAt(buf[:n], off); werr != nil {
+			if _, werr := file.WriteAt(buf[:n], off); werr != nil {
 				return werr
 			}
 			off += int64(n)
 		}
-		if err != nil && !(err == io.EOF && off >= st.base.Size) {
+		if err != nil && !(err == io.EOF && off >= size) {
 			return err
 		}
 		if n == 0 && err == nil {
 			return io.ErrUnexpectedEOF
 		}
 	}
-	st.loaded = true
 	return nil
+}
+
+// outsideLocked runs fn, one of the file's own network calls, with f.mu
+// released and the file busy: changes to the file wait for it
+// (idleLocked), stat and reads of other versions do not. Called idle (no
+// call running); f.mu is held again when it returns. A stage whose last
+// writer was released meanwhile is dropped then.
+func (f *guestFile) outsideLocked(fn func()) {
+	ch := make(chan struct{})
+	f.busy = ch
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.busy = nil
+		close(ch)
+		if st := f.st; st != nil && st.writers == 0 && st.committing == nil {
+			st.writers = 1
+			f.releaseLocked()
+		}
+	}()
+	fn()
 }
 
 func (f *guestFile) writeLocked(ctx context.Context, data []byte, off int64, appending bool) error {
@@ -152,10 +203,19 @@ func (f *guestFile) truncateLocked(ctx context.Context, size int64) error {
 }
 
 // idleLocked waits (f.mu released meanwhile) until no commit of the file
-// runs, so that the stage can change; false if the caller is dying.
+// runs and no call of its own (busy), so that the stage and the guest's
+// file can change; false if the caller is dying.
 func (f *guestFile) idleLocked(ctx context.Context) bool {
-	for f.st != nil && f.st.committing != nil {
-		ch := f.st.committing
+	for {
+		var ch chan struct{}
+		switch {
+		case f.busy != nil:
+			ch = f.busy
+		case f.st != nil && f.st.committing != nil:
+			ch = f.st.committing
+		default:
+			return true
+		}
 		f.mu.Unlock()
 		ok := awaitOrDie(ctx, ch)
 		f.mu.Lock()
@@ -163,7 +223,6 @@ func (f *guestFile) idleLocked(ctx context.Context) bool {
 			return false
 		}
 	}
-	return true
 }
 
 // commitLocked gives the guest the staged bytes: Upload (temporary name,
@@ -189,8 +248,13 @@ func (f *guestFile) commitLocked(ctx context.Context) syscall.Errno {
 		return 0
 	}
 	bg := context.WithoutCancel(ctx)
-	if err := f.loadLocked(bg); err != nil { // a created file is loaded; others only if written
-		return f.commitFailed(err)
+	if !st.loaded { // a created file is loaded; others only if written
+		if err := f.loadLocked(bg); err != nil {
+			return f.commitFailedStage(st, err)
+		}
+		// f.mu was released for the load: begin again (the file may
+		// have been committed, unlinked or renamed meanwhile).
+		return f.commitLocked(ctx)
 	}
 	a := st.attr
 	if a.Mode == nil && st.base.Mode != 0 { // a created file's mode, or the replaced file's
@@ -251,14 +315,8 @@ func (f *FS) commitStarted() func() {
 	}
 }
 
-// commitFailed keeps the staged bytes in <cache-dir>/recovery and logs one
+// commitFailedStage keeps st's bytes in <cache-dir>/recovery and logs one
 // line naming the path, the call and the fault.
-func (f *guestFile) commitFailed(err error) syscall.Errno {
-	return f.commitFailedStage(f.st, err)
-}
-
-// commitFailedStage is commitFailed for st, the stage a commit that ran
-// without f.mu took.
 func (f *guestFile) commitFailedStage(st *stage, err error) syscall.Errno {
 	call, fault := "", err.Error()
 	var be *remote.Error

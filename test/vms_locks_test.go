@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,5 +52,66 @@ func TestVMsStatDuringStalledUpload(t *testing.T) {
 	}
 	if s.Faults.Waiting() == 0 {
 		t.Fatalf("the upload ended before the stat and ls returned: they may have waited for it:\n%s", m.Log())
+	}
+}
+
+// A guest file's load of its current bytes holds no lock stat needs: while
+// the GET of a file opened with O_APPEND and written to is held stalled by
+// the server (the write keeps the old bytes, so the stage loads them), stat
+// of the file and ls -l of its folder return, and the load is still held
+// when they have.
+func TestVMsStatDuringStalledLoad(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s, "--guest-login", sim.GuestLoginString(), "--timeout", "20s")
+	dir := m.Path("vms", guestVM, "tmp")
+	file := filepath.Join(dir, "loading.bin")
+	if err := os.WriteFile(file, bytes.Repeat([]byte("old "), 512<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const rule = "GET /guestFile*=stall-after:64KiB"
+	if err := s.Faults.Add(rule); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Faults.Clear()
+	w := exec.Command("sh", "-c", "echo more >> "+file)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		w.Process.Kill()
+		w.Wait()
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for s.Faults.Waiting() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s.Faults.Waiting() == 0 {
+		t.Fatalf("the load never reached the stalled GET (%d faulted):\n%s", s.Faults.Hits(rule), m.Log())
+	}
+	prompt := func(what string, fn func() error) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- fn() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s waited for the stalled load", what)
+		}
+	}
+	prompt("stat of the file being loaded", func() error {
+		_, err := os.Stat(file)
+		return err
+	})
+	prompt("ls -l of its folder", func() error {
+		if out, err := exec.Command("ls", "-l", dir).CombinedOutput(); err != nil {
+			return fmt.Errorf("%v\n%s", err, out)
+		}
+		return nil
+	})
+	if s.Faults.Waiting() == 0 {
+		t.Fatalf("the load ended before the stat and ls returned: they may have waited for it:\n%s", m.Log())
 	}
 }
