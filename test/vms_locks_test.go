@@ -17,6 +17,7 @@ import (
 // folder, ls -l of it (which stats the file itself) and stat of the file
 // return, and the upload is still held when they have.
 func TestVMsStatDuringStalledUpload(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--guest-login", sim.GuestLoginString(), "--timeout", "20s")
 	const rule = "PUT /guestFile*=stall"
@@ -61,6 +62,7 @@ func TestVMsStatDuringStalledUpload(t *testing.T) {
 // of the file and ls -l of its folder return, and the load is still held
 // when they have.
 func TestVMsStatDuringStalledLoad(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--guest-login", sim.GuestLoginString(), "--timeout", "20s")
 	dir := m.Path("vms", guestVM, "tmp")
