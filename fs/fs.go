@@ -68,7 +68,7 @@ type Options struct {
 //	                    a node's own state (guestfile.go, libfile.go, exportfile.go)
 //	guestInos.mu        the guest inode table (guestnode.go)
 //	guestPaths          every guest node's link to its directory (guestnode.go)
-//	fileTimes.mu, indexMu, the cache's locks
+//	fileTimes.mu, indexMu, ptGate.mu, listingMemo.mu, mountIdent.mu, the cache's locks
 //	                    leaves: nothing is taken under them
 //
 // Across network I/O: itemWrites.session (the queue of an item's sessions,
