@@ -44,6 +44,7 @@ type Cache struct {
 	cancel context.CancelFunc
 
 	sem     chan struct{} // bounds parallel ranged fetches
+	running tracked       // fetch and stream goroutines, waited for by Close
 	mu      sync.Mutex
 	objs    map[string]*object
 	tick    uint64    // use counter, for dropping the least recently used spools
@@ -91,9 +92,68 @@ func New(opts Options) (*Cache, error) {
 	return &Cache{opts: opts, blocks: blocks, ctx: ctx, cancel: cancel, sem: make(chan struct{}, 4), objs: map[string]*object{}, stats: st}, nil
 }
 
-// Close stops background transfers and removes the spool files.
+// closeWait bounds how long Close waits for cancelled transfers to end: a
+// transfer ends at its context's cancellation, so only a bug outlasts it.
+const closeWait = 10 * time.Second
+
+// goTracked runs f in a goroutine Close waits for.
+func (c *Cache) goTracked(f func()) {
+	c.running.add()
+	go func() {
+		defer c.running.done()
+		f()
+	}()
+}
+
+// tracked counts goroutines. Unlike a WaitGroup it may gain one while
+// somebody waits (a reader restarting a stream as Close cancels it: that
+// one ends at once, its context being the cancelled cache's).
+type tracked struct {
+	mu      sync.Mutex
+	n       int
+	waiters []chan struct{}
+}
+
+func (t *tracked) add() {
+	t.mu.Lock()
+	t.n++
+	t.mu.Unlock()
+}
+
+func (t *tracked) done() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n--; t.n == 0 {
+		for _, w := range t.waiters {
+			close(w)
+		}
+		t.waiters = nil
+	}
+}
+
+// idle is closed once no goroutine runs.
+func (t *tracked) idle() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ch := make(chan struct{})
+	if t.n == 0 {
+		close(ch)
+	} else {
+		t.waiters = append(t.waiters, ch)
+	}
+	return ch
+}
+
+// Close stops background transfers, waits for them to end (at most
+// closeWait: unmount must finish), and removes the spool files.
 func (c *Cache) Close() error {
 	c.cancel()
+	var err error
+	select {
+	case <-c.running.idle():
+	case <-time.After(closeWait):
+		err = fmt.Errorf("cache: transfers still running %v after they were cancelled", closeWait)
+	}
 	c.mu.Lock()
 	objs := c.objs
 	c.objs = map[string]*object{}
@@ -101,7 +161,7 @@ func (c *Cache) Close() error {
 	for _, o := range objs {
 		o.drop()
 	}
-	return nil
+	return err
 }
 
 // BlockSize is the cache's block size.

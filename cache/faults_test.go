@@ -209,3 +209,58 @@ func TestAbandonEndsWaits(t *testing.T) {
 		t.Fatal("the transfer was not cancelled")
 	}
 }
+
+// slowEndSource blocks until its request is cancelled, then takes a while
+// to end, as a transfer tearing down its connection does.
+type slowEndSource struct {
+	ranged bool
+	ended  atomic.Int64
+}
+
+func (s *slowEndSource) ID() string  { return "slow-end" }
+func (s *slowEndSource) Size() int64 { return 4 << 20 }
+func (s *slowEndSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, bool, error) {
+	return &slowEndBody{ctx: ctx, s: s}, s.ranged, nil
+}
+
+type slowEndBody struct {
+	ctx context.Context
+	s   *slowEndSource
+}
+
+func (b *slowEndBody) Read([]byte) (int, error) {
+	<-b.ctx.Done()
+	time.Sleep(200 * time.Millisecond)
+	b.s.ended.Add(1)
+	return 0, b.ctx.Err()
+}
+func (b *slowEndBody) Close() error { return nil }
+
+// TestCloseWaitsForTransfers: Close returns only once the transfers it
+// cancelled have ended, so none outlives the unmount.
+func TestCloseWaitsForTransfers(t *testing.T) {
+	for _, ranged := range []bool{false, true} {
+		src := &slowEndSource{ranged: ranged}
+		c, _ := New(Options{Bytes: 8 << 20, Dir: t.TempDir()})
+		// The reader is interrupted with the unmount, as the kernel's are.
+		ctx, cancel := context.WithCancel(context.Background())
+		read := make(chan error, 1)
+		go func() {
+			_, err := c.ReadAt(ctx, src, make([]byte, 100), 0)
+			read <- err
+		}()
+		for c.Fetches.Load() == 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		go func() { time.Sleep(50 * time.Millisecond); cancel() }()
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if src.ended.Load() == 0 {
+			t.Errorf("ranged %v: Close returned before the transfer ended", ranged)
+		}
+		if err := <-read; err == nil {
+			t.Errorf("ranged %v: the read of a closed cache succeeded", ranged)
+		}
+	}
+}

@@ -291,7 +291,8 @@ func (o *object) schedule(first, last int64) {
 			fs = append(fs, f)
 			j++
 		}
-		go o.fetchRange(i, fs)
+		from := i // i moves on below
+		o.c.goTracked(func() { o.fetchRange(from, fs) })
 		if o.mode == modeUnknown {
 			return // the first answer decides between ranged and stream
 		}

@@ -96,7 +96,7 @@ func (o *object) startStream(ctx context.Context, cancel context.CancelFunc, bod
 	st.running = true
 	st.cancel = cancel
 	st.gen++
-	go st.fill(ctx, cancel, body)
+	o.c.goTracked(func() { st.fill(ctx, cancel, body) })
 	return st
 }
 

@@ -269,7 +269,11 @@ func serve(c *mountConfig) error {
 	if err != nil {
 		return err
 	}
-	defer blocks.Close()
+	defer func() {
+		if err := blocks.Close(); err != nil {
+			slog.Error("unmount", "err", err)
+		}
+	}()
 	// Download sessions unused for a minute are deleted (a test knob shortens it).
 	idle := f.test.downloadIdle
 	if idle <= 0 {
