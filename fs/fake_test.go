@@ -192,7 +192,7 @@ func (m *memLib) Commit(ctx context.Context, itemID string, files []remote.Stage
 	return nil
 }
 
-func (m *memLib) StartStream(ctx context.Context, itemID, name string) (Stream, error) {
+func (m *memLib) StartStream(ctx context.Context, itemID, name string, body io.Reader) (Stream, error) {
 	return nil, remote.Errorf("update", itemID, remote.ErrUnsupported, "the fake does not stream")
 }
 

@@ -200,7 +200,7 @@ func (f *libFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetA
 
 	if size, ok := in.GetSize(); ok {
 		if h, ok := fh.(*stagedHandle); ok && h.write {
-			if err := f.fs.Writes.truncate(h.sf, int64(size)); err != nil {
+			if err := f.fs.Writes.truncate(ctx, h.sf, int64(size)); err != nil {
 				return toErrno(f.fs.Log, f.path(), err)
 			}
 		} else {
@@ -212,7 +212,7 @@ func (f *libFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetA
 			if errno != 0 {
 				return errno
 			}
-			if err := f.fs.Writes.truncate(h.sf, int64(size)); err != nil {
+			if err := f.fs.Writes.truncate(ctx, h.sf, int64(size)); err != nil {
 				errno = toErrno(f.fs.Log, f.path(), err)
 			}
 			if errno == 0 {
@@ -321,13 +321,20 @@ var (
 
 func (h *stagedHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.sf.mu.Lock()
+	n, streaming, err := h.sf.readStreaming(dest, off)
 	dropped := h.sf.dropped
 	h.sf.mu.Unlock()
+	if streaming {
+		if err != nil {
+			return nil, toErrno(h.f.fs.Log, h.f.path(), err)
+		}
+		return fuse.ReadResultData(dest[:n]), 0
+	}
 	if off < dropped {
 		return nil, toErrno(h.f.fs.Log, h.f.path(), remote.Errorf("read", h.f.fname(), remote.ErrIO,
 			"bytes before %d were uploaded while the file was written and are no longer here (read it again after its close)", dropped))
 	}
-	n, err := h.sf.f.ReadAt(dest, off)
+	n, err = h.sf.f.ReadAt(dest, off)
 	if err != nil && err != io.EOF {
 		return nil, toErrno(h.f.fs.Log, h.f.path(), err)
 	}

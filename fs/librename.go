@@ -42,9 +42,9 @@ func (w *Writes) rename(ctx context.Context, it *itemWrites, from, to string, no
 	if sf := w.find(it.id, from); sf != nil && sf.streaming() {
 		// Its upload runs under the old name, and the API has no rename.
 		sf.mu.Lock()
-		dropped := sf.up != nil && sf.up.dropped > 0
+		gone := sf.up != nil && !sf.up.complete()
 		sf.mu.Unlock()
-		if dropped {
+		if gone {
 			return syscall.EBUSY
 		}
 		w.stopStream(sf) // staged whole from now on

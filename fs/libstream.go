@@ -3,16 +3,23 @@ package fs
 // Streamed uploads. A library file written in order from byte 0 (cp, tar,
 // dd, `>`), by one writer, is uploaded while it is written: once it has
 // StreamAfter bytes, its update session is created and one PUT (chunked,
-// the file added without size or checksum) takes the bytes as they come,
-// while only the last streamWindow bytes stay on local disk (older ones
-// are punched out of the staged file). The session completes at close, so
-// the server changes at close, once, as for staged files. What falls back:
-// a rewrite or a shrinking truncate while nothing has been dropped yet ends
-// the upload (the session is failed) and the file is staged whole as
-// usual; one behind the dropped part fails with EIO, and so do reads of
-// it. fsync waits until the server has every byte written (they are
-// committed at close). Files with held names, editor files and .ovf never
-// stream; nor does a file whose item has a session running.
+// the file added without size or checksum) reads the bytes as they come
+// from a ring in memory holding the last streamWindow bytes written; the
+// file's first streamKeep bytes are also on local disk, nothing after
+// them. The session completes at close, so the server changes at close,
+// once, as for staged files. What falls back: a rewrite or a shrinking
+// truncate while every byte is still at hand (the disk's start and the
+// ring meet) ends the upload (the session is failed) and the file is
+// staged whole as usual; one after that fails with EIO, and so do reads of
+// bytes no longer here. fsync waits until the server has every byte
+// written (they are committed at close). Files with held names, editor
+// files and .ovf never stream; nor does a file whose item has a session
+// running.
+//
+// Why memory and not the staged file: each byte then costs one copy in
+// and one copy out, against a write to and a read from the page cache (and
+// its block allocation and hole punching), which on two cores shared with
+// the PUT's TLS was most of a streamed cp's time.
 
 import (
 	"context"
@@ -32,94 +39,84 @@ import (
 // costs them nothing (they fit the window anyway).
 const DefaultStreamAfter = 4 << 20
 
-// streamWindow is how much of a streamed file stays on local disk behind
-// what the PUT has taken; a writer more than this ahead of the PUT waits.
+// streamWindow is the ring of a streamed upload: how far a writer may be
+// ahead of the PUT (it waits beyond), and how much of what was sent stays
+// at hand for a fallback or recovery.
 const streamWindow = 8 << 20
+
+// streamKeep is how much of a streamed file's start is also written to
+// local disk, so that a rewrite of it (an editor, a format that patches
+// its header) or a PUT broken early can fall back to staging.
+const streamKeep = 16 << 20
 
 var errStreamStopped = errors.New("streamed upload stopped: the file is staged instead")
 
 // upstream is a streamed upload in progress; its fields are under the
 // staged file's mu.
 type upstream struct {
-	s       Stream
-	ino     uint64 // the kernel's inode of the file (for callerKeepsWriter)
-	sent    int64  // [0, sent) went to the PUT
-	dropped int64  // [0, dropped) is no longer on local disk
-	err     error  // the upload broke or was stopped
-	closing bool   // send the rest, then stop
-	done    chan struct{}
+	s    Stream
+	ino  uint64 // the kernel's inode of the file (for callerKeepsWriter)
+	ring []byte // byte k of the file, for k in [lo, size), is ring[k%len(ring)]
+	lo   int64
+	// start: [0, start) was in the staged file when the upload started and
+	// is read from there; disk: [0, disk) is in the staged file.
+	start, disk int64
+	sent        int64 // [0, sent) went to the PUT
+	err         error // the upload broke or was stopped
+	closing     bool  // send the rest, then stop
+	done        chan struct{}
 	// ending: one finishStream ends the upload; others (a close and the
 	// unmount at once) wait for ended and take its outcome.
-	ending bool
-	ended  chan struct{}
-	result syscall.Errno
-	cond   *sync.Cond // on the staged file's mu
+	ending  bool
+	ended   chan struct{}
+	result  syscall.Errno
+	stopped chan struct{} // made by the stopStream under way, closed when it is done
+	cond    *sync.Cond    // on the staged file's mu
 }
 
-// write is a write through a handle: local, then the streamed upload is
-// started or fed. A write more than streamWindow ahead of the PUT waits for
-// it (bounded local disk), killably: an interrupted wait returns, its bytes
-// stored.
+// freeRing returns the ring's memory, once the PUT has ended and the
+// upload is no longer the file's (sf.up). The ring is mapped, not
+// allocated: its pages are the process's only while it streams, and the
+// garbage collector's heap goal does not grow by it.
+func (up *upstream) freeRing() {
+	if up.ring != nil {
+		_ = syscall.Munmap(up.ring)
+		up.ring = nil
+	}
+}
+
+// complete says whether every byte written is still at hand (the staged
+// file's start and the ring meet): the file can then be staged instead.
+func (up *upstream) complete() bool { return up.lo <= up.disk }
+
+// write is a write through a handle: local (to the ring, while streaming),
+// then the streamed upload is started. A streaming write that finds the
+// upload broken or must stop it (a rewrite) stops it and is written again,
+// staged.
 func (w *Writes) write(ctx context.Context, sf *staged, data []byte, off int64, appendMode bool, ino uint64) (int, error) {
-	n, err, start, stop := sf.writeLocal(data, off, appendMode, w.StreamAfter)
-	if stop {
-		w.stopStream(sf)
-	}
-	if err != nil {
-		if err == sf.brokenNow() {
-			w.keepFailed(sf, err) // the one log line of this failure, with the recovery
+	for {
+		n, err, start, stop := sf.writeLocal(ctx, data, off, appendMode, w.StreamAfter)
+		if stop {
+			w.stopStream(sf)
+			continue // not streaming any more
 		}
-		return n, err
-	}
-	if start {
-		w.startStream(sf, ino)
-	}
-	sf.mu.Lock()
-	up := sf.up
-	if up != nil && up.err == nil && sf.size-up.sent > streamWindow {
-		wake := context.AfterFunc(ctx, func() {
-			sf.mu.Lock()
-			up.cond.Broadcast()
-			sf.mu.Unlock()
-		})
-		for up.err == nil && sf.size-up.sent > streamWindow && ctx.Err() == nil {
-			up.cond.Wait()
+		if err != nil {
+			if err == sf.brokenNow() {
+				w.keepFailed(sf, err) // the one log line of this failure, with the recovery
+			}
+			return n, err
 		}
-		wake()
-	}
-	var broke error
-	if up != nil && up.err != nil && up.err != errStreamStopped {
-		broke = up.err
-		// Bytes already dropped cannot be sent again; a stall already took
-		// the deadline, and is not tried again (as a staged PUT's is not):
-		// either way the file cannot be committed any more.
-		if (sf.dropped > 0 || errors.Is(broke, remote.ErrStalled)) && sf.broken == nil {
-			sf.broken = broke
+		if start {
+			w.startStream(sf, ino)
 		}
+		return n, nil
 	}
-	fatal := sf.broken != nil
-	sf.mu.Unlock()
-	if broke != nil {
-		// The PUT failed. With every byte still here (and not a stall),
-		// the file is staged and committed at close as any other; else the
-		// next writes and the close get EIO, and what is here goes to
-		// recovery/ (keepFailed). This write's bytes are stored: kept.
-		w.stopStream(sf)
-		if fatal {
-			// Every byte accepted is here now (this write's included, and
-			// none after it): kept at once, logged once; the next writes
-			// and the close return EIO without another line.
-			w.keepFailed(sf, sf.brokenNow())
-		} else {
-			w.log().Debug("streamed upload failed; the file is staged instead", "path", sf.it.path+"/"+EncodeName(sf.name), "fault", broke.Error())
-		}
-	}
-	return n, nil
 }
 
-// writeLocal stores data in the staged file; it says whether a streamed
-// upload should start, or stop (a rewrite).
-func (sf *staged) writeLocal(data []byte, off int64, appendMode bool, after int64) (n int, err error, start, stop bool) {
+// writeLocal stores data in the staged file, or in the ring while it
+// streams; it says whether a streamed upload should start, or stop first
+// (a rewrite, or the upload broke) and the write be tried again.
+func (sf *staged) writeLocal(ctx context.Context, data []byte, off int64, appendMode bool, after int64) (n int, err error, start, stop bool) {
 	sf.io.RLock()
 	defer sf.io.RUnlock()
 	sf.mu.Lock()
@@ -133,18 +130,22 @@ func (sf *staged) writeLocal(data []byte, off int64, appendMode bool, after int6
 	if appendMode {
 		off = sf.size
 	}
+	if up := sf.up; up != nil {
+		if off >= sf.size && up.err == nil {
+			if n, err := sf.appendStream(ctx, off-sf.size, data); err != errStreamBroke || n > 0 {
+				return n, err, false, false
+			}
+		}
+		if off < sf.size {
+			sf.noStream = true
+		}
+		return 0, nil, false, true
+	}
 	if off < sf.size {
 		sf.noStream = true
-		if up := sf.up; up != nil {
-			if off < sf.dropped || up.dropped > 0 {
-				sf.broken = remote.Errorf("write", sf.name, remote.ErrIO, "a rewrite at byte %d of a file whose first %d bytes were uploaded while it was written and are no longer here", off, up.dropped)
-				return 0, sf.broken, false, true
-			}
-			stop = true
-		}
 	}
 	if off < sf.dropped {
-		return 0, remote.Errorf("write", sf.name, remote.ErrIO, "a write at byte %d of a file whose first %d bytes were uploaded and are no longer here", off, sf.dropped), false, stop
+		return 0, remote.Errorf("write", sf.name, remote.ErrIO, "a write at byte %d of a file whose first %d bytes were uploaded and are no longer here", off, sf.dropped), false, false
 	}
 	n, err = sf.f.WriteAt(data, off)
 	if n > 0 {
@@ -157,13 +158,77 @@ func (sf *staged) writeLocal(data []byte, off int64, appendMode bool, after int6
 			sf.hash = nil // not sequential: the commit hashes the file
 		}
 		sf.size = max(sf.size, off+int64(n))
-		if sf.up != nil {
-			sf.up.cond.Broadcast()
-		}
 	}
 	start = after > 0 && sf.up == nil && !sf.noStream && sf.dropped == 0 && sf.size >= after
-	return n, err, start, stop
+	return n, err, start, false
 }
+
+// errStreamBroke says the upload failed while a write waited for the ring.
+var errStreamBroke = errors.New("streamed upload broke")
+
+// appendStream appends gap zero bytes, then data, to a streaming file
+// (sf.mu held): into the ring, and into the staged file while under
+// streamKeep. It waits (sf.mu released) while the ring has no room, until
+// the PUT takes bytes, fails (errStreamBroke: nothing of data is stored)
+// or ctx ends (EINTR). n is how much of data was stored.
+func (sf *staged) appendStream(ctx context.Context, gap int64, data []byte) (n int, err error) {
+	up := sf.up
+	for gap > 0 || len(data) > 0 {
+		var p []byte
+		if gap > 0 {
+			p = zeros[:min(gap, int64(len(zeros)))]
+		} else {
+			p = data[:min(len(data), len(up.ring)/2)]
+		}
+		k := int64(len(p))
+		if sf.size+k-up.sent > int64(len(up.ring)) {
+			wake := context.AfterFunc(ctx, func() {
+				sf.mu.Lock()
+				up.cond.Broadcast()
+				sf.mu.Unlock()
+			})
+			for up.err == nil && sf.size+k-up.sent > int64(len(up.ring)) && ctx.Err() == nil {
+				up.cond.Wait()
+			}
+			wake()
+			if n > 0 && (up.err != nil || ctx.Err() != nil) {
+				return n, nil // a short write: the caller's next one says why
+			}
+			if up.err != nil {
+				return 0, errStreamBroke
+			}
+			if ctx.Err() != nil {
+				return 0, syscall.EINTR
+			}
+		}
+		if sf.size < streamKeep {
+			d := p[:min(k, streamKeep-sf.size)]
+			if _, err := sf.f.WriteAt(d, sf.size); err != nil {
+				return n, err
+			}
+			up.disk = sf.size + int64(len(d))
+		}
+		at := int(sf.size % int64(len(up.ring)))
+		if c := copy(up.ring[at:], p); c < len(p) {
+			copy(up.ring, p[c:])
+		}
+		sf.size += k
+		up.lo = max(up.lo, sf.size-int64(len(up.ring)))
+		sf.dirty, sf.failed = true, false
+		sf.mtime = time.Now()
+		up.cond.Broadcast()
+		if gap > 0 {
+			gap -= k
+		} else {
+			data, n = data[k:], n+int(k)
+		}
+	}
+	return n, nil
+}
+
+// zeros are what a hole in a streamed file (a write past its end, a
+// truncate that extends it) sends.
+var zeros = make([]byte, 256<<10)
 
 // startStream starts the streamed upload of sf, if it may stream and its
 // item has no session running; else sf stays staged.
@@ -183,8 +248,15 @@ func (w *Writes) startStream(sf *staged, ino uint64) {
 	if !it.session.TryLock() {
 		return // another session of the item: try again at a later write
 	}
-	s, err := w.lw.StartStream(withOrigin(w.ctx, origin), it.id, name)
+	ring, err := syscall.Mmap(-1, 0, streamWindow, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
 	if err != nil {
+		it.session.Unlock()
+		return // staged; tried again at a later write
+	}
+	up := &upstream{ino: ino, ring: ring, done: make(chan struct{}), ended: make(chan struct{}), cond: sync.NewCond(&sf.mu)}
+	s, err := w.lw.StartStream(withOrigin(w.ctx, origin), it.id, name, streamReader{sf, up})
+	if err != nil {
+		up.freeRing()
 		it.session.Unlock()
 		sf.mu.Lock()
 		sf.noStream = true
@@ -193,68 +265,151 @@ func (w *Writes) startStream(sf *staged, ino uint64) {
 		return
 	}
 	sf.mu.Lock()
-	if sf.noStream || sf.up != nil || sf.broken != nil {
+	if sf.noStream || sf.up != nil || sf.broken != nil || sf.dropped > 0 {
 		sf.mu.Unlock()
 		s.Abort(w.ctx)
+		up.freeRing()
 		it.session.Unlock()
 		return
 	}
-	up := &upstream{s: s, ino: ino, done: make(chan struct{}), ended: make(chan struct{}), cond: sync.NewCond(&sf.mu)}
+	up.s = s
+	up.start, up.disk, up.lo = sf.size, sf.size, sf.size
 	sf.up = up
-	// The stream hashes what it sends; a second SHA-256 of the same bytes
-	// here would only serve a fallback to staging, whose commit hashes the
-	// file itself when it has no running hash.
+	// The commit of a staged fallback hashes the file itself.
 	sf.hash = nil
 	sf.mu.Unlock()
 	w.mu.Lock()
 	it.stream = sf
 	w.mu.Unlock()
-	go w.send(sf, up)
-}
-
-// send feeds the PUT from the staged file and drops what it has sent,
-// but the last streamWindow bytes.
-func (w *Writes) send(sf *staged, up *upstream) {
-	defer close(up.done)
-	buf := make([]byte, 1<<20)
-	for {
+	go func() {
+		<-s.Done()
 		sf.mu.Lock()
-		for up.err == nil && !up.closing && up.sent >= sf.size {
-			up.cond.Wait()
-		}
-		if up.err != nil || (up.closing && up.sent >= sf.size) {
-			sf.mu.Unlock()
-			return
-		}
-		from := up.sent
-		k := int(min(sf.size-from, int64(len(buf))))
-		sf.mu.Unlock()
-		n, rerr := sf.f.ReadAt(buf[:k], from)
-		if rerr == io.EOF && n < k { // a hole at the end (a truncate that extended): zeros
-			clear(buf[n:k])
-			n, rerr = k, nil
-		}
-		var werr error
-		if n > 0 {
-			_, werr = up.s.Write(buf[:n])
-		}
-		sf.mu.Lock()
-		up.sent += int64(n)
-		switch {
-		case werr != nil && up.err == nil:
-			up.err = werr
-		case rerr != nil && up.err == nil:
-			up.err = rerr
-		}
-		if keep := up.sent - streamWindow; keep-up.dropped >= streamWindow {
-			// FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE: the size stays, the blocks go.
-			if syscall.Fallocate(int(sf.f.Fd()), 0x3, up.dropped, keep-up.dropped) == nil {
-				up.dropped = keep
-				sf.dropped = keep
+		if up.err == nil {
+			if up.err = s.Err(); up.err == nil && !(up.closing && up.sent >= sf.size) {
+				up.err = remote.Errorf("PUT", name, remote.ErrIO, "the server answered before the end of the file")
 			}
 		}
 		up.cond.Broadcast()
 		sf.mu.Unlock()
+		close(up.done)
+	}()
+}
+
+// streamReader is the PUT's body: what is written, as it comes, from the
+// staged file's start and then from the ring; io.EOF at the close.
+type streamReader struct {
+	sf *staged
+	up *upstream
+}
+
+func (r streamReader) Read(p []byte) (int, error) {
+	sf, up := r.sf, r.up
+	sf.mu.Lock()
+	defer sf.mu.Unlock()
+	for up.err == nil && !up.closing && up.sent >= sf.size {
+		up.cond.Wait()
+	}
+	if up.err != nil {
+		return 0, up.err
+	}
+	if up.sent >= sf.size {
+		return 0, io.EOF
+	}
+	if up.ring == nil { // freed: the upload is over (a transport reading late)
+		return 0, errStreamStopped
+	}
+	var n int
+	if up.sent < up.start {
+		// Written before the upload started: in the staged file, unchanged
+		// while the upload runs (a rewrite stops it first).
+		k := int(min(up.start-up.sent, int64(len(p))))
+		from := up.sent
+		sf.mu.Unlock()
+		var err error
+		n, err = sf.f.ReadAt(p[:k], from)
+		sf.mu.Lock()
+		if n < k && err == io.EOF { // a hole at the end (a truncate that extended): zeros
+			clear(p[n:k])
+			n = k
+		} else if err != nil {
+			return n, err
+		}
+	} else {
+		n = int(min(sf.size-up.sent, int64(len(p))))
+		at := int(up.sent % int64(len(up.ring)))
+		if c := copy(p[:n], up.ring[at:]); c < n {
+			copy(p[c:n], up.ring)
+		}
+	}
+	up.sent += int64(n)
+	up.cond.Broadcast()
+	return n, nil
+}
+
+// readStreaming serves a read of a streaming file (sf.mu held): from the
+// staged file, then from the ring; EIO for bytes no longer here. ok is
+// false when sf does not stream.
+func (sf *staged) readStreaming(dest []byte, off int64) (n int, ok bool, err error) {
+	up := sf.up
+	if up == nil {
+		return 0, false, nil
+	}
+	end := min(off+int64(len(dest)), sf.size)
+	if off >= end {
+		return 0, true, nil
+	}
+	dest = dest[:end-off]
+	if off < up.disk {
+		k := int(min(up.disk, end) - off)
+		n, err = sf.f.ReadAt(dest[:k], off)
+		if n < k && err == io.EOF {
+			clear(dest[n:k])
+			n, err = k, nil
+		}
+		if err != nil || n == len(dest) {
+			return n, true, err
+		}
+	}
+	if from := off + int64(n); from < up.lo {
+		return n, true, remote.Errorf("read", sf.name, remote.ErrIO,
+			"bytes %d-%d were uploaded while the file was written and are no longer here (read it again after its close)", up.disk, up.lo)
+	}
+	at := int((off + int64(n)) % int64(len(up.ring)))
+	if c := copy(dest[n:], up.ring[at:]); n+c < len(dest) {
+		copy(dest[n+c:], up.ring)
+	}
+	return len(dest), true, nil
+}
+
+// keepRing writes what the ring holds beyond the staged file's start into
+// the staged file, once the upload has ended unsent (sf.mu held), so that
+// the file is staged from then on: whole if the two met (complete), else
+// from lo on, its start punched out (dropped) and the file broken by cause
+// (it cannot be committed any more; nil cause: a rewrite stopped it). A
+// stall is not tried again either: it took the deadline.
+func (sf *staged) keepRing(up *upstream, cause error) {
+	from := max(up.lo, up.disk)
+	for from < sf.size {
+		at := int(from % int64(len(up.ring)))
+		p := up.ring[at:min(len(up.ring), at+int(sf.size-from))]
+		if _, err := sf.f.WriteAt(p, from); err != nil {
+			if sf.broken == nil {
+				sf.broken = remote.Errorf("write", sf.name, remote.ErrIO, "keeping a streamed file's bytes: %v", err)
+			}
+			break
+		}
+		from += int64(len(p))
+	}
+	if !up.complete() {
+		// FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE: what is kept starts at lo.
+		_ = syscall.Fallocate(int(sf.f.Fd()), 0x3, 0, up.lo)
+		sf.dropped = up.lo
+	}
+	if sf.broken == nil && (!up.complete() || errors.Is(cause, remote.ErrStalled)) {
+		if cause == nil {
+			cause = remote.Errorf("write", sf.name, remote.ErrIO, "a rewrite of a file whose bytes %d-%d were uploaded while it was written and are no longer here", up.disk, up.lo)
+		}
+		sf.broken = cause
 	}
 }
 
@@ -266,7 +421,9 @@ func (sf *staged) streaming() bool {
 }
 
 // stopStream ends a streamed upload without committing it (its session is
-// failed): the file is staged from then on (whole, if nothing was dropped).
+// failed): the file is staged from then on (whole, if every byte is still
+// at hand; else it is broken, see keepRing). A second caller meanwhile
+// waits for the first.
 func (w *Writes) stopStream(sf *staged) {
 	sf.mu.Lock()
 	up := sf.up
@@ -274,16 +431,33 @@ func (w *Writes) stopStream(sf *staged) {
 		sf.mu.Unlock()
 		return
 	}
+	if up.stopped != nil {
+		sf.mu.Unlock()
+		<-up.stopped
+		return
+	}
+	up.stopped = make(chan struct{})
+	defer close(up.stopped)
 	if up.err == nil {
 		up.err = errStreamStopped
 	}
 	up.cond.Broadcast()
 	sf.mu.Unlock()
-	up.s.Abort(w.ctx) // unblocks the sender if the PUT is not reading
+	up.s.Abort(w.ctx) // ends the PUT (its body gives up.err) and fails the session
 	<-up.done
 	sf.mu.Lock()
+	cause := up.err
+	if cause == errStreamStopped {
+		cause = nil
+	}
+	sf.keepRing(up, cause)
 	sf.up, sf.noStream = nil, true
+	up.freeRing()
+	staged := cause != nil && sf.broken == nil
 	sf.mu.Unlock()
+	if staged {
+		w.log().Debug("streamed upload failed; the file is staged instead", "path", sf.it.path+"/"+EncodeName(sf.name), "fault", cause.Error())
+	}
 	w.mu.Lock()
 	if sf.it.stream == sf {
 		sf.it.stream = nil
@@ -373,7 +547,7 @@ func (w *Writes) finishStream(ctx context.Context, sf *staged) (errno syscall.Er
 	// A PUT that broke (a reset, an error answer) with every byte still
 	// here: staged and committed whole. Not a stall: it took the deadline.
 	// Not when unmount gave up on it either (w.ctx is cancelled then).
-	fallBack := up.err != nil && up.err != errStreamStopped && sf.dropped == 0 && !errors.Is(up.err, remote.ErrStalled) && w.ctx.Err() == nil
+	fallBack := up.err != nil && up.err != errStreamStopped && up.complete() && !errors.Is(up.err, remote.ErrStalled) && w.ctx.Err() == nil
 	sf.mu.Unlock()
 	if fallBack {
 		w.log().Debug("streamed upload failed; the file is committed staged", "path", sf.it.path+"/"+EncodeName(sf.name), "fault", up.err.Error())
@@ -404,16 +578,21 @@ func (w *Writes) finishStream(ctx context.Context, sf *staged) (errno syscall.Er
 		err = up.s.Finish(w.ctx, removes)
 	}
 	sf.mu.Lock()
-	sf.up = nil
 	if err == nil {
 		sf.dirty, sf.failed = false, false
-		sf.sealed = sf.dropped > 0 // its start is not here to commit again
+		if sf.size > up.disk {
+			// What followed the start on disk went with the ring: not here
+			// to commit again, nor to read.
+			_ = syscall.Fallocate(int(sf.f.Fd()), 0x3, 0, sf.size)
+			sf.dropped = sf.size
+			sf.sealed = true
+		}
 	} else {
 		sf.dirty, sf.failed = true, true
-		if sf.dropped > 0 && sf.broken == nil {
-			sf.broken = err // the start is gone: nothing more can be committed
-		}
+		sf.keepRing(up, err) // the bytes at hand go to recovery; a missing start breaks the file
 	}
+	sf.up = nil
+	up.freeRing()
 	dropped := sf.dropped
 	sf.mu.Unlock()
 	w.mu.Lock()
@@ -431,7 +610,7 @@ func (w *Writes) finishStream(ctx context.Context, sf *staged) (errno syscall.Er
 
 	if err == nil {
 		w.log().Debug("committed (streamed)", "item", itemPath, "files", name, "removed", strings.Join(removes, ","),
-			"bytes", size, "sha256", up.s.SHA256(), "took", time.Since(start).Round(time.Millisecond))
+			"bytes", size, "took", time.Since(start).Round(time.Millisecond))
 		w.fs.Catalog.Invalidate(it.libID, it.id)
 		w.recordTimes(it.id, []string{name}, []time.Time{mtime})
 		for _, n := range removes {

@@ -42,15 +42,18 @@ type LibraryWriter interface {
 	// Commit puts files into an item and removes the named ones, in one
 	// update session: all of it or none.
 	Commit(ctx context.Context, itemID string, files []remote.Staged, remove []string) error
-	StartStream(ctx context.Context, itemID, name string) (Stream, error)
+	// StartStream opens an update session of one file whose PUT reads
+	// body as it is written (streamed uploads): to io.EOF, then Finish
+	// commits it; an error from body fails it.
+	StartStream(ctx context.Context, itemID, name string, body io.Reader) (Stream, error)
 }
 
 // Stream is one file uploaded as it is written (streamed uploads).
 type Stream interface {
-	io.Writer
+	Done() <-chan struct{} // closed when the PUT has ended
+	Err() error            // the PUT's failure, once Done
 	Finish(ctx context.Context, remove []string) error
 	Abort(ctx context.Context)
-	SHA256() string // hex, of what was written
 }
 
 // Guests lists the VMs and reaches each one's guest files.

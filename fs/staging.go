@@ -295,7 +295,7 @@ func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, t
 		return nil, sf.loadEr
 	}
 	if trunc {
-		if err := w.truncate(sf, 0); err != nil {
+		if err := w.truncate(ctx, sf, 0); err != nil {
 			w.release(sf, write)
 			return nil, err
 		}
@@ -304,19 +304,23 @@ func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, t
 }
 
 // truncate sets the size of a staged file; a streamed upload goes on if
-// the file grows, and stops (the file is staged) if it shrinks.
-func (w *Writes) truncate(sf *staged, size int64) error {
-	stop, err := sf.truncateLocal(size)
-	if stop {
-		w.stopStream(sf)
+// the file grows (the hole is sent as zeros), and stops (the file is
+// staged) if it shrinks.
+func (w *Writes) truncate(ctx context.Context, sf *staged, size int64) error {
+	for {
+		stop, err := sf.truncateLocal(ctx, size)
+		if stop {
+			w.stopStream(sf)
+			continue // not streaming any more
+		}
+		if err != nil && err == sf.brokenNow() {
+			w.keepFailed(sf, err)
+		}
+		return err
 	}
-	if err != nil && err == sf.brokenNow() {
-		w.keepFailed(sf, err)
-	}
-	return err
 }
 
-func (sf *staged) truncateLocal(size int64) (stop bool, err error) {
+func (sf *staged) truncateLocal(ctx context.Context, size int64) (stop bool, err error) {
 	sf.io.RLock()
 	defer sf.io.RUnlock()
 	sf.mu.Lock()
@@ -327,18 +331,28 @@ func (sf *staged) truncateLocal(size int64) (stop bool, err error) {
 	if sf.sealed {
 		return false, errSealed(sf.name)
 	}
+	if up := sf.up; up != nil {
+		if size == sf.size {
+			return false, nil
+		}
+		if size > sf.size && up.err == nil {
+			if _, err := sf.appendStream(ctx, size-sf.size, nil); err != errStreamBroke {
+				return false, err
+			}
+		}
+		if size < sf.size {
+			sf.noStream = true
+		}
+		return true, nil
+	}
 	if size < sf.size {
 		sf.noStream = true
-		if size < sf.dropped || (sf.up != nil && sf.up.dropped > 0) {
+		if size < sf.dropped {
 			sf.broken = remote.Errorf("truncate", sf.name, remote.ErrIO, "a truncate to %d bytes of a file whose first bytes were uploaded while it was written and are no longer here", size)
-			return sf.up != nil, sf.broken
+			return false, sf.broken
 		}
-		stop = sf.up != nil
 	}
-	if sf.up != nil {
-		defer sf.up.cond.Broadcast()
-	}
-	return stop, sf.truncateFile(size)
+	return false, sf.truncateFile(size)
 }
 
 func (sf *staged) truncateFile(size int64) error {

@@ -38,8 +38,8 @@ func (g guestFS) Source(p string, size int64, mtime time.Time, origin string) ca
 
 type libraryWriterFS struct{ *library.LibraryWriter }
 
-func (w libraryWriterFS) StartStream(ctx context.Context, itemID, name string) (fs.Stream, error) {
-	s, err := w.LibraryWriter.StartStream(ctx, itemID, name)
+func (w libraryWriterFS) StartStream(ctx context.Context, itemID, name string, body io.Reader) (fs.Stream, error) {
+	s, err := w.LibraryWriter.StartStream(ctx, itemID, name, body)
 	if err != nil {
 		return nil, err // not a typed nil in the interface
 	}
