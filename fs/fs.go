@@ -71,6 +71,10 @@ type Options struct {
 //	fileTimes.mu, indexMu, ptGate.mu, listingMemo.mu, mountIdent.mu, the cache's locks
 //	                    leaves: nothing is taken under them
 //
+// A stagedFile (stagedfile.go), the local copy of a file written in either
+// tree, has no lock of its own: staged.io and staged.mu guard a library
+// file's, guestFile.mu a guest file's.
+//
 // Across network I/O: itemWrites.session (the queue of an item's sessions,
 // not a guard of data) and staged.io while an open loads the server's bytes
 // (stat waits on staged.loaded, holding nothing). A guest file's own calls
