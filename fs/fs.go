@@ -43,8 +43,6 @@ type Options struct {
 	OpenDiskImage OpenDiskImage // decodes the disks of exports for disks/
 	Spaces        Spaces        // datastore figures for statfs; nil: fixed ones
 
-	// GuestCommits counts guest file commits running (unmount waits for them).
-	GuestCommits *atomic.Int64
 	// Passthrough counts files handed to the kernel as passthrough backing
 	// files (nil: not counted).
 	Passthrough *atomic.Int64
@@ -91,6 +89,9 @@ type FS struct {
 	Options
 	mounted time.Time
 	inos    guestInos
+	// commits are the commits running in both trees: the Writes', or the
+	// tree's own without Writes (commits.go).
+	commits *commits
 	mnt     atomic.Pointer[mountIdent] // this mount, for descriptors' mnt_id (fdpeers.go); set once mounted
 }
 
@@ -125,8 +126,10 @@ func mount(dir string, opts Options, allowOther, debug bool) (*FS, *fuse.Server,
 	}
 	f := &FS{Options: opts, mounted: time.Now()}
 	f.inos.init(opts.InoSweep, opts.InoGrace, opts.Log)
+	f.commits = new(commits)
 	if opts.Writes != nil {
 		opts.Writes.fs = f
+		f.commits = &opts.Writes.commits
 	}
 	ttl := opts.TTL
 	neg := ttl

@@ -244,7 +244,7 @@ func (f *guestFile) commitLocked(ctx context.Context) syscall.Errno {
 	done := make(chan struct{})
 	st.committing = done
 	var errno syscall.Errno
-	end := f.fs.commitStarted()
+	end := f.fs.commits.start()
 	f.mu.Unlock()
 	go func() {
 		defer end()
@@ -270,27 +270,6 @@ func (f *guestFile) commitLocked(ctx context.Context) syscall.Errno {
 		return syscall.EINTR
 	}
 	return errno
-}
-
-// commitStarted counts a commit that runs on its own, so that unmount
-// waits for it; the returned func ends it.
-func (f *FS) commitStarted() func() {
-	if c := f.GuestCommits; c != nil { // the signal handler waits for it
-		c.Add(1)
-	}
-	if f.Writes != nil {
-		f.Writes.busy.Add(1)
-		f.Writes.inflight.Add(1)
-	}
-	return func() {
-		if f.Writes != nil {
-			f.Writes.inflight.Done()
-			f.Writes.busy.Add(-1)
-		}
-		if c := f.GuestCommits; c != nil {
-			c.Add(-1)
-		}
-	}
 }
 
 // commitFailedStage keeps st's bytes in <cache-dir>/recovery and logs one

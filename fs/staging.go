@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,8 +48,7 @@ type Writes struct {
 	recovered []string // recovery files written, in order
 	closing   bool
 
-	inflight sync.WaitGroup
-	busy     atomic.Int64 // commits running or queued
+	commits // commits running or queued, both trees' (commits.go)
 }
 
 // NewWrites makes the write side, staging in this mount's own folder
@@ -88,7 +86,7 @@ func (w *Writes) log() *slog.Logger {
 }
 
 // Busy says whether a commit is running or queued (unmount waits for it).
-func (w *Writes) Busy() bool { return w != nil && w.busy.Load() > 0 }
+func (w *Writes) Busy() bool { return w != nil && w.commits.Busy() }
 
 // itemWrites is the write state of one item.
 type itemWrites struct {
@@ -428,11 +426,9 @@ func (w *Writes) release(sf *staged, write bool) {
 		// nobody is waiting for the outcome.
 		sf.ready = true
 		it := sf.it
-		w.busy.Add(1)
-		w.inflight.Add(1)
+		end := w.start()
 		go func() {
-			defer w.inflight.Done()
-			defer w.busy.Add(-1)
+			defer end()
 			if names, held := w.plan(w.ctx, it, sf); !held {
 				_ = w.commit(it, names, nil)
 			}
@@ -530,12 +526,12 @@ func (w *Writes) Close(ctx context.Context) []string {
 			_, _ = w.finishStream(w.ctx, sf)
 		}()
 	}
-	w.inflightWait(ctx)
+	w.wait(ctx)
 	if ctx.Err() != nil {
 		// Out of time (or forced): the commits still running fail now and
 		// keep their bytes in recovery/, as do the ones below.
 		w.cancel(errUnmountGaveUp)
-		w.inflight.Wait()
+		w.wait(context.Background())
 	}
 	w.mu.Lock()
 	var items []*itemWrites
@@ -582,13 +578,4 @@ func (w *Writes) Close(ctx context.Context) []string {
 		os.RemoveAll(w.staging)
 	}
 	return append([]string(nil), w.recovered[start:]...)
-}
-
-func (w *Writes) inflightWait(ctx context.Context) {
-	done := make(chan struct{})
-	go func() { w.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
 }
