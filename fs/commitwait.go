@@ -8,7 +8,8 @@ package fs
 // progress deadline) on its own and is logged. A signal the writer handles
 // (a runtime's preemption, SIGCHLD) does not end the wait: the kernel waits
 // for the answer, and close() returns the commit's outcome. Unmount waits for
-// the commits through Writes.inflight.
+// the commits, and for the goroutines waiting for them, through the mount's
+// commits tracker (commits.go).
 
 import (
 	"bufio"
@@ -81,9 +82,9 @@ func callerDying(ctx context.Context) bool {
 func (w *Writes) commitWait(ctx context.Context, it *itemWrites, names []string) syscall.Errno {
 	done := make(chan struct{})
 	var err error
-	w.inflight.Add(1)
+	end := w.hold()
 	go func() {
-		defer w.inflight.Done()
+		defer end()
 		err = w.commit(it, names, nil)
 		close(done)
 	}()
@@ -104,9 +105,9 @@ func (w *Writes) commitWait(ctx context.Context, it *itemWrites, names []string)
 // returns EINTR when the caller is dying.
 func (w *Writes) sessionWait(ctx context.Context, it *itemWrites) syscall.Errno {
 	done := make(chan struct{})
-	w.inflight.Add(1)
+	end := w.hold()
 	go func() {
-		defer w.inflight.Done()
+		defer end()
 		it.session.Lock()
 		it.session.Unlock() //nolint:staticcheck // only waiting for the holder
 		close(done)

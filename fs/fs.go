@@ -43,8 +43,6 @@ type Options struct {
 	OpenDiskImage OpenDiskImage // decodes the disks of exports for disks/
 	Spaces        Spaces        // datastore figures for statfs; nil: fixed ones
 
-	// GuestCommits counts guest file commits running (unmount waits for them).
-	GuestCommits *atomic.Int64
 	// Passthrough counts files handed to the kernel as passthrough backing
 	// files (nil: not counted).
 	Passthrough *atomic.Int64
@@ -71,6 +69,10 @@ type Options struct {
 //	fileTimes.mu, indexMu, ptGate.mu, listingMemo.mu, mountIdent.mu, the cache's locks
 //	                    leaves: nothing is taken under them
 //
+// A stagedFile (stagedfile.go), the local copy of a file written in either
+// tree, has no lock of its own: staged.io and staged.mu guard a library
+// file's, guestFile.mu a guest file's.
+//
 // Across network I/O: itemWrites.session (the queue of an item's sessions,
 // not a guard of data) and staged.io while an open loads the server's bytes
 // (stat waits on staged.loaded, holding nothing). A guest file's own calls
@@ -87,6 +89,9 @@ type FS struct {
 	Options
 	mounted time.Time
 	inos    guestInos
+	// commits are the commits running in both trees: the Writes', or the
+	// tree's own without Writes (commits.go).
+	commits *commits
 	mnt     atomic.Pointer[mountIdent] // this mount, for descriptors' mnt_id (fdpeers.go); set once mounted
 }
 
@@ -121,8 +126,10 @@ func mount(dir string, opts Options, allowOther, debug bool) (*FS, *fuse.Server,
 	}
 	f := &FS{Options: opts, mounted: time.Now()}
 	f.inos.init(opts.InoSweep, opts.InoGrace, opts.Log)
+	f.commits = new(commits)
 	if opts.Writes != nil {
 		opts.Writes.fs = f
+		f.commits = &opts.Writes.commits
 	}
 	ttl := opts.TTL
 	neg := ttl

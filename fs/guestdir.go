@@ -202,7 +202,7 @@ func (d *guestDir) Create(ctx context.Context, name string, flags uint32, mode u
 		if err := f.stageLocked(s, exists); err != nil {
 			return nil, nil, 0, toErrno(d.fs.Log, d.mountPath()+"/"+name, err)
 		}
-		writeOrigin(f.st.file.Name(), recovered{Tree: "vms", Origin: d.mountPath() + "/" + name})
+		f.st.setOrigin(recovered{Tree: "vms", Origin: d.mountPath() + "/" + name})
 	} else {
 		f.st.writers++
 	}

@@ -174,7 +174,7 @@ func (f *guestFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Se
 		if nowM {
 			a.Mtime = nil
 			f.st.attr.Mtime = nil
-			f.st.written = time.Now()
+			f.st.mtime = time.Now()
 		}
 		f.mergeAttrLocked(a)
 	} else if errno := f.chattrLocked(ctx, a); errno != 0 {
@@ -263,7 +263,7 @@ func unchangedDropped(a remote.GuestAttr, cur remote.GuestStat) remote.GuestAttr
 }
 
 func mergedStat(s remote.GuestStat, a remote.GuestAttr) remote.GuestStat {
-	st := stage{base: s, attr: a, size: s.Size}
+	st := stage{stagedFile: stagedFile{size: s.Size}, base: s, attr: a}
 	return st.stat()
 }
 

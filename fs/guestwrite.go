@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -15,21 +14,19 @@ import (
 	"github.com/vspherefs/vspherefs/remote"
 )
 
-// stage is a guest file's local copy while it is open for writing: a file
-// under <cache-dir>/staging, written and read in place (never whole in
-// memory), and committed to the guest on close and on fsync when the guest
-// does not have its bytes. It belongs to the guestFile node, so every
-// handle of the file sees the same bytes. All of it is guarded by the
-// node's mu; its bytes are loaded (loadLocked) and uploaded (commitLocked)
-// with mu released, while the file is busy or committing.
+// stage is a guest file's local copy while it is open for writing: its
+// stagedFile (stagedfile.go; dirty: bytes the guest does not have; mtime:
+// the last write, shown until the commit), committed to the guest on close
+// and on fsync when the guest does not have its bytes. It belongs to the
+// guestFile node, so every handle of the file sees the same bytes. All of
+// it is guarded by the node's mu; its bytes are loaded (loadLocked) and
+// uploaded (commitLocked) with mu released, while the file is busy or
+// committing.
 type stage struct {
-	file    *os.File
-	size    int64
-	loaded  bool             // file holds the guest's bytes (or needs none: new, or truncated to 0)
-	dirty   bool             // bytes the guest does not have
+	stagedFile
+	loaded  bool             // f holds the guest's bytes (or needs none: new, or truncated to 0)
 	exists  bool             // the guest has the file (false for a created file before its first commit)
 	attr    remote.GuestAttr // what the writer set while dirty: applied at the commit
-	written time.Time        // last write: shown as mtime until the commit
 	writers int              // open write handles
 	base    remote.GuestStat // the guest's attributes when staged, or after the last commit
 	// committing is non-nil while a commit uploads the staged bytes (without
@@ -42,14 +39,16 @@ type stage struct {
 // (exists) or on those of a file being created, and counts one more writer.
 func (f *guestFile) stageLocked(base remote.GuestStat, exists bool) error {
 	if f.st == nil {
-		file, err := os.CreateTemp(f.fs.stagingDir(), "w-")
+		var origin recovered                        // for a rescue if the mount dies
+		if _, parent := f.Parent(); parent != nil { // a created node is not in the tree yet: Create writes it
+			origin = recovered{Tree: "vms", Origin: f.mountPath()}
+		}
+		file, err := newStagedFile(f.fs.stagingDir(), "w-", origin)
 		if err != nil {
 			return err
 		}
-		f.st = &stage{file: file, size: base.Size, loaded: base.Size == 0, exists: exists, base: base}
-		if _, parent := f.Parent(); parent != nil { // a created node is not in the tree yet: Create writes it
-			writeOrigin(file.Name(), recovered{Tree: "vms", Origin: f.mountPath()}) // for a rescue if the mount dies
-		}
+		file.size = base.Size
+		f.st = &stage{stagedFile: file, loaded: base.Size == 0, exists: exists, base: base}
 		if !exists {
 			f.st.dirty = true // a created file is committed even if nothing is written
 		}
@@ -67,8 +66,7 @@ func (f *guestFile) releaseLocked() {
 	if st.writers--; st.writers > 0 || st.committing != nil || f.busy != nil {
 		return // a commit or call running drops the stage when it ends
 	}
-	st.file.Close()
-	removeStaged(st.file.Name())
+	st.remove()
 	f.st = nil
 }
 
@@ -98,7 +96,7 @@ func (f *guestFile) loadLocked(ctx context.Context) error {
 			continue
 		}
 		src := f.vm.Source(f.guestPath(), st.base.Size, st.base.Mtime, f.mountPath())
-		size, file := st.base.Size, st.file
+		size, file := st.base.Size, st.f
 		var err error
 		f.outsideLocked(func() { err = f.fs.loadInto(ctx, src, file, size) })
 		if err != nil {
@@ -158,12 +156,9 @@ func (f *guestFile) writeLocked(ctx context.Context, data []byte, off int64, app
 	if appending {
 		off = st.size
 	}
-	if _, err := st.file.WriteAt(data, off); err != nil {
+	if _, err := st.writeAt(data, off); err != nil {
 		return err
 	}
-	st.size = max(st.size, off+int64(len(data)))
-	st.dirty = true
-	st.written = time.Now()
 	st.attr.Mtime = nil // a write after utimens sets the mtime again, as POSIX has it
 	return nil
 }
@@ -172,18 +167,7 @@ func (f *guestFile) readLocked(ctx context.Context, dest []byte, off int64) (int
 	if err := f.loadLocked(ctx); err != nil {
 		return 0, err
 	}
-	if off >= f.st.size {
-		return 0, nil
-	}
-	if rest := f.st.size - off; int64(len(dest)) > rest {
-		dest = dest[:rest]
-	}
-	n, err := f.st.file.ReadAt(dest, off)
-	if err == io.EOF { // a hole left by a truncation up reads as zeros
-		clear(dest[n:])
-		n, err = len(dest), nil
-	}
-	return n, err
+	return f.st.readAt(dest, off)
 }
 
 func (f *guestFile) truncateLocked(ctx context.Context, size int64) error {
@@ -193,13 +177,7 @@ func (f *guestFile) truncateLocked(ctx context.Context, size int64) error {
 	} else if err := f.loadLocked(ctx); err != nil {
 		return err
 	}
-	if err := st.file.Truncate(size); err != nil {
-		return err
-	}
-	st.size = size
-	st.dirty = true
-	st.written = time.Now()
-	return nil
+	return st.truncate(size)
 }
 
 // idleLocked waits (f.mu released meanwhile) until no commit of the file
@@ -261,16 +239,16 @@ func (f *guestFile) commitLocked(ctx context.Context) syscall.Errno {
 		m := st.base.Mode
 		a.Mode = &m
 	}
-	p, size, exists := f.guestPath(), st.size, st.exists
+	p, body, exists := f.guestPath(), st.section(), st.exists
 	bg = withOrigin(bg, f.mountPath())
 	done := make(chan struct{})
 	st.committing = done
 	var errno syscall.Errno
-	end := f.fs.commitStarted()
+	end := f.fs.commits.start()
 	f.mu.Unlock()
 	go func() {
 		defer end()
-		s, err := f.vm.Upload(bg, p, io.NewSectionReader(st.file, 0, size), size, a, exists)
+		s, err := f.vm.Upload(bg, p, body, body.Size(), a, exists)
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		if err != nil {
@@ -294,27 +272,6 @@ func (f *guestFile) commitLocked(ctx context.Context) syscall.Errno {
 	return errno
 }
 
-// commitStarted counts a commit that runs on its own, so that unmount
-// waits for it; the returned func ends it.
-func (f *FS) commitStarted() func() {
-	if c := f.GuestCommits; c != nil { // the signal handler waits for it
-		c.Add(1)
-	}
-	if f.Writes != nil {
-		f.Writes.busy.Add(1)
-		f.Writes.inflight.Add(1)
-	}
-	return func() {
-		if f.Writes != nil {
-			f.Writes.inflight.Done()
-			f.Writes.busy.Add(-1)
-		}
-		if c := f.GuestCommits; c != nil {
-			c.Add(-1)
-		}
-	}
-}
-
 // commitFailedStage keeps st's bytes in <cache-dir>/recovery and logs one
 // line naming the path, the call and the fault.
 func (f *guestFile) commitFailedStage(st *stage, err error) syscall.Errno {
@@ -331,12 +288,8 @@ func (f *guestFile) commitFailedStage(st *stage, err error) syscall.Errno {
 // recover copies st's bytes to recovery/vms/<vm>/<guest path> (see
 // recovery.go) and returns where.
 func (f *guestFile) recover(st *stage, call, fault string) string {
-	kept, err := keepRecovered(f.fs.recoveryDir(), st.file.Name(), st.size, false,
-		recovered{Tree: "vms", Origin: f.mountPath(), Reason: "commit failed", Call: call, Fault: fault})
-	if err != nil {
-		return "(not kept: " + err.Error() + ")"
-	}
-	return kept
+	return keptOrWhy(st.keep(f.fs.recoveryDir(), st.size,
+		recovered{Tree: "vms", Origin: f.mountPath(), Reason: "commit failed", Call: call, Fault: fault}))
 }
 
 // stagedStat is what the file is while staged: the guest's attributes with
@@ -344,8 +297,8 @@ func (f *guestFile) recover(st *stage, call, fault string) string {
 func (st *stage) stat() remote.GuestStat {
 	s := st.base
 	s.Size = st.size
-	if st.dirty && !st.written.IsZero() {
-		s.Mtime = st.written
+	if st.dirty && !st.mtime.IsZero() {
+		s.Mtime = st.mtime
 	}
 	st.attr.Apply(&s)
 	return s

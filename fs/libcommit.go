@@ -77,11 +77,9 @@ func (w *Writes) streamWait(ctx context.Context, sf *staged) (bool, syscall.Errn
 	done := make(chan struct{})
 	var committed bool
 	var errno syscall.Errno
-	w.busy.Add(1)
-	w.inflight.Add(1)
+	end := w.start()
 	go func() {
-		defer w.inflight.Done()
-		defer w.busy.Add(-1)
+		defer end()
 		committed, errno = w.endStream(sf)
 		close(done)
 	}()
@@ -169,10 +167,7 @@ func (w *Writes) commitErrno(it *itemWrites, names, remove []string) syscall.Err
 // it. Sessions of one item run one at a time; whoever gets to run a session
 // takes everything queued by then.
 func (w *Writes) commit(it *itemWrites, names, remove []string) error {
-	w.busy.Add(1)
-	defer w.busy.Add(-1)
-	w.inflight.Add(1)
-	defer w.inflight.Done()
+	defer w.start()()
 	w.mu.Lock()
 	b := it.next
 	if b == nil {

@@ -64,10 +64,9 @@ func (w *Writes) recover(itemPath, name string, sf *staged, reason, call, fault 
 	if dropped > 0 {
 		reason += fmt.Sprintf("; bytes 0-%d were sent to the server while the file was written and are no longer here: this file holds bytes %d-%d", dropped, dropped, size)
 	}
-	return keepRecovered(w.recovery, sf.path, size, false, recovered{
-		Tree: "libraries", Origin: itemPath + "/" + EncodeName(name), Name: name,
-		Reason: reason, Call: call, Fault: fault, Offset: dropped,
-	})
+	e := libOrigin(itemPath, name)
+	e.Reason, e.Call, e.Fault, e.Offset = reason, call, fault, dropped
+	return sf.keep(w.recovery, size, e)
 }
 
 // keepFailed keeps the bytes of a file that can no longer be committed
@@ -108,13 +107,13 @@ func (w *Writes) keepFailed(sf *staged, cause error) {
 	w.log().Error(syscall.EIO.Error(), args...)
 }
 
-// writeOrigin records where sf belongs, next to its staged bytes.
-func (sf *staged) writeOrigin(itemPath, name string) {
-	writeOrigin(sf.path, recovered{Tree: "libraries", Origin: itemPath + "/" + EncodeName(name), Name: name})
+// libOrigin is where the library file name of the item shown at itemPath
+// belongs.
+func libOrigin(itemPath, name string) recovered {
+	return recovered{Tree: "libraries", Origin: itemPath + "/" + EncodeName(name), Name: name}
 }
 
-// removeStaged removes a staged file and its sidecar.
-func removeStaged(path string) {
-	os.Remove(path)
-	os.Remove(path + originExt)
+// writeOrigin records where sf belongs, next to its staged bytes.
+func (sf *staged) writeOrigin(itemPath, name string) {
+	sf.setOrigin(libOrigin(itemPath, name))
 }

@@ -13,7 +13,7 @@ func (w *Writes) Commits() int64 {
 	if w == nil {
 		return 0
 	}
-	return w.busy.Load()
+	return w.running()
 }
 
 // Staged lists the library files staged and not committed.

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,8 +48,7 @@ type Writes struct {
 	recovered []string // recovery files written, in order
 	closing   bool
 
-	inflight sync.WaitGroup
-	busy     atomic.Int64 // commits running or queued
+	commits // commits running or queued, both trees' (commits.go)
 }
 
 // NewWrites makes the write side, staging in this mount's own folder
@@ -88,7 +86,7 @@ func (w *Writes) log() *slog.Logger {
 }
 
 // Busy says whether a commit is running or queued (unmount waits for it).
-func (w *Writes) Busy() bool { return w != nil && w.busy.Load() > 0 }
+func (w *Writes) Busy() bool { return w != nil && w.commits.Busy() }
 
 // itemWrites is the write state of one item.
 type itemWrites struct {
@@ -118,8 +116,10 @@ type batch struct {
 }
 
 // staged is one file's local copy while it is open for writing or waits for
-// its commit.
+// its commit: its stagedFile (f, path; size, dirty, mtime under mu) and the
+// library's own state.
 type staged struct {
+	stagedFile
 	it  *itemWrites
 	ino uint64
 	// Under Writes.mu:
@@ -135,18 +135,16 @@ type staged struct {
 	inBatch   bool // a session is reading it
 	timer     *time.Timer
 
-	path   string
-	f      *os.File
 	loaded chan struct{} // closed once the current bytes are in (open without O_TRUNC)
 	loadEr error
 
 	io sync.RWMutex // writes and truncates hold it shared; a commit holds it
 
+	// mu guards what follows, and the stagedFile's size, dirty (changed
+	// since the last commit, or never committed) and mtime (last write, or
+	// what the writer set; recorded at the commit).
 	mu     sync.Mutex
-	size   int64
-	dirty  bool      // changed since the last commit, or never committed
-	failed bool      // the last commit of these bytes failed: they are in recovery
-	mtime  time.Time // last write, or what the writer set (recorded at the commit)
+	failed bool // the last commit of these bytes failed: they are in recovery
 	// Streamed uploads (libstream.go):
 	up       *upstream // running
 	noStream bool      // written out of order, or not to be streamed
@@ -234,15 +232,15 @@ func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, t
 	fresh := sf == nil
 	if fresh {
 		w.seq++
-		f, err := os.CreateTemp(w.staging, "f-*")
+		file, err := newStagedFile(w.staging, "f-*", libOrigin(it.path, name))
 		if err != nil {
 			w.mu.Unlock()
 			return nil, err
 		}
-		sf = &staged{it: it, name: name, ino: ino("staged", fmt.Sprintf("%s/%d", it.id, w.seq)), path: f.Name(), f: f,
-			onServer: onServer, localOnly: isLocalOnly(name), loaded: make(chan struct{}), mtime: time.Now(), hash: sha256.New()}
+		file.mtime = time.Now()
+		sf = &staged{stagedFile: file, it: it, name: name, ino: ino("staged", fmt.Sprintf("%s/%d", it.id, w.seq)),
+			onServer: onServer, localOnly: isLocalOnly(name), loaded: make(chan struct{}), hash: sha256.New()}
 		it.files[name] = sf
-		sf.writeOrigin(it.path, name)
 		if it.pending[name] {
 			// Made again after its rename away: a new file that replaces
 			// the server's (its removal is no longer needed).
@@ -356,7 +354,7 @@ func (sf *staged) truncateLocal(ctx context.Context, size int64) (stop bool, err
 }
 
 func (sf *staged) truncateFile(size int64) error {
-	if err := sf.f.Truncate(size); err != nil {
+	if err := sf.truncate(size); err != nil {
 		return err
 	}
 	switch {
@@ -365,9 +363,7 @@ func (sf *staged) truncateFile(size int64) error {
 	case size != sf.hashed:
 		sf.hash = nil
 	}
-	sf.size = size
-	sf.dirty, sf.failed = true, false
-	sf.mtime = time.Now()
+	sf.failed = false
 	return nil
 }
 
@@ -444,11 +440,9 @@ func (w *Writes) release(sf *staged, write bool) {
 		// nobody is waiting for the outcome.
 		sf.ready = true
 		it := sf.it
-		w.busy.Add(1)
-		w.inflight.Add(1)
+		end := w.start()
 		go func() {
-			defer w.inflight.Done()
-			defer w.busy.Add(-1)
+			defer end()
 			if names, held := w.plan(w.ctx, it, sf); !held {
 				_ = w.commit(it, names, nil)
 			}
@@ -479,8 +473,7 @@ func (w *Writes) settleLocked(sf *staged) {
 		delete(sf.it.files, sf.name)
 	}
 	w.stopTimerLocked(sf)
-	sf.f.Close()
-	removeStaged(sf.path)
+	sf.remove()
 }
 
 // unlink forgets a staged file of name (removed, or replaced by a rename).
@@ -547,12 +540,12 @@ func (w *Writes) Close(ctx context.Context) []string {
 			_, _ = w.finishStream(w.ctx, sf)
 		}()
 	}
-	w.inflightWait(ctx)
+	w.wait(ctx)
 	if ctx.Err() != nil {
 		// Out of time (or forced): the commits still running fail now and
 		// keep their bytes in recovery/, as do the ones below.
 		w.cancel(errUnmountGaveUp)
-		w.inflight.Wait()
+		w.wait(context.Background())
 	}
 	w.mu.Lock()
 	var items []*itemWrites
@@ -592,21 +585,11 @@ func (w *Writes) Close(ctx context.Context) []string {
 	defer w.mu.Unlock()
 	for _, it := range w.items {
 		for _, sf := range it.files {
-			sf.f.Close()
-			removeStaged(sf.path)
+			sf.remove()
 		}
 	}
 	if rest, _ := os.ReadDir(w.staging); len(rest) == 0 {
 		os.RemoveAll(w.staging)
 	}
 	return append([]string(nil), w.recovered[start:]...)
-}
-
-func (w *Writes) inflightWait(ctx context.Context) {
-	done := make(chan struct{})
-	go func() { w.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
 }

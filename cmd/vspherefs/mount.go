@@ -318,8 +318,8 @@ func serve(c *mountConfig) error {
 	}
 	// Test knobs: how soon the guest inode table is swept.
 	inoSweep, inoGrace := f.test.inoSweep, f.test.inoGrace
-	var guestCommits, passthrough atomic.Int64
-	committing := func() bool { return writes.Busy() || guestCommits.Load() > 0 }
+	var passthrough atomic.Int64
+	committing := writes.Busy // both trees' commits (none without writes: --read-only)
 	server, err := fs.Mount(mountpoint, fs.Options{
 		Catalog:   library.NewCatalog(conn, f.ttl),
 		Downloads: downloadsFS{downloads},
@@ -337,8 +337,7 @@ func serve(c *mountConfig) error {
 		OpenDiskImage: openDiskImage,
 		Spaces:        backend.NewSpaces(conn, f.ttl),
 
-		GuestCommits: &guestCommits,
-		Passthrough:  &passthrough,
+		Passthrough: &passthrough,
 
 		InoSweep: inoSweep,
 		InoGrace: inoGrace,
