@@ -10,7 +10,7 @@ import (
 // sessions and streamed uploads, guest uploads), so that unmount waits for
 // them: the signal handler while Busy (through Writes.Busy), Writes.Close
 // until they end; `vspherefs status` counts them. A mount has one: the
-// Writes' (embedded there, so the library code says w.busy, w.inflight),
+// Writes' (embedded there: the library code says w.start),
 // which the guest tree shares (FS.commits), or the tree's own without Writes.
 type commits struct {
 	busy     atomic.Int64   // commits running or queued

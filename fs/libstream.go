@@ -147,17 +147,16 @@ func (sf *staged) writeLocal(ctx context.Context, data []byte, off int64, append
 	if off < sf.dropped {
 		return 0, remote.Errorf("write", sf.name, remote.ErrIO, "a write at byte %d of a file whose first %d bytes were uploaded and are no longer here", off, sf.dropped), false, false
 	}
-	n, err = sf.f.WriteAt(data, off)
+	appending := off >= sf.size
+	n, err = sf.writeAt(data, off)
 	if n > 0 {
-		sf.dirty, sf.failed = true, false
-		sf.mtime = time.Now()
-		if sf.hash != nil && off == sf.hashed && off >= sf.size {
+		sf.failed = false
+		if sf.hash != nil && off == sf.hashed && appending {
 			sf.hash.Write(data[:n])
 			sf.hashed += int64(n)
 		} else {
 			sf.hash = nil // not sequential: the commit hashes the file
 		}
-		sf.size = max(sf.size, off+int64(n))
 	}
 	start = after > 0 && sf.up == nil && !sf.noStream && sf.dropped == 0 && sf.size >= after
 	return n, err, start, false
@@ -539,7 +538,7 @@ func (w *Writes) finishStream(ctx context.Context, sf *staged) (errno syscall.Er
 	up.closing = true
 	up.cond.Broadcast()
 	sf.mu.Unlock()
-	w.busy.Add(1) // a commit is running: unmount waits for it
+	w.busy.Add(1) // a commit is running: Busy says so (its caller is counted in inflight)
 	defer w.busy.Add(-1)
 	defer close(up.ended)
 	<-up.done

@@ -420,11 +420,9 @@ func (w *Writes) release(sf *staged, write bool) {
 	if sf.streaming() {
 		// Its last handle went without a flush: finish its upload, nobody
 		// is waiting for the outcome.
-		w.busy.Add(1)
-		w.inflight.Add(1)
+		end := w.start()
 		go func() {
-			defer w.inflight.Done()
-			defer w.busy.Add(-1)
+			defer end()
 			_, _ = w.endStream(sf) // a failure is logged and recovered
 		}()
 		return
@@ -532,11 +530,9 @@ func (w *Writes) Close(ctx context.Context) []string {
 		// Held open past the unmount: ended with what was written (a
 		// failure is logged and recovered; staged: committed below). They
 		// run side by side, bounded by ctx as every commit here.
-		w.busy.Add(1)
-		w.inflight.Add(1)
+		end := w.start()
 		go func() {
-			defer w.inflight.Done()
-			defer w.busy.Add(-1)
+			defer end()
 			_, _ = w.finishStream(w.ctx, sf)
 		}()
 	}
