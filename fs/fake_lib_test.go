@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"slices"
@@ -153,4 +154,80 @@ func TestFakeNamesRefused(t *testing.T) {
 	if m.lib.itemNamed("100%") == "" {
 		t.Fatal("mkdir 100%25 did not make the item 100%")
 	}
+}
+
+// A streamed upload sends exactly the bytes written, whatever the PUT's
+// timing: here the fake's PUT reads the body before StartStream returns
+// (a PUT that began reading before the upload was armed once sent zeros
+// for the file's start). New files and appends to a loaded one, with a
+// hole, read back while streaming; one session each.
+func TestFakeStreamedBytes(t *testing.T) {
+	m := mountFakes(t, func(o *Options, w *Writes) { w.StreamAfter = 64 << 10 })
+	m.lib.streamDelay = 30 * time.Millisecond
+	id := m.libItem(t)
+	p := m.path("libraries/L/I/s.bin")
+	var want []byte
+	for i := range 40 {
+		want = append(want, bytes.Repeat([]byte{byte(i + 1)}, 50_000+i)...)
+	}
+	if err := os.WriteFile(p, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := m.lib.file(id, "s.bin"); !bytes.Equal(b, want) {
+		t.Fatalf("server has %d bytes, want %d; first difference at %d", len(b), len(want), diffAt(b, want))
+	}
+	// Appends to the committed file: loaded, then streamed past 64 KiB.
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		b := bytes.Repeat([]byte{byte(100 + i)}, 30_000)
+		if _, err := f.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, b...)
+	}
+	got := make([]byte, len(want)+10)
+	if n, _ := f.ReadAt(got, 0); !bytes.Equal(got[:n], want) {
+		t.Fatalf("read back while streaming: %d bytes, first difference at %d", n, diffAt(got[:n], want))
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := m.lib.file(id, "s.bin"); !bytes.Equal(b, want) {
+		t.Fatalf("after appends the server has %d bytes, want %d; first difference at %d", len(b), len(want), diffAt(b, want))
+	}
+	// A write past the end: the hole is sent as zeros.
+	f, err = os.OpenFile(m.path("libraries/L/I/h.bin"), os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := bytes.Repeat([]byte{7}, 100_000)
+	tail := bytes.Repeat([]byte{9}, 1000)
+	if _, err := f.Write(head); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(tail, 300_000); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	hole := append(append(head, make([]byte, 200_000)...), tail...)
+	if b, _ := m.lib.file(id, "h.bin"); !bytes.Equal(b, hole) {
+		t.Fatalf("sparse file: server has %d bytes, want %d; first difference at %d", len(b), len(hole), diffAt(b, hole))
+	}
+	if c := m.lib.commitsOf(id); len(c) != 3 {
+		t.Fatalf("%d sessions, want 3: %+v", len(c), c)
+	}
+}
+
+func diffAt(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }

@@ -33,6 +33,9 @@ type memLib struct {
 	libs    map[string]*remote.Library
 	items   map[string]*memItem
 	commits []memCommit
+	// streamDelay: StartStream starts reading the body this long before it
+	// returns, as a real PUT may (it runs on its own once the session is).
+	streamDelay time.Duration
 }
 
 type memItem struct {
@@ -172,6 +175,15 @@ func (m *memLib) Commit(ctx context.Context, itemID string, files []remote.Stage
 		}
 		data[i] = b[:f.Size]
 	}
+	names := make([]string, len(files))
+	for i, f := range files {
+		names[i] = f.Name
+	}
+	return m.apply(itemID, names, data, remove)
+}
+
+// apply puts data under names into an item and removes the named files: one session.
+func (m *memLib) apply(itemID string, names []string, data [][]byte, remove []string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	it := m.items[itemID]
@@ -179,9 +191,9 @@ func (m *memLib) Commit(ctx context.Context, itemID string, files []remote.Stage
 		return remote.Errorf("update", itemID, remote.ErrNotFound, "no such item")
 	}
 	c := memCommit{item: itemID, remove: slices.Clone(remove)}
-	for i, f := range files {
-		it.files[f.Name] = data[i]
-		c.put = append(c.put, f.Name)
+	for i, n := range names {
+		it.files[n] = data[i]
+		c.put = append(c.put, n)
 	}
 	for _, r := range remove {
 		delete(it.files, r)
@@ -193,7 +205,42 @@ func (m *memLib) Commit(ctx context.Context, itemID string, files []remote.Stage
 }
 
 func (m *memLib) StartStream(ctx context.Context, itemID, name string, body io.Reader) (Stream, error) {
-	return nil, remote.Errorf("update", itemID, remote.ErrUnsupported, "the fake does not stream")
+	m.mu.Lock()
+	_, ok := m.items[itemID]
+	delay := m.streamDelay
+	m.mu.Unlock()
+	if !ok {
+		return nil, remote.Errorf("update", itemID, remote.ErrNotFound, "no item")
+	}
+	s := &memStream{m: m, item: itemID, name: name, done: make(chan struct{})}
+	go func() {
+		_, s.err = io.Copy(&s.buf, body) // the body's WriteTo, as net/http's
+		close(s.done)
+	}()
+	time.Sleep(delay)
+	return s, nil
+}
+
+// memStream is a streamed upload into memLib: the body is read as the PUT
+// would, and Finish commits what it gave.
+type memStream struct {
+	m          *memLib
+	item, name string
+	buf        bytes.Buffer
+	done       chan struct{}
+	err        error
+}
+
+func (s *memStream) Done() <-chan struct{}     { return s.done }
+func (s *memStream) Err() error                { return s.err }
+func (s *memStream) Abort(ctx context.Context) { <-s.done }
+
+func (s *memStream) Finish(ctx context.Context, remove []string) error {
+	<-s.done
+	if s.err != nil {
+		return s.err
+	}
+	return s.m.apply(s.item, []string{s.name}, [][]byte{s.buf.Bytes()}, remove)
 }
 
 func (m *memLib) commitsOf(itemID string) []memCommit {

@@ -62,16 +62,22 @@ type upstream struct {
 	// is read from there; disk: [0, disk) is in the staged file.
 	start, disk int64
 	sent        int64 // [0, sent) went to the PUT
-	err         error // the upload broke or was stopped
-	closing     bool  // send the rest, then stop
-	done        chan struct{}
+	// armed: start, disk and lo are set and the upload is the file's; the
+	// PUT, which starts with the session, reads nothing before.
+	armed   bool
+	err     error // the upload broke or was stopped
+	closing bool  // send the rest, then stop
+	done    chan struct{}
 	// ending: one finishStream ends the upload; others (a close and the
 	// unmount at once) wait for ended and take its outcome.
 	ending  bool
 	ended   chan struct{}
 	result  syscall.Errno
 	stopped chan struct{} // made by the stopStream under way, closed when it is done
-	cond    *sync.Cond    // on the staged file's mu
+	// writing: WriteTo writes from the ring without sf.mu; freeLater: the
+	// ring was freed meanwhile, and WriteTo unmaps it when its write returns.
+	writing, freeLater bool
+	cond               *sync.Cond // on the staged file's mu
 }
 
 // freeRing returns the ring's memory, once the PUT has ended and the
@@ -79,6 +85,10 @@ type upstream struct {
 // allocated: its pages are the process's only while it streams, and the
 // garbage collector's heap goal does not grow by it.
 func (up *upstream) freeRing() {
+	if up.writing {
+		up.freeLater = true // WriteTo's write in progress: it frees the ring
+		return
+	}
 	if up.ring != nil {
 		_ = syscall.Munmap(up.ring)
 		up.ring = nil
@@ -265,6 +275,8 @@ func (w *Writes) startStream(sf *staged, ino uint64) {
 	}
 	sf.mu.Lock()
 	if sf.noStream || sf.up != nil || sf.broken != nil || sf.dropped > 0 {
+		up.err = errStreamStopped // the PUT's body, waiting for armed, gives up
+		up.cond.Broadcast()
 		sf.mu.Unlock()
 		s.Abort(w.ctx)
 		up.freeRing()
@@ -273,6 +285,8 @@ func (w *Writes) startStream(sf *staged, ino uint64) {
 	}
 	up.s = s
 	up.start, up.disk, up.lo = sf.size, sf.size, sf.size
+	up.armed = true
+	up.cond.Broadcast()
 	sf.up = up
 	// The commit of a staged fallback hashes the file itself.
 	sf.hash = nil
@@ -305,7 +319,7 @@ func (r streamReader) Read(p []byte) (int, error) {
 	sf, up := r.sf, r.up
 	sf.mu.Lock()
 	defer sf.mu.Unlock()
-	for up.err == nil && !up.closing && up.sent >= sf.size {
+	for up.err == nil && (!up.armed || !up.closing && up.sent >= sf.size) {
 		up.cond.Wait()
 	}
 	if up.err != nil {
@@ -343,6 +357,69 @@ func (r streamReader) Read(p []byte) (int, error) {
 	up.sent += int64(n)
 	up.cond.Broadcast()
 	return n, nil
+}
+
+// WriteTo hands the transport the ring's bytes in place, without the copy
+// Read makes: the slice [sent, size) is not overwritten while it is being
+// written, since the writer waits for room below sent+len(ring), and
+// sf.mu is not held across the network write. A ring freed meanwhile (the
+// PUT ended while its transport still wrote) is unmapped by this loop when
+// its write returns.
+func (r streamReader) WriteTo(w io.Writer) (int64, error) {
+	sf, up := r.sf, r.up
+	var total int64
+	for {
+		sf.mu.Lock()
+		for up.err == nil && (!up.armed || !up.closing && up.sent >= sf.size) {
+			up.cond.Wait()
+		}
+		if up.err == nil && up.sent < up.start || up.ring == nil {
+			sf.mu.Unlock()
+			// The start, in the staged file: read through a buffer.
+			var buf [64 << 10]byte
+			n, err := r.Read(buf[:])
+			if n > 0 {
+				m, werr := w.Write(buf[:n])
+				total += int64(m)
+				if werr != nil {
+					return total, werr
+				}
+			}
+			if err == io.EOF {
+				return total, nil
+			}
+			if err != nil {
+				return total, err
+			}
+			continue
+		}
+		if up.err != nil {
+			sf.mu.Unlock()
+			return total, up.err
+		}
+		if up.sent >= sf.size {
+			sf.mu.Unlock()
+			return total, nil
+		}
+		at := int(up.sent % int64(len(up.ring)))
+		p := up.ring[at:min(len(up.ring), at+int(min(sf.size-up.sent, 1<<20)))]
+		up.writing = true
+		sf.mu.Unlock()
+		n, err := w.Write(p)
+		sf.mu.Lock()
+		up.writing = false
+		if up.freeLater {
+			up.freeLater = false
+			up.freeRing()
+		}
+		up.sent += int64(n)
+		total += int64(n)
+		up.cond.Broadcast()
+		sf.mu.Unlock()
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 // readStreaming serves a read of a streaming file (sf.mu held): from the

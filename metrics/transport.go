@@ -151,6 +151,11 @@ func (b *countBody) Close() error {
 type countUpload struct{ countBody }
 
 func (b *countUpload) WriteTo(w io.Writer) (int64, error) {
+	if wt, ok := b.ReadCloser.(io.WriterTo); ok {
+		// A body that writes itself (a streamed upload's ring) is counted
+		// on its way out, without a copy through buf.
+		return wt.WriteTo(countWriter{w, b})
+	}
 	buf := make([]byte, 1<<20)
 	var n int64
 	for {
@@ -169,6 +174,21 @@ func (b *countUpload) WriteTo(w io.Writer) (int64, error) {
 			return n, err
 		}
 	}
+}
+
+// countWriter counts what a body that writes itself gives the transport.
+type countWriter struct {
+	w io.Writer
+	b *countUpload
+}
+
+func (c countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if n > 0 && c.b.live != nil {
+		c.b.live.Add(int64(n))
+		c.b.bytes(float64(n))
+	}
+	return n, err
 }
 
 func strconvF(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) }

@@ -66,7 +66,7 @@ func TestFaultStallOneDeadline(t *testing.T) {
 		ranges                    bool
 	}{
 		{"library-stream", libData + "=stall-after:1MiB", "libraries/demo-library/multi/b.bin", "b.bin", false},
-		{"library-ranged", libData + "=stall-after:1MiB", "libraries/demo-library/multi/b.bin", "b.bin", true},
+		{"library-ranged", libData + "=stall-after:512KiB", "libraries/demo-library/multi/b.bin", "b.bin", true},
 		{"guest", guestGet + "=stall-after:256KiB", "vms/" + guestVM + guestBlob, "blob.bin", false},
 	}
 	for _, c := range cases {

@@ -86,7 +86,7 @@ func randomOps(t *testing.T, s *sim.Server, m *Mount, itemName string, seed uint
 		}
 		for _, n := range names {
 			if got, err := s.Download(ctx(t), "demo-library", itemName, n); err != nil || !bytes.Equal(got, want[n]) {
-				t.Fatalf("step %d (%s): server's %s is %d bytes (%v), want %d", step, what, n, len(got), err, len(want[n]))
+				t.Fatalf("step %d (%s): server's %s is %d bytes (%v), want %d; first difference at byte %d", step, what, n, len(got), err, len(want[n]), firstDiff(got, want[n]))
 			}
 		}
 	}
@@ -210,4 +210,15 @@ func randomOps(t *testing.T, s *sim.Server, m *Mount, itemName string, seed uint
 			}
 		}
 	}
+}
+
+// firstDiff is the offset of the first byte where a and b differ (the
+// shorter one's length if one is a prefix of the other).
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }
