@@ -148,7 +148,7 @@ type staged struct {
 	// Streamed uploads (libstream.go):
 	up       *upstream // running
 	noStream bool      // written out of order, or not to be streamed
-	dropped  int64     // [0, dropped) was uploaded and punched out of the staged file
+	dropped  int64     // [0, dropped) was uploaded and is not in the staged file (punched out, or never there)
 	broken   error     // cannot be committed any more (a rewrite behind dropped bytes)
 	sealed   bool      // committed by its streamed upload with bytes dropped: no more writes
 	kept     bool      // broken, and its bytes are in recovery/ (keepFailed)
