@@ -335,24 +335,13 @@ func (r streamReader) Read(p []byte) (int, error) {
 	if up.sent < up.start {
 		// Written before the upload started: in the staged file, unchanged
 		// while the upload runs (a rewrite stops it first).
-		k := int(min(up.start-up.sent, int64(len(p))))
-		from := up.sent
-		sf.mu.Unlock()
 		var err error
-		n, err = sf.f.ReadAt(p[:k], from)
-		sf.mu.Lock()
-		if n < k && err == io.EOF { // a hole at the end (a truncate that extended): zeros
-			clear(p[n:k])
-			n = k
-		} else if err != nil {
+		if n, err = sf.readAt(p[:min(up.start-up.sent, int64(len(p)))], up.sent); err != nil {
 			return n, err
 		}
 	} else {
 		n = int(min(sf.size-up.sent, int64(len(p))))
-		at := int(up.sent % int64(len(up.ring)))
-		if c := copy(p[:n], up.ring[at:]); c < n {
-			copy(p[c:n], up.ring)
-		}
+		up.ringCopy(p[:n], up.sent)
 	}
 	up.sent += int64(n)
 	up.cond.Broadcast()
@@ -436,13 +425,7 @@ func (sf *staged) readStreaming(dest []byte, off int64) (n int, ok bool, err err
 	}
 	dest = dest[:end-off]
 	if off < up.disk {
-		k := int(min(up.disk, end) - off)
-		n, err = sf.f.ReadAt(dest[:k], off)
-		if n < k && err == io.EOF {
-			clear(dest[n:k])
-			n, err = k, nil
-		}
-		if err != nil || n == len(dest) {
+		if n, err = sf.readAt(dest[:min(up.disk, end)-off], off); err != nil || n == len(dest) {
 			return n, true, err
 		}
 	}
@@ -450,11 +433,16 @@ func (sf *staged) readStreaming(dest []byte, off int64) (n int, ok bool, err err
 		return n, true, remote.Errorf("read", sf.name, remote.ErrIO,
 			"bytes %d-%d were uploaded while the file was written and are no longer here (read it again after its close)", up.disk, up.lo)
 	}
-	at := int((off + int64(n)) % int64(len(up.ring)))
-	if c := copy(dest[n:], up.ring[at:]); n+c < len(dest) {
-		copy(dest[n+c:], up.ring)
-	}
+	up.ringCopy(dest[n:], off+int64(n))
 	return len(dest), true, nil
+}
+
+// ringCopy copies the file's bytes from off, which the ring holds, into dst.
+func (up *upstream) ringCopy(dst []byte, off int64) {
+	at := int(off % int64(len(up.ring)))
+	if c := copy(dst, up.ring[at:]); c < len(dst) {
+		copy(dst[c:], up.ring)
+	}
 }
 
 // keepRing writes what the ring holds beyond the staged file's start into
