@@ -148,6 +148,14 @@ func (o *object) readAt(ctx context.Context, src Source, p []byte, off int64, sh
 		if err != nil {
 			return p[:n], err
 		}
+		if blk == nil { // spooled: read straight into p
+			m := min(int64(len(p)-n), min((idx+1)*bs, o.size)-pos)
+			if _, err := o.spoolFile().ReadAt(p[n:n+int(m)], pos); err != nil {
+				return p[:n], err
+			}
+			n += int(m)
+			continue
+		}
 		if b := blk[pos-idx*bs:]; share && first == last && len(b) >= len(p) {
 			return b[:len(p)], nil
 		}
@@ -160,18 +168,19 @@ func (o *object) readAt(ctx context.Context, src Source, p []byte, off int64, sh
 	return p, nil
 }
 
-// block returns block idx, waiting for its fetch or the spool.
+// block returns block idx, waiting for its fetch; nil (and no error) when
+// the object streams and the spool holds the block, to be read from there.
 func (o *object) block(ctx context.Context, src Source, idx int64) ([]byte, error) {
 	if b, ok := o.c.blocks.Get(o.key(idx)); ok {
 		o.c.stats.hits.Add(1)
 		return b, nil
 	}
-	o.c.stats.misses.Add(1)
 	o.mu.Lock()
 	if o.mode == modeStream {
 		o.mu.Unlock()
-		return o.fromSpool(ctx, src, idx)
+		return nil, o.waitSpool(ctx, src, idx)
 	}
+	o.c.stats.misses.Add(1)
 	f := o.inflight[idx]
 	if err := o.failedFor(src); f == nil && err != nil {
 		o.mu.Unlock()
@@ -217,7 +226,7 @@ func (o *object) block(ctx context.Context, src Source, idx int64) ([]byte, erro
 		return nil, ctx.Err()
 	}
 	if f.err == errSwitchedToStream {
-		return o.fromSpool(ctx, src, idx)
+		return nil, o.waitSpool(ctx, src, idx)
 	}
 	if errors.Is(f.err, context.Canceled) && ctx.Err() == nil {
 		return o.block(ctx, src, idx) // cancelled for others who left: fetch again
@@ -399,34 +408,34 @@ func (o *object) finish(first int64, run []*fetch, data []byte, err error) {
 	}
 }
 
-// fromSpool waits until the spool holds block idx and reads it.
-func (o *object) fromSpool(ctx context.Context, src Source, idx int64) ([]byte, error) {
+// waitSpool waits until the spool holds block idx (counted a hit if it
+// already did). A streamed object's blocks are not kept in the LRU: the
+// spool has them, in the kernel's page cache while it is hot, and reading
+// them back costs a copy, where a block buffer would cost fresh memory per
+// byte of the cold read (on the machines measured, more than the copy).
+func (o *object) waitSpool(ctx context.Context, src Source, idx int64) error {
 	bs := o.c.opts.BlockSize
-	end := (idx + 1) * bs
-	if end > o.size {
-		end = o.size
-	}
+	end := min((idx+1)*bs, o.size)
 	o.mu.Lock()
 	if err := o.failedFor(src); err != nil && (o.st == nil || !o.st.covers(end)) {
 		o.mu.Unlock()
-		return nil, err
+		return err
 	}
 	st := o.startStream(nil, nil, nil)
 	o.mu.Unlock()
-	if err := st.waitFor(ctx, src, end, func() { o.mu.Lock(); o.startStream(nil, nil, nil); o.mu.Unlock() }); err != nil {
-		return nil, err
+	if st.covers(end) {
+		o.c.stats.hits.Add(1)
+		return nil
 	}
-	// A reader ahead of the stream finds the block in the LRU, where the
-	// stream put it as it spooled it: no read back from the spool.
-	if b, ok := o.c.blocks.Get(o.key(idx)); ok {
-		return b, nil
-	}
-	buf := make([]byte, end-idx*bs)
-	if _, err := st.f.ReadAt(buf, idx*bs); err != nil {
-		return nil, err
-	}
-	o.c.blocks.Add(o.key(idx), buf)
-	return buf, nil
+	o.c.stats.misses.Add(1)
+	return st.waitFor(ctx, src, end, func() { o.mu.Lock(); o.startStream(nil, nil, nil); o.mu.Unlock() })
+}
+
+// spoolFile is the open spool of a streamed object.
+func (o *object) spoolFile() *os.File {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.st.f
 }
 
 // spooled reports the bytes in the spool and whether a transfer is filling it.

@@ -173,16 +173,16 @@ func (st *stream) copy(body io.Reader, from int64, ranged bool) error {
 			return err
 		}
 	}
-	// Whole blocks at a time: one write to the spool per block, and the
-	// block goes straight into the LRU, so a reader close behind the
-	// stream never touches the disk.
+	// Whole blocks at a time: one write to the spool per block, from one
+	// buffer reused (its memory stays hot); readers read the spool.
 	bs := o.c.opts.BlockSize
+	block := newBlock(min(bs, o.size-from))
 	for at := from; ; {
 		size := bs
 		if rest := o.size - at; rest < size {
 			size = rest
 		}
-		buf := newBlock(size)
+		buf := block[:size]
 		n, rerr := io.ReadFull(body, buf)
 		if rerr == nil && at+size == o.size {
 			// The last block: a stream longer than the size stat'ed has changed.
@@ -200,7 +200,6 @@ func (st *stream) copy(body io.Reader, from int64, ranged bool) error {
 		if _, err := st.f.WriteAt(buf, at); err != nil {
 			return err
 		}
-		o.c.blocks.Add(o.key(at/bs), buf)
 		at += size
 		st.mu.Lock()
 		st.filled = at
