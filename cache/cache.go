@@ -38,8 +38,13 @@ type blockKey struct {
 
 // Cache is shared by every open file of a mount.
 type Cache struct {
-	opts   Options
-	blocks *lru.Cache[blockKey, []byte]
+	opts Options
+	// bmu makes a lookup and its reference one step, so that no eviction
+	// recycles a block between them (block.go). Lock order: object.mu,
+	// then bmu, then the pool's.
+	bmu    sync.Mutex
+	blocks *lru.Cache[blockKey, *block]
+	pool   *pool
 	ctx    context.Context // background fetches outlive the reader that started them
 	cancel context.CancelFunc
 
@@ -84,12 +89,36 @@ func New(opts Options) (*Cache, error) {
 		return nil, err
 	}
 	st := new(stats)
-	blocks, err := lru.NewWithEvict[blockKey, []byte](n, st.evicted)
+	blocks, err := lru.NewWithEvict(n, func(k blockKey, b *block) {
+		st.evicted(k, b)
+		b.release() // the LRU's reference
+	})
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Cache{opts: opts, blocks: blocks, ctx: ctx, cancel: cancel, sem: make(chan struct{}, 4), objs: map[string]*object{}, stats: st}, nil
+	// Enough free buffers for the fetches under way between an eviction and
+	// the next fetch; more would only hold memory past --cache-size.
+	p := &pool{size: opts.BlockSize, max: min(32, max(n/8, 4))}
+	return &Cache{opts: opts, blocks: blocks, pool: p, ctx: ctx, cancel: cancel, sem: make(chan struct{}, 4), objs: map[string]*object{}, stats: st}, nil
+}
+
+// get returns the cached block k with a reference for the caller.
+func (c *Cache) get(k blockKey) (*block, bool) {
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	b, ok := c.blocks.Get(k)
+	if ok {
+		b.refs.Add(1)
+	}
+	return b, ok
+}
+
+// add caches b, which brings the LRU's reference.
+func (c *Cache) add(k blockKey, b *block) {
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	c.blocks.Add(k, b)
 }
 
 // closeWait bounds how long Close waits for cancelled transfers to end: a
@@ -255,14 +284,16 @@ func (c *Cache) ReadAt(ctx context.Context, src Source, p []byte, off int64) (in
 	defer c.release(o)
 	ctx, done := o.watch(ctx, src)
 	defer done()
-	b, err := o.readAt(ctx, src, p, off, false)
+	b, _, err := o.readAt(ctx, src, p, off, false)
 	return len(b), err
 }
 
 // ReadShared is ReadAt that may return, instead of p filled, a slice of a
 // cached block holding the bytes asked for (when they lie in one block),
 // to be read and never modified: a FUSE reply from it copies nothing more.
-func (c *Cache) ReadShared(ctx context.Context, src Source, p []byte, off int64) ([]byte, error) {
+// release must be called once the bytes are no longer read (after the
+// reply is sent): the block's buffer is then reused.
+func (c *Cache) ReadShared(ctx context.Context, src Source, p []byte, off int64) (b []byte, release func(), err error) {
 	o := c.acquire(src)
 	defer c.release(o)
 	ctx, done := o.watch(ctx, src)

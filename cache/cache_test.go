@@ -91,13 +91,16 @@ func testReads(t *testing.T, ranged bool) {
 				var err error
 				if g%2 == 1 { // no-copy reads: p, or a slice of one block
 					var b []byte
-					b, err = c.ReadShared(ctx, src, p, off)
+					var release func()
+					b, release, err = c.ReadShared(ctx, src, p, off)
 					n = copy(p, b)
 					if len(b) > len(p) {
 						t.Errorf("ReadShared returned %d bytes for %d", len(b), len(p))
 					}
 					if err == nil && len(b) > 0 {
-						kept <- sharedRead{b, off}
+						kept <- sharedRead{b, off, release} // held until checked below
+					} else {
+						release()
 					}
 				} else {
 					n, err = c.ReadAt(ctx, src, p, off)
@@ -121,12 +124,14 @@ func testReads(t *testing.T, ranged bool) {
 	}
 	wg.Wait()
 	close(kept)
-	// Slices handed out by ReadShared still hold their bytes after every
-	// later read and eviction: cached blocks are never reused in place.
+	// Slices handed out by ReadShared and not yet released still hold
+	// their bytes after every later read and eviction: a block's buffer is
+	// reused only once nothing holds it.
 	for k := range kept {
 		if !bytes.Equal(k.b, src.data[k.off:k.off+int64(len(k.b))]) {
 			t.Fatalf("bytes read shared at %d changed later", k.off)
 		}
+		k.release()
 	}
 	if !ranged && src.opens.Load() != 1 {
 		t.Fatalf("stream source opened %d times, want 1 (the spool serves re-reads)", src.opens.Load())
@@ -134,8 +139,33 @@ func testReads(t *testing.T, ranged bool) {
 }
 
 type sharedRead struct {
-	b   []byte
-	off int64
+	b       []byte
+	off     int64
+	release func()
+}
+
+// TestBlocksReused: a sequential read of an object 2.5 times the cache
+// size reuses evicted blocks' buffers instead of allocating one per block.
+func TestBlocksReused(t *testing.T) {
+	src := &memSource{data: randomData(10 << 20), ranged: true}
+	c, err := New(Options{Bytes: 4 << 20, BlockSize: 256 << 10, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	buf := make([]byte, 128<<10)
+	for off := int64(0); off < int64(len(src.data)); off += int64(len(buf)) {
+		b, release, err := c.ReadShared(ctx, src, buf, off)
+		if err != nil || !bytes.Equal(b, src.data[off:off+int64(len(b))]) || len(b) != len(buf) {
+			t.Fatalf("read at %d: %d bytes, %v", off, len(b), err)
+		}
+		release()
+	}
+	blocks := int64(len(src.data)) / c.BlockSize()
+	if got := c.pool.fresh.Load(); got > blocks*3/4 {
+		t.Fatalf("%d fresh buffers for %d blocks through a cache of %d: evicted blocks not reused", got, blocks, c.blocks.Len())
+	}
 }
 
 func TestRanged(t *testing.T) { testReads(t, true) }
@@ -264,7 +294,8 @@ func TestReadShared(t *testing.T) {
 			{1<<20 + 100, 10, true, 0},   // at the end: EOF
 		} {
 			p := make([]byte, tc.n)
-			b, err := c.ReadShared(ctx, src, p, tc.off)
+			b, release, err := c.ReadShared(ctx, src, p, tc.off)
+			defer release()
 			if tc.length == 0 {
 				if err != io.EOF || len(b) != 0 {
 					t.Fatalf("ranged=%v at the end: %d bytes, %v", ranged, len(b), err)

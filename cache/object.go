@@ -87,10 +87,11 @@ func (o *object) watch(ctx context.Context, src Source) (context.Context, func()
 // fetch is one block on its way; waiters take data from it directly, so a
 // block evicted at once from a small cache is still delivered.
 type fetch struct {
-	done chan struct{}
-	data []byte
-	err  error
-	run  *run
+	done    chan struct{}
+	data    *block // with a reference for each of the waiters
+	err     error
+	run     *run
+	waiters int // readers waiting for this block (guarded by object.mu)
 }
 
 // run is one ranged request of one or more blocks; readers waiting on its
@@ -103,12 +104,15 @@ type run struct {
 
 func (o *object) key(idx int64) blockKey { return blockKey{o.id, idx} }
 
+func noRelease() {}
+
 // readAt reads len(p) bytes at off into p and returns them; with share, a
 // range within one block is returned as a slice of the cached block instead
-// (no copy; blocks are never modified once cached).
-func (o *object) readAt(ctx context.Context, src Source, p []byte, off int64, share bool) ([]byte, error) {
+// (no copy; blocks are never modified once cached), to be released by the
+// caller once read.
+func (o *object) readAt(ctx context.Context, src Source, p []byte, off int64, share bool) ([]byte, func(), error) {
 	if off >= o.size {
-		return p[:0], io.EOF
+		return p[:0], noRelease, io.EOF
 	}
 	o.mu.Lock()
 	if o.readers == nil {
@@ -146,32 +150,34 @@ func (o *object) readAt(ctx context.Context, src Source, p []byte, off int64, sh
 		idx := pos / bs
 		blk, err := o.block(ctx, src, idx)
 		if err != nil {
-			return p[:n], err
+			return p[:n], noRelease, err
 		}
 		if blk == nil { // spooled: read straight into p
 			m := min(int64(len(p)-n), min((idx+1)*bs, o.size)-pos)
 			if _, err := o.spoolFile().ReadAt(p[n:n+int(m)], pos); err != nil {
-				return p[:n], err
+				return p[:n], noRelease, err
 			}
 			n += int(m)
 			continue
 		}
-		if b := blk[pos-idx*bs:]; share && first == last && len(b) >= len(p) {
-			return b[:len(p)], nil
+		if b := blk.b[pos-idx*bs:]; share && first == last && len(b) >= len(p) {
+			return b[:len(p)], blk.release, nil
 		}
-		m := copy(p[n:], blk[pos-idx*bs:])
+		m := copy(p[n:], blk.b[pos-idx*bs:])
+		blk.release()
 		if m == 0 {
-			return p[:n], io.ErrUnexpectedEOF
+			return p[:n], noRelease, io.ErrUnexpectedEOF
 		}
 		n += m
 	}
-	return p, nil
+	return p, noRelease, nil
 }
 
-// block returns block idx, waiting for its fetch; nil (and no error) when
-// the object streams and the spool holds the block, to be read from there.
-func (o *object) block(ctx context.Context, src Source, idx int64) ([]byte, error) {
-	if b, ok := o.c.blocks.Get(o.key(idx)); ok {
+// block returns block idx with a reference for the caller, waiting for its
+// fetch; nil (and no error) when the object streams and the spool holds the
+// block, to be read from there.
+func (o *object) block(ctx context.Context, src Source, idx int64) (*block, error) {
+	if b, ok := o.c.get(o.key(idx)); ok {
 		o.c.stats.hits.Add(1)
 		return b, nil
 	}
@@ -193,6 +199,7 @@ func (o *object) block(ctx context.Context, src Source, idx int64) ([]byte, erro
 	probe := o.probe()
 	if f != nil {
 		f.run.waiters++
+		f.waiters++
 	}
 	o.mu.Unlock()
 	if f == nil {
@@ -217,7 +224,11 @@ func (o *object) block(ctx context.Context, src Source, idx int64) ([]byte, erro
 		f.run.waiters--
 		select {
 		case <-f.done: // delivered meanwhile (perhaps as the spool's stream)
+			if f.data != nil {
+				f.data.release() // the reference it brought this waiter
+			}
 		default:
+			f.waiters--
 			if f.run.waiters == 0 {
 				f.run.cancel() // no one else waits for it
 			}
@@ -356,14 +367,15 @@ func (o *object) fetchRange(first int64, fs []*fetch) {
 			if rest := o.size - (first+int64(i))*bs; rest < size {
 				size = rest
 			}
-			buf := newBlock(size)
-			if _, err = io.ReadFull(body, buf); err != nil {
+			blk := c.pool.alloc(size)
+			if _, err = io.ReadFull(body, blk.b); err != nil {
+				blk.release()
 				break
 			}
 			got++
-			c.blocks.Add(o.key(first+int64(i)), buf)
 			o.mu.Lock()
-			o.finish(first+int64(i), []*fetch{f}, buf, nil)
+			o.finish(first+int64(i), []*fetch{f}, blk, nil) // the waiters' references first:
+			c.add(o.key(first+int64(i)), blk)               // an eviction may drop the LRU's at once
 			o.mu.Unlock()
 		}
 		body.Close()
@@ -397,9 +409,14 @@ func (o *object) fail(first int64, fs []*fetch, r *run, err error) {
 	o.finish(first, fs, nil, err)
 }
 
-// finish completes fetches from block first on. Called with o.mu held.
-func (o *object) finish(first int64, run []*fetch, data []byte, err error) {
+// finish completes fetches from block first on; data, if any, is the one
+// block of a run of one, given a reference for each of its waiters.
+// Called with o.mu held.
+func (o *object) finish(first int64, run []*fetch, data *block, err error) {
 	for i, f := range run {
+		if data != nil {
+			data.refs.Add(int32(f.waiters))
+		}
 		f.data, f.err = data, err
 		close(f.done)
 		if o.inflight[first+int64(i)] == f {

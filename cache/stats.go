@@ -11,7 +11,7 @@ type stats struct {
 	hits, misses, evictions atomic.Int64
 }
 
-func (s *stats) evicted(blockKey, []byte) { s.evictions.Add(1) }
+func (s *stats) evicted(blockKey, *block) { s.evictions.Add(1) }
 
 // Stats is a snapshot of the cache's use.
 type Stats struct {

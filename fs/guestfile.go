@@ -304,11 +304,12 @@ func (h *guestHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 	f.mu.Unlock()
 	// The reply is written from the cached block itself where it can be
 	// (no copy into dest), as for library files.
-	b, err := f.fs.Cache.ReadShared(ctx, src, dest, off)
+	b, release, err := f.fs.Cache.ReadShared(ctx, src, dest, off)
 	if err != nil && err != io.EOF {
+		release()
 		return nil, toErrno(f.fs.Log, f.mountPath(), err)
 	}
-	return fuse.ReadResultData(b), 0
+	return reply(b, release), 0
 }
 
 func (h *guestHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {

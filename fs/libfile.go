@@ -286,11 +286,12 @@ func (h *libPTHandle) Release(ctx context.Context) syscall.Errno {
 
 func (h *libHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	// The reply is written from the cached block itself where it can be.
-	b, err := h.f.fs.Cache.ReadShared(ctx, h.src, dest, off)
+	b, release, err := h.f.fs.Cache.ReadShared(ctx, h.src, dest, off)
 	if err != nil && err != io.EOF {
+		release()
 		return nil, toErrno(h.f.fs.Log, h.f.path(), err)
 	}
-	return fuse.ReadResultData(b), 0
+	return reply(b, release), 0
 }
 
 // Flush is close(2): reads of this open still waiting for the network (the
