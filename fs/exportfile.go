@@ -191,21 +191,18 @@ func (h *exportHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 		return nil, syscall.EIO
 	}
 	if off >= h.size {
-		return fuse.ReadResultData(nil), 0
+		return data(nil), 0
 	}
 	if rest := h.size - off; int64(len(dest)) > rest {
 		dest = dest[:rest]
 	}
-	if h.img == nil {
-		// A spooled file as it is: go-fuse reads it from the fd (splicing
-		// when the kernel lets it), without a copy through dest.
-		return fuse.ReadResultFd(h.file.Fd(), off, len(dest)), 0
-	}
+	// A package file is read from its spool as it is (when not passed
+	// through), a disk image decoded from it.
 	n, err := h.r.ReadAt(dest, off)
 	if err != nil && err != io.EOF {
 		return nil, toErrno(h.f.fs.Log, h.f.mountPath(), remote.Errorf("read spool", h.f.mountPath(), remote.ErrIO, "%v", err))
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	return data(dest[:n]), 0
 }
 
 func (h *exportHandle) Release(ctx context.Context) syscall.Errno {

@@ -297,7 +297,7 @@ func (h *guestHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 			if err != nil {
 				return nil, toErrno(f.fs.Log, f.mountPath(), err)
 			}
-			return fuse.ReadResultData(dest[:n]), 0
+			return data(dest[:n]), 0
 		}
 		src = f.vm.Source(f.guestPath(), st.base.Size, st.base.Mtime, f.mountPath()) // staged, not yet changed
 	}
@@ -309,7 +309,7 @@ func (h *guestHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 		release()
 		return nil, toErrno(f.fs.Log, f.mountPath(), err)
 	}
-	return reply(b, release), 0
+	return shared(b, release), 0
 }
 
 func (h *guestHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {

@@ -291,7 +291,7 @@ func (h *libHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Read
 		release()
 		return nil, toErrno(h.f.fs.Log, h.f.path(), err)
 	}
-	return reply(b, release), 0
+	return shared(b, release), 0
 }
 
 // Flush is close(2): reads of this open still waiting for the network (the
@@ -329,7 +329,7 @@ func (h *stagedHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 		if err != nil {
 			return nil, toErrno(h.f.fs.Log, h.f.path(), err)
 		}
-		return fuse.ReadResultData(dest[:n]), 0
+		return data(dest[:n]), 0
 	}
 	if off < dropped {
 		return nil, toErrno(h.f.fs.Log, h.f.path(), remote.Errorf("read", h.f.fname(), remote.ErrIO,
@@ -339,7 +339,7 @@ func (h *stagedHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 	if err != nil && err != io.EOF {
 		return nil, toErrno(h.f.fs.Log, h.f.path(), err)
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	return data(dest[:n]), 0
 }
 
 func (h *stagedHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {

@@ -2,25 +2,25 @@ package fs
 
 import "github.com/hanwen/go-fuse/v2/fuse"
 
-// sharedReply is a read's reply written from a cached block's own bytes
-// (Cache.ReadShared): go-fuse calls Done once the reply is sent, and only
-// then may the block's buffer be reused.
-type sharedReply struct {
+// sliceReply is a read's reply: go-fuse writes it with one writev from b
+// (its Slices method), and calls Done once it is sent.
+type sliceReply struct {
 	b       []byte
-	release func()
+	release func() // when b is a cached block's (Cache.ReadShared)
 }
 
-func reply(b []byte, release func()) fuse.ReadResult { return &sharedReply{b, release} }
+// data is a reply of b.
+func data(b []byte) fuse.ReadResult { return &sliceReply{b: b} }
 
-func (r *sharedReply) Bytes([]byte) ([]byte, fuse.Status) { return r.b, fuse.OK }
+// shared is a reply written from a cached block's own bytes: go-fuse calls
+// Done once it is sent, and only then may the block's buffer be reused.
+func shared(b []byte, release func()) fuse.ReadResult { return &sliceReply{b, release} }
 
-// Slices has go-fuse write the reply with writev straight from b (no try
-// at splicing a buffer that is not a file).
-func (r *sharedReply) Slices() ([][]byte, fuse.Status) { return [][]byte{r.b}, fuse.OK }
+func (r *sliceReply) Bytes([]byte) ([]byte, fuse.Status) { return r.b, fuse.OK }
+func (r *sliceReply) Slices() ([][]byte, fuse.Status)    { return [][]byte{r.b}, fuse.OK }
+func (r *sliceReply) Size() int                          { return len(r.b) }
 
-func (r *sharedReply) Size() int { return len(r.b) }
-
-func (r *sharedReply) Done() {
+func (r *sliceReply) Done() {
 	if r.release != nil {
 		r.release()
 		r.release = nil

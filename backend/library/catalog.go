@@ -23,14 +23,13 @@ type Catalog struct {
 	c   *backend.Conn
 	ttl time.Duration
 
-	mu      sync.Mutex
-	libIDs  backend.Timed[[]string]
-	libs    map[string]remote.Library
-	itemIDs map[string]backend.Timed[[]string] // by library
-	items   map[string]backend.Timed[remote.Item]
-	files   map[string]backend.Timed[[]remote.File] // by item
-	views   map[string]itemView                     // sorted items by library, as last built
-	gen     uint64                                  // bumped when any item's details change
+	mu    sync.Mutex
+	lists map[string]backend.Timed[[]string] // id lists: "" the libraries', a library's id its items'
+	libs  map[string]remote.Library
+	items map[string]backend.Timed[remote.Item]
+	files map[string]backend.Timed[[]remote.File] // by item
+	views map[string]itemView                     // sorted items by library, as last built
+	gen   uint64                                  // bumped when any item's details change
 }
 
 // itemView is a library's sorted item list, valid for one id list and gen.
@@ -42,37 +41,49 @@ type itemView struct {
 
 // NewCatalog makes a catalog whose lists live for ttl.
 func NewCatalog(c *backend.Conn, ttl time.Duration) *Catalog {
-	return &Catalog{c: c, ttl: ttl, libs: map[string]remote.Library{}, itemIDs: map[string]backend.Timed[[]string]{},
+	return &Catalog{c: c, ttl: ttl, libs: map[string]remote.Library{}, lists: map[string]backend.Timed[[]string]{},
 		items: map[string]backend.Timed[remote.Item]{}, files: map[string]backend.Timed[[]remote.File]{}, views: map[string]itemView{}}
 }
 
-// Libraries lists the libraries, oldest first.
-func (k *Catalog) Libraries(ctx context.Context) ([]remote.Library, error) {
+// listIDs returns the id list k.lists[key], listed again with one call named
+// call (on key) once it is older than the TTL, and the ids in it that have
+// lacks (whose details are to get).
+func listIDs[V any](ctx context.Context, k *Catalog, key string, have map[string]V, call string, list func(context.Context) ([]string, error)) (backend.Timed[[]string], []string, error) {
 	k.mu.Lock()
-	ids := k.libIDs
+	ids := k.lists[key]
 	k.mu.Unlock()
 	if !ids.Fresh(k.ttl) {
-		var list []string
-		err := k.c.Do(ctx, "library:list", "", func(ctx context.Context) (err error) {
-			list, err = k.c.Library().ListLibraries(ctx)
+		var got []string
+		err := k.c.Do(ctx, call, key, func(ctx context.Context) (err error) {
+			got, err = list(ctx)
 			return err
 		})
 		if err != nil {
-			return nil, err
+			return ids, nil, err
 		}
-		ids = backend.Timed[[]string]{V: list, At: time.Now()}
+		ids = backend.Timed[[]string]{V: got, At: time.Now()}
 		k.mu.Lock()
-		k.libIDs = ids
+		k.lists[key] = ids
 		k.mu.Unlock()
 	}
 	var missing []string
 	k.mu.Lock()
 	for _, id := range ids.V {
-		if _, ok := k.libs[id]; !ok {
+		if _, ok := have[id]; !ok {
 			missing = append(missing, id)
 		}
 	}
 	k.mu.Unlock()
+	return ids, missing, nil
+}
+
+// Libraries lists the libraries, oldest first.
+func (k *Catalog) Libraries(ctx context.Context) ([]remote.Library, error) {
+	ids, missing, err := listIDs(ctx, k, "", k.libs, "library:list",
+		func(ctx context.Context) ([]string, error) { return k.c.Library().ListLibraries(ctx) })
+	if err != nil {
+		return nil, err
+	}
 	got, err := parallel(ctx, missing, func(ctx context.Context, id string) (remote.Library, error) {
 		var l *library.Library
 		err := k.c.Do(ctx, "library:get", id, func(ctx context.Context) (err error) {
@@ -119,31 +130,11 @@ func toLibrary(l *library.Library) remote.Library {
 
 // Items lists a library's items, oldest first.
 func (k *Catalog) Items(ctx context.Context, libID string) ([]remote.Item, error) {
-	k.mu.Lock()
-	ids := k.itemIDs[libID]
-	k.mu.Unlock()
-	if !ids.Fresh(k.ttl) {
-		var list []string
-		err := k.c.Do(ctx, "library/item:list", libID, func(ctx context.Context) (err error) {
-			list, err = k.c.Library().ListLibraryItems(ctx, libID)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		ids = backend.Timed[[]string]{V: list, At: time.Now()}
-		k.mu.Lock()
-		k.itemIDs[libID] = ids
-		k.mu.Unlock()
+	ids, missing, err := listIDs(ctx, k, libID, k.items, "library/item:list",
+		func(ctx context.Context) ([]string, error) { return k.c.Library().ListLibraryItems(ctx, libID) })
+	if err != nil {
+		return nil, err
 	}
-	var missing []string
-	k.mu.Lock()
-	for _, id := range ids.V {
-		if _, ok := k.items[id]; !ok {
-			missing = append(missing, id)
-		}
-	}
-	k.mu.Unlock()
 	if _, err := parallel(ctx, missing, func(ctx context.Context, id string) (remote.Item, error) {
 		return k.Item(ctx, id, true)
 	}); err != nil {
@@ -240,13 +231,12 @@ func (k *Catalog) Files(ctx context.Context, itemID string) (remote.Item, []remo
 func (k *Catalog) Invalidate(libID, itemID string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if libID == "" && itemID == "" {
-		k.libIDs = backend.Timed[[]string]{}
+	if libID != "" || itemID == "" {
+		delete(k.lists, "") // the libraries'
 	}
 	if libID != "" {
-		delete(k.itemIDs, libID)
+		delete(k.lists, libID)
 		delete(k.libs, libID)
-		k.libIDs = backend.Timed[[]string]{}
 	}
 	k.gen++
 	if itemID != "" {
