@@ -37,11 +37,15 @@ type blockKey struct {
 }
 
 // Cache is shared by every open file of a mount.
+//
+// Lock order (none is held across network I/O; a goroutine takes a lock
+// only while holding none below it): Cache.mu, object.mu, stream.mu; then
+// Cache.bmu, the LRU's own lock (its eviction callback runs under it),
+// pool.mu. tracked.mu is a leaf.
 type Cache struct {
 	opts Options
 	// bmu makes a lookup and its reference one step, so that no eviction
-	// recycles a block between them (block.go). Lock order: object.mu,
-	// then bmu, then the pool's.
+	// recycles a block between them (block.go).
 	bmu    sync.Mutex
 	blocks *lru.Cache[blockKey, *block]
 	pool   *pool

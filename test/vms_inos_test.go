@@ -82,7 +82,7 @@ func TestVMsInoTableBounded(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	const n, targets = 600, 20
+	const n, targets = 300, 20
 	start := time.Now()
 	shIn(t, dir, fmt.Sprintf("replace %d f %d", n, targets))
 	t.Logf("%d replacements in %v", n, time.Since(start).Round(time.Millisecond))
@@ -92,7 +92,7 @@ func TestVMsInoTableBounded(t *testing.T) {
 		t.Fatalf("%d sweeps for %d replacements", len(before), n)
 	}
 	// The kernel holds about one node per target; a table that grew by an
-	// entry or two per replacement would be 600-1200.
+	// entry or two per replacement would be 300-600.
 	if biggest := largest(before); biggest > 8*targets {
 		t.Errorf("table reached %d entries for %d live files", biggest, targets)
 	}
