@@ -112,7 +112,14 @@ func TestStatfs(t *testing.T) {
 	} {
 		path := filepath.Join(append([]string{m.Dir}, p.rel...)...)
 		var st unix.Statfs_t
-		if err := unix.Statfs(path, &st); err != nil {
+		err := unix.Statfs(path, &st)
+		for err == unix.EINTR {
+			// The Go runtime's preemption signal interrupts a statfs that
+			// waits for the mount (the mount answers EINTR, as it should);
+			// os's wrappers retry then, unix's do not.
+			err = unix.Statfs(path, &st)
+		}
+		if err != nil {
 			t.Errorf("statfs %s: %v", path, err)
 			continue
 		}
