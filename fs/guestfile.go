@@ -55,10 +55,11 @@ func (f *guestFile) stat(ctx context.Context) (remote.GuestStat, error) {
 func (f *guestFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if h, ok := fh.(*guestHandle); ok && !h.write {
 		f.mu.Lock()
-		staged := f.st != nil
+		own := f.st == nil && h.src != nil
+		s := h.stat
 		f.mu.Unlock()
-		if !staged {
-			f.fs.guestAttr(&out.Attr, h.stat) // an open file keeps the version it opened
+		if own {
+			f.fs.guestAttr(&out.Attr, s) // an open file keeps the version it opened
 			return 0
 		}
 	}
@@ -112,11 +113,19 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		f.lastOpen = ""
 		return h, 0, 0
 	}
-	s, err := f.stat(ctx)
+	f.mu.Lock()
+	if f.st != nil {
+		// Staged: the handle follows the file (the stage, then whatever
+		// the guest has once the stage is gone), not a version of its own.
+		defer f.mu.Unlock()
+		f.lastOpen = ""
+		return &guestHandle{f: f}, 0, 0
+	}
+	f.mu.Unlock()
+	src, s, err := f.source(ctx)
 	if err != nil {
 		return nil, 0, toErrno(f.fs.Log, f.mountPath(), err)
 	}
-	src := f.vm.Source(f.guestPath(), s.Size, s.Mtime, f.mountPath())
 	var fl uint32
 	f.mu.Lock()
 	if f.lastOpen == src.ID() && f.st == nil {
@@ -125,6 +134,16 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	f.lastOpen = src.ID()
 	f.mu.Unlock()
 	return &guestHandle{f: f, src: src, stat: s}, fl, 0
+}
+
+// source is the guest's version of the file now, as a cache source.
+func (f *guestFile) source(ctx context.Context) (cache.Source, remote.GuestStat, error) {
+	p := f.guestPath()
+	s, err := f.vm.Lookup(ctx, path.Dir(p), path.Base(p))
+	if err != nil {
+		return nil, s, err
+	}
+	return f.vm.Source(p, s.Size, s.Mtime, f.mountPath()), s, nil
 }
 
 // Setattr: truncation is staged (or, on a file nobody has open for
@@ -200,6 +219,7 @@ func (f *guestFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Se
 }
 
 func (f *guestFile) mergeAttrLocked(a remote.GuestAttr) {
+	f.st.failed = false
 	st := &f.st.attr
 	if a.Mode != nil {
 		st.Mode = a.Mode
@@ -271,11 +291,29 @@ func mergedStat(s remote.GuestStat, a remote.GuestAttr) remote.GuestStat {
 // they opened through the cache; while the file is staged, every handle
 // reads the staged bytes.
 type guestHandle struct {
-	f      *guestFile
-	src    cache.Source // read-only handles: the version opened
+	f *guestFile
+	// src and stat are a read-only handle's version: the one opened, or
+	// for a handle opened while the file was staged (nil until then) the
+	// guest's, once the stage is gone (follow). Guarded by f.mu.
+	src    cache.Source
 	stat   remote.GuestStat
 	write  bool
 	append bool
+}
+
+// follow gives a handle opened while the file was staged the version the
+// guest has now, looked up once (without f.mu held), and keeps it.
+func (h *guestHandle) follow(ctx context.Context) (cache.Source, error) {
+	src, s, err := h.f.source(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h.f.mu.Lock()
+	defer h.f.mu.Unlock()
+	if h.src == nil {
+		h.src, h.stat = src, s
+	}
+	return h.src, nil
 }
 
 var (
@@ -291,7 +329,7 @@ func (h *guestHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 	f.mu.Lock()
 	src := h.src
 	if st := f.st; st != nil {
-		if st.loaded || h.write {
+		if h.write || st.loaded && !st.refused() {
 			defer f.mu.Unlock()
 			n, err := f.readLocked(ctx, dest, off)
 			if err != nil {
@@ -299,9 +337,15 @@ func (h *guestHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 			}
 			return data(dest[:n]), 0
 		}
-		src = f.vm.Source(f.guestPath(), st.base.Size, st.base.Mtime, f.mountPath()) // staged, not yet changed
+		src = f.vm.Source(f.guestPath(), st.base.Size, st.base.Mtime, f.mountPath()) // the guest's version
 	}
 	f.mu.Unlock()
+	if src == nil { // opened while staged, and the stage is gone
+		var err error
+		if src, err = h.follow(ctx); err != nil {
+			return nil, toErrno(f.fs.Log, f.mountPath(), err)
+		}
+	}
 	// The reply is written from the cached block itself where it can be
 	// (no copy into dest), as for library files.
 	b, release, err := f.fs.Cache.ReadShared(ctx, src, dest, off)
@@ -331,8 +375,11 @@ func (h *guestHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 // Flush is close(2): the commit, for a handle that may have written.
 func (h *guestHandle) Flush(ctx context.Context) syscall.Errno {
 	if !h.write {
-		if h.src != nil {
-			h.f.fs.Cache.Abandon(h.src) // reads still waiting end (libHandle.Flush)
+		h.f.mu.Lock()
+		src := h.src
+		h.f.mu.Unlock()
+		if src != nil {
+			h.f.fs.Cache.Abandon(src) // reads still waiting end (libHandle.Flush)
 		}
 		return 0
 	}

@@ -29,6 +29,11 @@ type stage struct {
 	attr    remote.GuestAttr // what the writer set while dirty: applied at the commit
 	writers int              // open write handles
 	base    remote.GuestStat // the guest's attributes when staged, or after the last commit
+	// failed: the last commit failed and nothing changed since. A file the
+	// guest has then shows the guest's version (refused: stat, reads of
+	// read-only handles), not bytes the guest refused; writers' handles
+	// still read the stage, and the next close commits it again.
+	failed bool
 	// committing is non-nil while a commit uploads the staged bytes (without
 	// f.mu held); it is closed when the commit ends. Changes to the stage
 	// wait for it (idleLocked).
@@ -159,6 +164,7 @@ func (f *guestFile) writeLocked(ctx context.Context, data []byte, off int64, app
 	if _, err := st.writeAt(data, off); err != nil {
 		return err
 	}
+	st.failed = false
 	st.attr.Mtime = nil // a write after utimens sets the mtime again, as POSIX has it
 	return nil
 }
@@ -177,6 +183,7 @@ func (f *guestFile) truncateLocked(ctx context.Context, size int64) error {
 	} else if err := f.loadLocked(ctx); err != nil {
 		return err
 	}
+	st.failed = false
 	return st.truncate(size)
 }
 
@@ -254,7 +261,7 @@ func (f *guestFile) commitLocked(ctx context.Context) syscall.Errno {
 		if err != nil {
 			errno = f.commitFailedStage(st, err)
 		} else {
-			st.base, st.exists, st.dirty, st.attr = s, true, false, remote.GuestAttr{}
+			st.base, st.exists, st.dirty, st.attr, st.failed = s, true, false, remote.GuestAttr{}, false
 		}
 		st.committing = nil
 		close(done)
@@ -281,6 +288,7 @@ func (f *guestFile) commitFailedStage(st *stage, err error) syscall.Errno {
 		call, fault = be.Call, be.Fault
 	}
 	kept := f.recover(st, call, fault)
+	st.failed = true
 	f.fs.Log.Error("commit failed: "+syscall.EIO.Error(), "path", f.mountPath(), "call", call, "fault", fault, "kept", kept)
 	return syscall.EIO
 }
@@ -292,10 +300,14 @@ func (f *guestFile) recover(st *stage, call, fault string) string {
 		recovered{Tree: "vms", Origin: f.mountPath(), Reason: "commit failed", Call: call, Fault: fault}))
 }
 
-// stagedStat is what the file is while staged: the guest's attributes with
-// the staged size, the last write's time and what the writer set.
+// stat is what the file is while staged: the guest's attributes with
+// the staged size, the last write's time and what the writer set (the
+// guest's own once it refused them).
 func (st *stage) stat() remote.GuestStat {
 	s := st.base
+	if st.refused() {
+		return s
+	}
 	s.Size = st.size
 	if st.dirty && !st.mtime.IsZero() {
 		s.Mtime = st.mtime
@@ -303,6 +315,10 @@ func (st *stage) stat() remote.GuestStat {
 	st.attr.Apply(&s)
 	return s
 }
+
+// refused says whether the guest refused the staged bytes (the last commit
+// failed) over a file it has, whose version is shown meanwhile.
+func (st *stage) refused() bool { return st.failed && st.exists }
 
 // setattrAttr reads mode, owner and times from a SETATTR. "now" times are
 // returned as now, and reported in nowM and nowA.

@@ -178,7 +178,7 @@ func (w *Writes) find(itemID, name string) *staged {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if it := w.items[itemID]; it != nil {
-		if sf := it.files[name]; sf != nil && !sf.sealedNow() {
+		if sf := it.files[name]; sf != nil && !sf.sealedNow() && !sf.refusedLocked() {
 			return sf
 		}
 	}
@@ -399,7 +399,7 @@ func (w *Writes) attach(itemID, name string) *staged {
 		return nil
 	}
 	sf := it.files[name]
-	if sf == nil || sf.unlinked || sf.sealedNow() {
+	if sf == nil || sf.unlinked || sf.sealedNow() || sf.refusedLocked() {
 		return nil
 	}
 	sf.opens++
@@ -460,6 +460,15 @@ func (sf *staged) failedNow() bool {
 	sf.mu.Lock()
 	defer sf.mu.Unlock()
 	return sf.failed
+}
+
+// refusedLocked says whether the server refused sf's bytes (its last commit
+// failed, nothing changed since) over a file it has: lookups, stat and new
+// opens then see the server's version, not bytes it does not have, while
+// the handles still open for writing keep the staged copy (their next close
+// commits it again). Call with Writes.mu held.
+func (sf *staged) refusedLocked() bool {
+	return sf.onServer && sf.failedNow()
 }
 
 // settleLocked drops sf once nothing needs it; call with w.mu held.

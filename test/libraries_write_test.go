@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -286,6 +287,58 @@ func TestWriteFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkLanded(t, s, m, "demo-library", "hello", "hello.txt", want)
+}
+
+// TestWriteFailedCommitOtherWriter: after a close whose commit failed, the
+// file shows the server's bytes (stat, new opens), even while another
+// process keeps it open for writing; that process's close commits the
+// staged bytes again.
+func TestWriteFailedCommitOtherWriter(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s)
+	p := m.Path("libraries", "demo-library", "hello", "hello.txt")
+	old, err := s.Download(ctx(t), "demo-library", "hello", "hello.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The other writer: a shell holding the file open for appending until
+	// its stdin closes (the same process's writers commit at its last close).
+	holder := exec.Command("sh", "-c", "exec 3>>\"$0\"; echo open; read x || :", p)
+	in, err := holder.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Process.Kill() }) // (done already if the test gets that far)
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "open\n" {
+		t.Fatalf("holder: %q %v", line, err)
+	}
+	data := randBytes(7, 3<<20)
+	s.Updates.FailPutAfter(1 << 20)
+	s.Updates.FailNext(sim.FailPut)
+	if err := os.WriteFile(p, data, 0o644); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("close after a failed PUT: %v", err)
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Size() != int64(len(old)) {
+		t.Errorf("stat after the failed commit: %v %v, want %d bytes", fi.Size(), err, len(old))
+	}
+	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, old) {
+		t.Errorf("new open reads %d bytes %v, want the server's %d", len(got), err, len(old))
+	}
+	if got, err := s.Download(ctx(t), "demo-library", "hello", "hello.txt"); err != nil || !bytes.Equal(got, old) {
+		t.Fatalf("item changed: %d bytes, %v", len(got), err)
+	}
+	in.Close()
+	if err := holder.Wait(); err != nil {
+		t.Fatalf("holder: %v", err)
+	}
+	checkLanded(t, s, m, "demo-library", "hello", "hello.txt", data)
 }
 
 // TestWriteTwoFilesAtOnce: two files of one item written at the same time

@@ -520,6 +520,67 @@ func TestVMsFailedCommit(t *testing.T) {
 	}
 }
 
+// TestVMsFailedCommitOtherWriter: after a close whose commit failed, the
+// file shows the guest's bytes (stat, new opens, readers opened while it
+// was staged), even while another handle keeps it open for writing; that
+// handle's close commits the staged bytes again.
+func TestVMsFailedCommitOtherWriter(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s, "--guest-login", sim.GuestLoginString())
+	p := m.Path("vms", guestVM, "etc", "os-release")
+	old, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("new bytes "), 10000)
+	a, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := a.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.Open(p) // opened while staged
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	s.Guest.FailPutsAfter(5000)
+	if err := a.Close(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("close after a failed PUT: %v", err)
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Size() != int64(len(old)) {
+		t.Errorf("stat after the failed commit: %v %v, want %d bytes", fi.Size(), err, len(old))
+	}
+	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, old) {
+		t.Errorf("new open reads %d bytes %v, want the guest's %d", len(got), err, len(old))
+	}
+	if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, old) {
+		t.Errorf("reader opened while staged reads %d bytes %v, want the guest's %d", len(got), err, len(old))
+	}
+	if got, _ := os.ReadFile(filepath.Join(guestHostDir(t, s, guestVM), "etc", "os-release")); !bytes.Equal(got, old) {
+		t.Errorf("guest file changed: %d bytes", len(got))
+	}
+	s.Guest.FailPutsAfter(-1)
+	if err := b.Close(); err != nil {
+		t.Fatalf("close of the other writer: %v", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(guestHostDir(t, s, guestVM), "etc", "os-release")); !bytes.Equal(got, data) {
+		t.Errorf("guest has %d bytes after the other writer's close, want the %d staged", len(got), len(data))
+	}
+	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("mount reads %d bytes %v after the other writer's close, want %d", len(got), err, len(data))
+	}
+	if kept, _ := filepath.Glob(filepath.Join(m.CacheDir, "recovery", "vms", guestVM, "etc", "os-release*")); len(kept) != 1 {
+		t.Errorf("recovery: %v", kept)
+	}
+}
+
 // putGuestFile writes a file straight into the guest, behind the API.
 func putGuestFile(t testing.TB, s *sim.Server, p string, size int64) []byte {
 	t.Helper()
