@@ -217,7 +217,8 @@ func (d *guestDir) Create(ctx context.Context, name string, flags uint32, mode u
 		}
 	}
 	d.fs.guestAttr(&out.Attr, f.st.stat())
-	return n, &guestHandle{f: f, write: true, append: flags&syscall.O_APPEND != 0}, 0, 0
+	h := &guestHandle{f: f, write: true, append: flags&syscall.O_APPEND != 0, mode: f.gate.admit("", false)}
+	return n, h, h.mode.openFlags(0), 0
 }
 
 func (d *guestDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {

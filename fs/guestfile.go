@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"io"
+	"os"
 	"path"
 	"sync"
 	"syscall"
@@ -26,6 +27,7 @@ type guestFile struct {
 	st       *stage // while open for writing
 	unlinked bool   // removed while open: commits go nowhere
 	lastOpen string // source ID at the last open: same version keeps the page cache
+	gate     ptGate // passthrough from a complete spool (passthrough.go)
 	// busy is non-nil while one of the file's own network calls runs with
 	// mu released (outsideLocked: the load of its bytes into the stage, a
 	// Lookup or Chattr of an open for writing or a setattr); it is closed
@@ -53,7 +55,7 @@ func (f *guestFile) stat(ctx context.Context) (remote.GuestStat, error) {
 }
 
 func (f *guestFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if h, ok := fh.(*guestHandle); ok && !h.write {
+	if h := guestHandleOf(fh); h != nil && !h.write {
 		f.mu.Lock()
 		own := f.st == nil && h.src != nil
 		s := h.stat
@@ -99,7 +101,6 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		} else {
 			f.st.writers++
 		}
-		h := &guestHandle{f: f, write: true, append: flags&syscall.O_APPEND != 0}
 		if flags&syscall.O_TRUNC != 0 {
 			if !f.idleLocked(ctx) {
 				f.releaseLocked()
@@ -111,7 +112,8 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 			}
 		}
 		f.lastOpen = ""
-		return h, 0, 0
+		h := &guestHandle{f: f, write: true, append: flags&syscall.O_APPEND != 0, mode: f.gate.admit("", false)}
+		return h, h.mode.openFlags(0), 0
 	}
 	f.mu.Lock()
 	if f.st != nil {
@@ -119,12 +121,24 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		// the guest has once the stage is gone), not a version of its own.
 		defer f.mu.Unlock()
 		f.lastOpen = ""
-		return &guestHandle{f: f}, 0, 0
+		h := &guestHandle{f: f, mode: f.gate.admit("", false)}
+		return h, h.mode.openFlags(0), 0
 	}
 	f.mu.Unlock()
 	src, s, err := f.source(ctx)
 	if err != nil {
 		return nil, 0, toErrno(f.fs.Log, f.mountPath(), err)
+	}
+	// A spool that holds the whole version (read once) backs a
+	// passthrough open, as for library files, but on read-only mounts
+	// only: while an inode has a backing file, the kernel refuses every
+	// open of it that is not passthrough too (EINVAL), and a writer's
+	// cannot be (it would write into the spool), so a reader would lock
+	// writers out.
+	var spool *os.File
+	canBack := false
+	if f.fs.ReadOnly {
+		spool, canBack = f.fs.Cache.Spooled(src)
 	}
 	var fl uint32
 	f.mu.Lock()
@@ -132,8 +146,15 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		fl |= fuse.FOPEN_KEEP_CACHE // unchanged size and mtime: keep the kernel's pages
 	}
 	f.lastOpen = src.ID()
+	h := &guestHandle{f: f, src: src, stat: s, mode: f.gate.admit(src.ID(), canBack && f.st == nil)}
 	f.mu.Unlock()
-	return &guestHandle{f: f, src: src, stat: s}, fl, 0
+	if h.mode == ptBacking {
+		return &guestPTHandle{guestHandle: h, backing: backing{file: spool, count: f.fs.countPassthrough}}, fl, 0
+	}
+	if spool != nil {
+		spool.Close()
+	}
+	return h, h.mode.openFlags(fl), 0
 }
 
 // source is the guest's version of the file now, as a cache source.
@@ -299,6 +320,31 @@ type guestHandle struct {
 	stat   remote.GuestStat
 	write  bool
 	append bool
+	mode   ptMode // how the open is served (passthrough.go)
+}
+
+// guestPTHandle is an open of a guest file on a read-only mount that the
+// kernel reads from its complete spool (passthrough); reads reach
+// (guestHandle's) Read only if the kernel refused.
+type guestPTHandle struct {
+	*guestHandle
+	backing
+}
+
+var (
+	_ gofs.FilePassthroughFder = (*guestPTHandle)(nil)
+	_ gofs.FileReleaser        = (*guestPTHandle)(nil)
+)
+
+// guestHandleOf is fh's guestHandle, or nil.
+func guestHandleOf(fh gofs.FileHandle) *guestHandle {
+	switch h := fh.(type) {
+	case *guestHandle:
+		return h
+	case *guestPTHandle:
+		return h.guestHandle
+	}
+	return nil
 }
 
 // follow gives a handle opened while the file was staged the version the
@@ -398,6 +444,13 @@ func (h *guestHandle) Release(ctx context.Context) syscall.Errno {
 		h.f.releaseLocked()
 		h.f.mu.Unlock()
 	}
+	h.f.gate.release(h.mode)
+	return 0
+}
+
+func (h *guestPTHandle) Release(ctx context.Context) syscall.Errno {
+	h.guestHandle.Release(ctx)
+	h.file.Close()
 	return 0
 }
 

@@ -117,9 +117,11 @@ func TestReadDemoFiles(t *testing.T) {
 					t.Fatal(err)
 				}
 				p := m.Path("libraries", f.Library, f.Item, f.Name)
-				cat, err := exec.Command("cat", p).Output()
-				if err != nil || !bytes.Equal(cat, want) {
-					t.Fatalf("cat %s: %v, %d bytes, want %d", p, err, len(cat), len(want))
+				if f.Size <= 8<<20 { // cp and sha256sum read the big ones
+					cat, err := exec.Command("cat", p).Output()
+					if err != nil || !bytes.Equal(cat, want) {
+						t.Fatalf("cat %s: %v, %d bytes, want %d", p, err, len(cat), len(want))
+					}
 				}
 				dst := filepath.Join(out, f.Name)
 				run(t, "cp", p, dst)

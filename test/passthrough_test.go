@@ -192,3 +192,79 @@ func TestPassthroughExportFiles(t *testing.T) {
 		t.Errorf("disk image opened by passthrough (%v), though the mount decodes it", n-before)
 	}
 }
+
+// TestPassthroughGuestSpool: on a read-only mount, once a guest file's
+// spool holds all of it, a new open is served by FUSE passthrough (the
+// guest's bytes, no read answered by the mount). On a mount that writes,
+// it is not (the kernel would refuse every other open of the inode while
+// it lasts, a writer's too): a writer opens the file while a reader of the
+// complete spool has it open, and its bytes land.
+func TestPassthroughGuestSpool(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("FUSE passthrough needs CAP_SYS_ADMIN (go-fuse falls back to plain reads, tested everywhere else)")
+	}
+	s := sim.StartT(t)
+	want := putGuestFile(t, s, "/tmp/pt.bin", 24<<20+5)
+	// readAll reads p to the end and drops its pages from the kernel's
+	// cache, so that a later read that is not passthrough reaches the mount.
+	readAll := func(p string) {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if got, err := io.ReadAll(f); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("read: %v, equal %v", err, bytes.Equal(got, want))
+		}
+		if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("read-only", func(t *testing.T) {
+		addr := freePort(t)
+		m := mount(t, s, "--metrics", addr, "--guest-login", sim.GuestLoginString(), "--read-only")
+		p := m.Path("vms", guestVM, "tmp", "pt.bin")
+		readAll(p)
+		f := openPassthrough(t, p, addr, 1)
+		defer f.Close()
+		lookups := cacheLookups(t, addr)
+		if got, err := io.ReadAll(f); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("passthrough read: %v, %d bytes, equal %v", err, len(got), bytes.Equal(got, want))
+		}
+		if st, err := f.Stat(); err != nil || st.Size() != int64(len(want)) {
+			t.Fatalf("fstat of the passthrough file: %v %v", st, err)
+		}
+		if l := cacheLookups(t, addr); l != lookups {
+			t.Errorf("the mount answered reads of a passthrough file (%v cache lookups)", l-lookups)
+		}
+	})
+	t.Run("read-write", func(t *testing.T) {
+		addr := freePort(t)
+		m := mount(t, s, "--metrics", addr, "--guest-login", sim.GuestLoginString())
+		p := m.Path("vms", guestVM, "tmp", "pt.bin")
+		readAll(p)
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		buf := make([]byte, 1<<20)
+		if _, err := f.ReadAt(buf, 8<<20); err != nil || !bytes.Equal(buf, want[8<<20:9<<20]) {
+			t.Fatalf("read of the complete spool: %v", err)
+		}
+		if n := scrape(t, addr)[ptMetric]; n != 0 {
+			t.Errorf("%v passthrough files on a mount that writes", n)
+		}
+		data := bytes.Repeat([]byte("rewritten "), 100000)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatalf("write while a reader of the complete spool has the file open: %v", err)
+		}
+		if got, _ := os.ReadFile(filepath.Join(guestHostDir(t, s, guestVM), "tmp", "pt.bin")); !bytes.Equal(got, data) {
+			t.Fatalf("the guest has %d bytes, want the %d written", len(got), len(data))
+		}
+		f.Close()
+		if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("new open after the commit: %d bytes %v, want %d", len(got), err, len(data))
+		}
+	})
+}
