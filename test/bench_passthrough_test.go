@@ -40,7 +40,7 @@ func BenchmarkSpoolPassthrough(b *testing.B) {
 		s := sim.StartT(b)
 		putGuestFile(b, s, "/tmp/bench.bin", size)
 		addr := freePort(b)
-		m := mount(b, s, "--cache-size", "512MiB", "--metrics", addr, "--guest-login", sim.GuestLoginString())
+		m := mount(b, s, "--cache-size", "512MiB", "--metrics", addr, "--guest-login", sim.GuestLoginString(), "--read-only") // guest files are passed through on read-only mounts
 		benchSpooled(b, m, addr, m.Path("vms", guestVM, "tmp", "bench.bin"), size)
 	})
 }
