@@ -54,17 +54,11 @@ func (f *guestFile) stat(ctx context.Context) (remote.GuestStat, error) {
 	return f.vm.Lookup(ctx, path.Dir(p), path.Base(p))
 }
 
+// Getattr answers with the file as it is now (staged, or as the guest
+// lists it), whatever the handle: go-fuse hands a stat(2) of the path any
+// open handle of the inode, and the kernel keeps one size per inode, so an
+// old reader's version would show (and cut reads short) for everyone.
 func (f *guestFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if h := guestHandleOf(fh); h != nil && !h.write {
-		f.mu.Lock()
-		own := f.st == nil && h.src != nil
-		s := h.stat
-		f.mu.Unlock()
-		if own {
-			f.fs.guestAttr(&out.Attr, s) // an open file keeps the version it opened
-			return 0
-		}
-	}
 	s, err := f.stat(ctx)
 	if err != nil {
 		return toErrno(f.fs.Log, f.mountPath(), err)
@@ -125,7 +119,7 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		return h, h.mode.openFlags(0), 0
 	}
 	f.mu.Unlock()
-	src, s, err := f.source(ctx)
+	src, err := f.source(ctx)
 	if err != nil {
 		return nil, 0, toErrno(f.fs.Log, f.mountPath(), err)
 	}
@@ -146,7 +140,7 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		fl |= fuse.FOPEN_KEEP_CACHE // unchanged size and mtime: keep the kernel's pages
 	}
 	f.lastOpen = src.ID()
-	h := &guestHandle{f: f, src: src, stat: s, mode: f.gate.admit(src.ID(), canBack && f.st == nil)}
+	h := &guestHandle{f: f, src: src, mode: f.gate.admit(src.ID(), canBack && f.st == nil)}
 	f.mu.Unlock()
 	if h.mode == ptBacking {
 		return &guestPTHandle{guestHandle: h, backing: backing{file: spool, count: f.fs.countPassthrough}}, fl, 0
@@ -158,13 +152,13 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 }
 
 // source is the guest's version of the file now, as a cache source.
-func (f *guestFile) source(ctx context.Context) (cache.Source, remote.GuestStat, error) {
+func (f *guestFile) source(ctx context.Context) (cache.Source, error) {
 	p := f.guestPath()
 	s, err := f.vm.Lookup(ctx, path.Dir(p), path.Base(p))
 	if err != nil {
-		return nil, s, err
+		return nil, err
 	}
-	return f.vm.Source(p, s.Size, s.Mtime, f.mountPath()), s, nil
+	return f.vm.Source(p, s.Size, s.Mtime, f.mountPath()), nil
 }
 
 // Setattr: truncation is staged (or, on a file nobody has open for
@@ -313,11 +307,11 @@ func mergedStat(s remote.GuestStat, a remote.GuestAttr) remote.GuestStat {
 // reads the staged bytes.
 type guestHandle struct {
 	f *guestFile
-	// src and stat are a read-only handle's version: the one opened, or
-	// for a handle opened while the file was staged (nil until then) the
-	// guest's, once the stage is gone (follow). Guarded by f.mu.
+	// src is a read-only handle's version: the one opened, or for a
+	// handle opened while the file was staged (nil until then) the
+	// guest's, once the stage is gone (follow). Guarded by f.mu. Its
+	// reads keep it; stat shows the file as it is now (Getattr).
 	src    cache.Source
-	stat   remote.GuestStat
 	write  bool
 	append bool
 	mode   ptMode // how the open is served (passthrough.go)
@@ -336,28 +330,17 @@ var (
 	_ gofs.FileReleaser        = (*guestPTHandle)(nil)
 )
 
-// guestHandleOf is fh's guestHandle, or nil.
-func guestHandleOf(fh gofs.FileHandle) *guestHandle {
-	switch h := fh.(type) {
-	case *guestHandle:
-		return h
-	case *guestPTHandle:
-		return h.guestHandle
-	}
-	return nil
-}
-
 // follow gives a handle opened while the file was staged the version the
 // guest has now, looked up once (without f.mu held), and keeps it.
 func (h *guestHandle) follow(ctx context.Context) (cache.Source, error) {
-	src, s, err := h.f.source(ctx)
+	src, err := h.f.source(ctx)
 	if err != nil {
 		return nil, err
 	}
 	h.f.mu.Lock()
 	defer h.f.mu.Unlock()
 	if h.src == nil {
-		h.src, h.stat = src, s
+		h.src = src
 	}
 	return h.src, nil
 }

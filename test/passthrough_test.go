@@ -262,7 +262,12 @@ func TestPassthroughGuestSpool(t *testing.T) {
 		if got, _ := os.ReadFile(filepath.Join(guestHostDir(t, s, guestVM), "tmp", "pt.bin")); !bytes.Equal(got, data) {
 			t.Fatalf("the guest has %d bytes, want the %d written", len(got), len(data))
 		}
-		f.Close()
+		// The old version's reader is still open: stat and new opens show
+		// the new version all the same (go-fuse hands a stat of the path
+		// any open handle; the kernel keeps one size per inode).
+		if fi, err := os.Stat(p); err != nil || fi.Size() != int64(len(data)) {
+			t.Fatalf("stat after the commit, with an old reader open: %v %v, want %d bytes", fi.Size(), err, len(data))
+		}
 		if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("new open after the commit: %d bytes %v, want %d", len(got), err, len(data))
 		}
