@@ -218,6 +218,7 @@ func TestStreamedUploadStallWhileWriting(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "Input/output error") {
 		t.Fatalf("cp through a stalled streamed PUT: %v %s", err, out)
 	}
+	m.WaitLog("hello/stalled.bin call=PUT") // the line may follow the syscall's answer
 	var lines []string
 	for _, l := range strings.Split(m.Log(), "\n") {
 		if strings.Contains(l, "level=ERROR") && strings.Contains(l, "hello/stalled.bin") {
