@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 )
 
 // stats count what the block cache does, for status and metrics.
@@ -29,10 +30,19 @@ func (c *Cache) Stats() Stats {
 	_ = filepath.WalkDir(c.opts.Dir, func(_ string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
 			if fi, err := d.Info(); err == nil {
-				s.SpoolBytes += fi.Size()
+				s.SpoolBytes += diskUse(fi)
 			}
 		}
 		return nil
 	})
 	return s
+}
+
+// diskUse is what a file occupies on disk: less than its size when sparse
+// (a decoded disk image).
+func diskUse(fi fs.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	return fi.Size()
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -67,10 +69,51 @@ func (f *exportFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	if err != nil {
 		return nil, 0, toErrno(f.fs.Log, f.mountPath(), err)
 	}
+	h, errno := f.open(s)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	var fl uint32
+	f.mu.Lock()
+	if f.lastOpen == s.id {
+		fl |= fuse.FOPEN_KEEP_CACHE // the same export: keep the kernel's pages
+	}
+	f.lastOpen = s.id
+	f.mu.Unlock()
+	// A package file of an export that ended well is its bytes as they
+	// are on disk, and so is a disk image once decoded: passthrough (a disk
+	// served early stays read through us, so that its reads can still fail
+	// if its export does). The decoded image is a version of its own for
+	// the gate: another file than the stream.
+	id, final := s.id, s.final != nil && s.final()
+	if h.raw {
+		id += rawVersion
+	}
+	h.mode = f.gate.admit(id, final && (!s.img || h.raw))
+	if h.mode == ptBacking {
+		return &exportPTHandle{exportHandle: h, backing: backing{file: h.file, count: f.fs.countPassthrough}}, fl, 0
+	}
+	return h, h.mode.openFlags(fl), 0
+}
+
+// rawVersion tells a disk's decoded image from its stream in the gate.
+const rawVersion = "/raw"
+
+// open opens what serves s: its spool file, a disk's decoded image, or a
+// disk's stream to decode on each read.
+func (f *exportFile) open(s spooled) (*exportHandle, syscall.Errno) {
+	if s.img && s.raw != nil {
+		if p := s.raw(); p != "" {
+			if file, err := os.Open(p); err == nil {
+				return &exportHandle{f: f, file: file, r: file, sp: s, size: s.size, raw: true}, 0
+			}
+			// Dropped meanwhile: the stream's spool says why below.
+		}
+	}
 	file, err := os.Open(s.path)
 	if err != nil {
 		// The export was dropped (the VM changed) between Get and here.
-		return nil, 0, toErrno(f.fs.Log, f.mountPath(), remote.Errorf("open spool", f.mountPath(), remote.ErrStale, "%v", err))
+		return nil, toErrno(f.fs.Log, f.mountPath(), remote.Errorf("open spool", f.mountPath(), remote.ErrStale, "%v", err))
 	}
 	h := &exportHandle{f: f, file: file, r: file, sp: s, size: s.size}
 	if s.img {
@@ -81,25 +124,11 @@ func (f *exportFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 		}
 		if err != nil {
 			file.Close()
-			return nil, 0, toErrno(f.fs.Log, f.mountPath(), remote.Errorf("vmdk", f.mountPath(), remote.ErrIO, "%v", err))
+			return nil, toErrno(f.fs.Log, f.mountPath(), remote.Errorf("vmdk", f.mountPath(), remote.ErrIO, "%v", err))
 		}
 		h.r, h.img = img, img
 	}
-	var fl uint32
-	f.mu.Lock()
-	if f.lastOpen == s.id {
-		fl |= fuse.FOPEN_KEEP_CACHE // the same export: keep the kernel's pages
-	}
-	f.lastOpen = s.id
-	f.mu.Unlock()
-	// A package file of an export that ended well is its bytes as they
-	// are on disk: passthrough (a disk served early stays read through
-	// us, so that its reads can still fail if its export does).
-	h.mode = f.gate.admit(s.id, !s.img && s.final != nil && s.final())
-	if h.mode == ptBacking {
-		return &exportPTHandle{exportHandle: h, backing: backing{file: file, count: f.fs.countPassthrough}}, fl, 0
-	}
-	return h, h.mode.openFlags(fl), 0
+	return h, 0
 }
 
 // exportPTHandle is a package file the kernel reads from the spool itself.
@@ -125,6 +154,17 @@ func (f *exportFile) Lseek(ctx context.Context, fh gofs.FileHandle, off uint64, 
 	size := uint64(h.size)
 	if off >= size {
 		return 0, syscall.ENXIO
+	}
+	if h.raw {
+		// The decoded image's own holes are the stream's: only grains
+		// were written.
+		n, err := unix.Seek(int(h.file.Fd()), int64(off), int(whence))
+		if e, ok := err.(syscall.Errno); ok {
+			return 0, e
+		} else if err != nil {
+			return 0, syscall.EIO
+		}
+		return uint64(n), 0
 	}
 	var ext [][2]int64
 	if h.img != nil {
@@ -152,13 +192,14 @@ func (f *exportFile) Lseek(ctx context.Context, fh gofs.FileHandle, off uint64, 
 	return 0, syscall.EINVAL
 }
 
-// exportHandle is an open file of an export: the spooled file itself, or
-// the raw image decoded from it.
+// exportHandle is an open file of an export: the spooled file itself, a
+// disk's decoded image, or the raw image decoded from its stream per read.
 type exportHandle struct {
 	f    *exportFile
 	file *os.File
 	r    io.ReaderAt
-	img  DiskImage
+	img  DiskImage // decoding per read
+	raw  bool      // file is the decoded image
 	sp   spooled
 	size int64
 	mode ptMode

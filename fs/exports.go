@@ -326,6 +326,9 @@ type spooled struct {
 	failed func() error
 	// final says the export ended well: nothing can fail it any more.
 	final func() bool
+	// raw, for a disk image of an export that ended well, is the image
+	// decoded into a sparse local file, or "" while it is not (yet).
+	raw func() string
 }
 
 // attr fills a file's attributes.
@@ -358,7 +361,7 @@ func (d *exportDir) find(ctx context.Context, name string) (spooled, error) {
 func (d *exportDir) spooled(f remote.SpooledFile) spooled {
 	s := spooled{path: f.Path, size: f.Size, mtime: f.Ready, id: f.ExportID, failed: f.Err, final: f.Final}
 	if d.disks {
-		s.size, s.blocks, s.img = f.Disk.Capacity, f.Disk.Allocated, true
+		s.size, s.blocks, s.img, s.raw = f.Disk.Capacity, f.Disk.Allocated, true, f.RawImage
 	}
 	return s
 }

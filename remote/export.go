@@ -47,6 +47,10 @@ type SpooledFile struct {
 	Failed func() error
 	// Succeeded, if set, says whether the export has ended well.
 	Succeeded func() bool
+	// RawImage, set for the disks, is the path of the disk's raw image
+	// decoded into a sparse file of the spool, or "" while it is not (yet):
+	// the first call starts decoding, once the export has ended well.
+	RawImage func() string
 }
 
 // Final reports whether the file's export has ended well (complete, every

@@ -5,6 +5,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -184,12 +187,67 @@ func TestPassthroughExportFiles(t *testing.T) {
 	if st, err := os.Stat(img); err != nil || st.Size() != raw.Size() {
 		t.Fatalf("disk-1.img: %v %v, capacity %d", st, err, raw.Size())
 	}
+	// The first open decodes the stream on each read, and starts decoding
+	// the image into the spool; once that is done, opens are passthrough.
 	before := scrape(t, addr)[ptMetric]
-	if _, err := os.ReadFile(img); err != nil {
-		t.Fatal(err)
+	decoding, data := seekMap(t, img)
+	if err := sim.CompareRawFile(img, raw); err != nil {
+		t.Fatalf("disk-1.img decoded per read: %v", err)
 	}
 	if n := scrape(t, addr)[ptMetric]; n != before {
-		t.Errorf("disk image opened by passthrough (%v), though the mount decodes it", n-before)
+		t.Errorf("disk image opened by passthrough (%v) before it was decoded into the spool", n-before)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(m.Log(), "disk image decoded into the spool") {
+		if time.Now().After(deadline) {
+			t.Fatalf("disk-1.img never decoded into the spool; log:\n%s", m.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := sim.CompareRawFile(img, raw); err != nil {
+		t.Fatalf("disk-1.img from the decoded spool: %v", err)
+	}
+	if n := scrape(t, addr)[ptMetric]; n != before+1 {
+		t.Errorf("%v passthrough files for the open of the decoded image, want 1", n-before)
+	}
+	// Holes and st_blocks stay the stream's: SEEK_DATA/SEEK_HOLE of the
+	// passthrough open find the same extents as the decoding one did.
+	if got, gotData := seekMap(t, img); !slices.Equal(got, decoding) || gotData != data {
+		t.Errorf("decoded image's extents %v (%d bytes), the stream's %v (%d bytes)", got, gotData, decoding, data)
+	}
+	if st, err := os.Stat(img); err != nil || st.Sys().(*syscall.Stat_t).Blocks*512 >= st.Size() {
+		t.Errorf("disk-1.img after decoding: %v %v: holes not shown", st, err)
+	}
+	if len(decoding) < 2 {
+		t.Errorf("disk-1.img has %d extents: the check of holes checks nothing", len(decoding))
+	}
+}
+
+// seekMap is a file's data extents as SEEK_DATA and SEEK_HOLE find them, and
+// their total length.
+func seekMap(t testing.TB, p string) ([][2]int64, int64) {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var ext [][2]int64
+	var n int64
+	for off := int64(0); ; {
+		start, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+		if err == unix.ENXIO {
+			return ext, n
+		} else if err != nil {
+			t.Fatalf("%s: SEEK_DATA at %d: %v", p, off, err)
+		}
+		end, err := unix.Seek(int(f.Fd()), start, unix.SEEK_HOLE)
+		if err != nil {
+			t.Fatalf("%s: SEEK_HOLE at %d: %v", p, start, err)
+		}
+		ext = append(ext, [2]int64{start, end})
+		n += end - start
+		off = end
 	}
 }
 

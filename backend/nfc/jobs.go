@@ -112,6 +112,8 @@ type exportJob struct {
 	readyMu sync.Mutex
 	ready   map[int]remote.ExportedFile
 	wake    chan struct{}
+
+	raws rawImages // its disks decoded, once it has ended well (rawimage.go)
 }
 
 // diskReady makes a disk servable before the export ends.
@@ -411,7 +413,7 @@ func (x *Exports) File(ctx context.Context, t remote.ExportTarget, match remote.
 	for {
 		f, ok, wake := j.find(match)
 		if ok {
-			return f, nil
+			return x.withRaw(j, f), nil
 		}
 		if wake == nil { // finished
 			if err := j.failed(); err != nil {
@@ -436,7 +438,16 @@ func (x *Exports) FileReady(ctx context.Context, t remote.ExportTarget, match re
 		return remote.SpooledFile{}, false
 	}
 	f, ok, _ := j.find(match)
-	return f, ok
+	return x.withRaw(j, f), ok
+}
+
+// withRaw gives a disk its decoded image (once its export has ended well).
+func (x *Exports) withRaw(j *exportJob, f remote.SpooledFile) remote.SpooledFile {
+	if f.Disk != nil {
+		ef := f.ExportedFile
+		f.RawImage = func() string { return x.rawImage(j, ef) }
+	}
+	return f
 }
 
 // find looks for a servable file: in the result once the job is done (an
@@ -595,6 +606,9 @@ func (x *Exports) run(ctx context.Context, j *exportJob, t remote.ExportTarget) 
 	}
 	x.mu.Unlock()
 	close(j.done)
+	if err == nil {
+		x.decodeAsked(j) // the disks of disks/ opened while it ran
+	}
 }
 
 // progress logs an export's progress, at most once a second and at the end.
