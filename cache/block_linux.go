@@ -1,6 +1,11 @@
 package cache
 
-import "syscall"
+import (
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
 
 // madvPopulateWrite is MADV_POPULATE_WRITE (Linux 5.14): fault a range in,
 // writable, in one call. Older kernels answer EINVAL, which is harmless.
@@ -15,4 +20,25 @@ func newBlock(size int64) []byte {
 		_ = syscall.Madvise(b, madvPopulateWrite)
 	}
 	return b
+}
+
+// openDirect opens a spool for direct writes (spoolwrite.go); nil where the
+// file system refuses.
+func openDirect(path string) *os.File {
+	f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		return nil
+	}
+	return f
+}
+
+// inMemory reports whether most of f's pages are in the page cache
+// (cachestat(2), Linux 6.5); true where the kernel cannot tell.
+func inMemory(f *os.File, size int64) bool {
+	var cs unix.Cachestat_t
+	if err := unix.Cachestat(uint(f.Fd()), &unix.CachestatRange{Len: uint64(size)}, &cs, 0); err != nil {
+		return true
+	}
+	pages := (uint64(size) + 4095) / 4096
+	return cs.Cache >= pages*9/10
 }

@@ -154,7 +154,12 @@ func (o *object) readAt(ctx context.Context, src Source, p []byte, off int64, sh
 		}
 		if blk == nil { // spooled: read straight into p
 			m := min(int64(len(p)-n), min((idx+1)*bs, o.size)-pos)
-			if _, err := o.spoolFile().ReadAt(p[n:n+int(m)], pos); err != nil {
+			st := o.stream()
+			if st.readRecent(p[n:n+int(m)], pos, bs) {
+				n += int(m)
+				continue
+			}
+			if _, err := st.f.ReadAt(p[n:n+int(m)], pos); err != nil {
 				return p[:n], noRelease, err
 			}
 			n += int(m)
@@ -440,6 +445,7 @@ func (o *object) waitSpool(ctx context.Context, src Source, idx int64) error {
 	}
 	st := o.startStream(nil, nil, nil)
 	o.mu.Unlock()
+	st.readUpTo(end)
 	if st.covers(end) {
 		o.c.stats.hits.Add(1)
 		return nil
@@ -448,11 +454,11 @@ func (o *object) waitSpool(ctx context.Context, src Source, idx int64) error {
 	return st.waitFor(ctx, src, end, func() { o.mu.Lock(); o.startStream(nil, nil, nil); o.mu.Unlock() })
 }
 
-// spoolFile is the open spool of a streamed object.
-func (o *object) spoolFile() *os.File {
+// stream is a streamed object's stream.
+func (o *object) stream() *stream {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.st.f
+	return o.st
 }
 
 // spooled reports the bytes in the spool and whether a transfer is filling it.

@@ -32,6 +32,15 @@ func (c *Cache) Spooled(src Source) (*os.File, bool) {
 	return f, true
 }
 
+// InMemory reports whether a spool opened by Spooled is (mostly) in the
+// page cache: streams write their spools with direct I/O, so after a cold
+// read its bytes are in the FUSE inode's pages, not the spool's, and a
+// passthrough open would read them from disk again.
+func InMemory(f *os.File) bool {
+	st, err := f.Stat()
+	return err != nil || inMemory(f, st.Size())
+}
+
 // complete reports whether the spool holds every byte of the object.
 func (o *object) complete() bool {
 	o.mu.Lock()

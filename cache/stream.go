@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,8 +25,11 @@ import (
 // transfer with its error. A transfer no reader waits for any more (every
 // waiter interrupted) is cancelled; the next reader resumes it.
 type stream struct {
-	o *object
-	f *os.File
+	o      *object
+	f      *os.File
+	direct *os.File // f opened for direct writes, nil where refused (spoolwrite.go)
+
+	directOff atomic.Bool // direct writes refused after the open
 
 	mu      sync.Mutex
 	filled  int64
@@ -35,6 +39,9 @@ type stream struct {
 	waiters int   // readers waiting on the running transfer
 	cancel  context.CancelFunc
 	notify  chan struct{} // closed and replaced at each change
+	recent  []*recent     // the latest blocks spooled, for readers to copy from
+	readTo  atomic.Int64  // the furthest end read so far (spoolwrite.go: the lead)
+	moved   chan struct{} // readTo advanced (capacity 1: a wake-up, not a count)
 }
 
 // maxStuck is how many resumes in a row may bring no new block before a
@@ -74,10 +81,12 @@ var ErrShort = errors.New("transfer ended before the expected size")
 func (o *object) startStream(ctx context.Context, cancel context.CancelFunc, body io.ReadCloser) *stream {
 	if o.st == nil {
 		f, err := os.OpenFile(o.spool, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-		o.st = &stream{o: o, f: f, notify: make(chan struct{})}
+		o.st = &stream{o: o, f: f, notify: make(chan struct{}), moved: make(chan struct{}, 1)}
 		if err != nil {
 			o.st.err = err
 			o.st.f = nil
+		} else {
+			o.st.direct = openDirect(o.spool)
 		}
 	}
 	st := o.st
@@ -126,7 +135,7 @@ func (st *stream) fill(ctx context.Context, cancel context.CancelFunc, body io.R
 			body, ranged, err = o.src.Open(ctx, from, -1)
 		}
 		if err == nil {
-			err = st.copy(body, from, ranged)
+			err = st.copy(ctx, body, from, ranged)
 			body.Close()
 			body = nil
 		}
@@ -166,24 +175,34 @@ func (st *stream) fill(ctx context.Context, cancel context.CancelFunc, body io.R
 
 // copy spools body, which starts at from if ranged, else at byte 0: then
 // the bytes already spooled are compared with it, not trusted.
-func (st *stream) copy(body io.Reader, from int64, ranged bool) error {
+func (st *stream) copy(ctx context.Context, body io.Reader, from int64, ranged bool) error {
 	o := st.o
 	if !ranged && from > 0 {
 		if err := st.verify(body, from); err != nil {
 			return err
 		}
 	}
-	// Whole blocks at a time: one write to the spool per block, from one
-	// buffer reused (its memory stays hot); readers read the spool.
+	w := st.startWriter(o.c.opts.BlockSize)
+	err := st.fillBlocks(ctx, body, from, w)
+	if werr := w.finish(); werr != nil {
+		return werr
+	}
+	return err
+}
+
+// fillBlocks reads body from at into recent blocks, whole blocks at a time,
+// and hands each to the writer.
+func (st *stream) fillBlocks(ctx context.Context, body io.Reader, at int64, w *spoolWriter) error {
+	o := st.o
 	bs := o.c.opts.BlockSize
-	block := newBlock(min(bs, o.size-from))
-	for at := from; ; {
-		size := bs
-		if rest := o.size - at; rest < size {
-			size = rest
+	for at < o.size {
+		size := min(bs, o.size-at)
+		st.keepLead(ctx, at, bs)
+		r, ok := w.next()
+		if !ok {
+			return nil // the writer failed: finish says why
 		}
-		buf := block[:size]
-		n, rerr := io.ReadFull(body, buf)
+		n, rerr := io.ReadFull(body, r.b[:size])
 		if rerr == nil && at+size == o.size {
 			// The last block: a stream longer than the size stat'ed has changed.
 			if m, _ := body.Read(make([]byte, 1)); m > 0 {
@@ -197,18 +216,10 @@ func (st *stream) copy(body io.Reader, from int64, ranged bool) error {
 			}
 			return rerr
 		}
-		if _, err := st.f.WriteAt(buf, at); err != nil {
-			return err
-		}
+		w.put(r, at, size, bs)
 		at += size
-		st.mu.Lock()
-		st.filled = at
-		st.signal()
-		st.mu.Unlock()
-		if at >= o.size {
-			return nil
-		}
 	}
+	return nil
 }
 
 // verify reads the first n bytes of body and checks them against the spool.
@@ -320,5 +331,8 @@ func (st *stream) close() {
 	st.mu.Unlock()
 	if st.f != nil {
 		st.f.Close()
+	}
+	if st.direct != nil {
+		st.direct.Close()
 	}
 }

@@ -106,7 +106,7 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 			}
 		}
 		f.lastOpen = ""
-		h := &guestHandle{f: f, write: true, append: flags&syscall.O_APPEND != 0, mode: f.gate.admit("", false)}
+		h := &guestHandle{f: f, write: true, append: flags&syscall.O_APPEND != 0, mode: f.gate.admit("", false, false)}
 		return h, h.mode.openFlags(0), 0
 	}
 	f.mu.Lock()
@@ -115,7 +115,7 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		// the guest has once the stage is gone), not a version of its own.
 		defer f.mu.Unlock()
 		f.lastOpen = ""
-		h := &guestHandle{f: f, mode: f.gate.admit("", false)}
+		h := &guestHandle{f: f, mode: f.gate.admit("", false, false)}
 		return h, h.mode.openFlags(0), 0
 	}
 	f.mu.Unlock()
@@ -140,7 +140,7 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		fl |= fuse.FOPEN_KEEP_CACHE // unchanged size and mtime: keep the kernel's pages
 	}
 	f.lastOpen = src.ID()
-	h := &guestHandle{f: f, src: src, mode: f.gate.admit(src.ID(), canBack && f.st == nil)}
+	h := &guestHandle{f: f, src: src, mode: f.gate.admit(src.ID(), canBack && f.st == nil, canBack && !cache.InMemory(spool))}
 	f.mu.Unlock()
 	if h.mode == ptBacking {
 		return &guestPTHandle{guestHandle: h, backing: backing{file: spool, count: f.fs.countPassthrough}}, fl, 0
@@ -374,6 +374,9 @@ func (h *guestHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 		if src, err = h.follow(ctx); err != nil {
 			return nil, toErrno(f.fs.Log, f.mountPath(), err)
 		}
+	}
+	if h.mode == ptPages {
+		f.gate.missed(src.ID())
 	}
 	// The reply is written from the cached block itself where it can be
 	// (no copy into dest), as for library files.

@@ -146,7 +146,7 @@ func (f *libFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	// A spool that holds the whole file (read once in stream mode) backs a
 	// passthrough open: the kernel reads it with no request to us.
 	spool, canBack := f.fs.Cache.Spooled(src)
-	mode := f.gate.admit(src.ID(), canBack)
+	mode := f.gate.admit(src.ID(), canBack, canBack && !cache.InMemory(spool))
 	h := &libHandle{f: f, src: src, mtime: it.Modified, mode: mode}
 	if mode == ptBacking {
 		return &libPTHandle{libHandle: h, backing: backing{file: spool, count: f.fs.countPassthrough}}, fl, 0
@@ -285,6 +285,9 @@ func (h *libPTHandle) Release(ctx context.Context) syscall.Errno {
 }
 
 func (h *libHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if h.mode == ptPages {
+		h.f.gate.missed(h.src.ID())
+	}
 	// The reply is written from the cached block itself where it can be.
 	b, release, err := h.f.fs.Cache.ReadShared(ctx, h.src, dest, off)
 	if err != nil && err != io.EOF {

@@ -24,6 +24,7 @@ import (
 type ptGate struct {
 	mu       sync.Mutex
 	id       string    // content version the backing file (if any) holds
+	pages    string    // content version the inode's pages may hold (its last cached open's)
 	pt       int       // passthrough opens not yet released
 	cached   int       // opens through the page cache not yet released
 	released time.Time // last release of a passthrough open
@@ -42,11 +43,16 @@ const (
 	ptCached  ptMode = iota // through this process, with the page cache
 	ptDirect                // through this process, direct I/O (passthrough opens last)
 	ptBacking               // passthrough from a local file
+	ptPages                 // as ptCached, where the inode's pages should hold the version (admit)
 )
 
 // admit decides an open of content version id; canBack says whether a
-// complete local file could back it. The open is counted until release.
-func (g *ptGate) admit(id string, canBack bool) ptMode {
+// complete local file could back it, cold whether that file's pages are
+// out of memory (a spool written with direct I/O). The inode's own pages
+// from a cached open of the same version are then preferred: passthrough
+// would read from disk what the kernel holds (the re-read after a cold
+// read). The open is counted until release.
+func (g *ptGate) admit(id string, canBack, cold bool) ptMode {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	switch {
@@ -55,13 +61,29 @@ func (g *ptGate) admit(id string, canBack bool) ptMode {
 		return ptBacking
 	case g.pt > 0:
 		return ptDirect
-	case canBack && g.cached == 0 && (id == g.id || time.Since(g.released) >= backingGrace):
+	case canBack && g.cached == 0 && !(cold && id == g.pages) &&
+		(id == g.id || time.Since(g.released) >= backingGrace):
 		g.id = id
 		g.pt++
 		return ptBacking
 	default:
 		g.cached++
+		if canBack && cold && id == g.pages {
+			return ptPages
+		}
+		g.pages = id
 		return ptCached
+	}
+}
+
+// missed is told that a read of a ptPages open of version id reached us:
+// the kernel no longer holds the pages (memory pressure, fadvise), so the
+// next open of id is passed through to the spool.
+func (g *ptGate) missed(id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.pages == id {
+		g.pages = ""
 	}
 }
 
@@ -73,7 +95,7 @@ func (g *ptGate) release(m ptMode) {
 	case ptBacking:
 		g.pt--
 		g.released = time.Now()
-	case ptCached:
+	case ptCached, ptPages:
 		g.cached--
 	}
 }

@@ -12,27 +12,27 @@ import (
 func TestPTGate(t *testing.T) {
 	var g ptGate
 	// Not complete on disk: through us, with the page cache.
-	if m := g.admit("v1", false); m != ptCached {
+	if m := g.admit("v1", false, false); m != ptCached {
 		t.Fatalf("incomplete: %v", m)
 	}
 	// Complete now, but a page-cache open lasts: stays cached.
-	if m := g.admit("v1", true); m != ptCached {
+	if m := g.admit("v1", true, false); m != ptCached {
 		t.Fatalf("complete while a cached open lasts: %v, want cached", m)
 	}
 	g.release(ptCached)
 	g.release(ptCached)
-	a := g.admit("v1", true)
+	a := g.admit("v1", true, false)
 	if a != ptBacking {
 		t.Fatalf("complete, no other open: %v, want passthrough", a)
 	}
-	if m := g.admit("v1", true); m != ptBacking {
+	if m := g.admit("v1", true, false); m != ptBacking {
 		t.Fatalf("second open of the same version: %v, want passthrough (shared backing)", m)
 	}
 	// Another version while v1's backing file is registered: direct I/O.
-	if m := g.admit("v2", true); m != ptDirect {
+	if m := g.admit("v2", true, false); m != ptDirect {
 		t.Fatalf("other version during passthrough: %v, want direct", m)
 	}
-	if m := g.admit("v1", false); m != ptDirect {
+	if m := g.admit("v1", false, false); m != ptDirect {
 		t.Fatalf("no local file during passthrough: %v, want direct", m)
 	}
 	if fl := ptDirect.openFlags(fuse.FOPEN_KEEP_CACHE); fl != fuse.FOPEN_DIRECT_IO {
@@ -42,19 +42,54 @@ func TestPTGate(t *testing.T) {
 	g.release(ptBacking)
 	// Right after the last release go-fuse may still hold v1's backing
 	// file: another version waits out backingGrace before passthrough.
-	if m := g.admit("v2", true); m != ptCached {
+	if m := g.admit("v2", true, false); m != ptCached {
 		t.Fatalf("other version right after release: %v, want cached", m)
 	}
 	g.release(ptCached)
-	if m := g.admit("v1", true); m != ptBacking {
+	if m := g.admit("v1", true, false); m != ptBacking {
 		t.Fatalf("same version right after release: %v, want passthrough", m)
 	}
 	g.release(ptBacking)
 	g.released = time.Now().Add(-2 * backingGrace)
-	if m := g.admit("v2", true); m != ptBacking {
+	if m := g.admit("v2", true, false); m != ptBacking {
 		t.Fatalf("other version after the grace: %v, want passthrough", m)
 	}
 	if g.id != "v2" || g.pt != 1 || g.cached != 0 {
 		t.Fatalf("gate: id %q, %d passthrough, %d cached", g.id, g.pt, g.cached)
+	}
+}
+
+// TestPTGateColdSpool: a complete spool whose pages are out of memory (a
+// stream writes it with direct I/O) does not back the re-open of the
+// version a cached open read: the inode's pages hold it. Another version,
+// or a spool in memory, goes by passthrough.
+func TestPTGateColdSpool(t *testing.T) {
+	var g ptGate
+	if m := g.admit("v1", false, false); m != ptCached { // the cold read
+		t.Fatalf("incomplete: %v", m)
+	}
+	g.release(ptCached)
+	if m := g.admit("v1", true, true); m != ptPages {
+		t.Fatalf("re-open after a cached read, spool out of memory: %v, want the inode's pages", m)
+	}
+	g.release(ptPages)
+	// A read of such an open reached us: the pages are gone.
+	if m := g.admit("v1", true, true); m != ptPages {
+		t.Fatalf("second re-open: %v, want the inode's pages", m)
+	}
+	g.missed("v1")
+	g.release(ptPages)
+	if m := g.admit("v1", true, true); m != ptBacking {
+		t.Fatalf("re-open after a read missed the inode's pages: %v, want passthrough", m)
+	}
+	g.release(ptBacking)
+	g.pages = "v1"
+	if m := g.admit("v1", true, false); m != ptBacking {
+		t.Fatalf("re-open, spool in memory: %v, want passthrough", m)
+	}
+	g.release(ptBacking)
+	g.released = time.Now().Add(-2 * backingGrace)
+	if m := g.admit("v2", true, true); m != ptBacking {
+		t.Fatalf("a version no cached open read, spool out of memory: %v, want passthrough", m)
 	}
 }

@@ -51,6 +51,7 @@ func TestPassthroughLibrarySpool(t *testing.T) {
 	if got, err := io.ReadAll(f0); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("cold read: %v, equal %v", err, bytes.Equal(got, want))
 	}
+	reopenFromPages(t, p, m.CacheDir, addr, want)
 	// Without its pages in the kernel's cache, a read that is not
 	// passthrough would reach the mount (and its block cache).
 	if err := unix.Fadvise(int(f0.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
@@ -117,6 +118,62 @@ func TestPassthroughLibrarySpool(t *testing.T) {
 	}
 	// Unmount with the passthrough file still open ends (detached lazily).
 	m.Unmount(t)
+}
+
+// reopenFromPages checks the open that follows a cold read of p. A stream
+// writes its spool with direct I/O, so the bytes are in the FUSE inode's
+// pages and not in the spool's: the re-open is read from those pages (no
+// read reaches the mount), not passed through to the spool on disk. The
+// inode's pages are dropped and the spool is read here, so that its pages
+// are in memory and it backs passthrough opens.
+func reopenFromPages(t *testing.T, p, cacheDir, addr string, want []byte) {
+	t.Helper()
+	spool := largestFile(t, cacheDir)
+	if inMemory(t, spool) {
+		t.Logf("the spool is in memory: the cache dir's file system refused direct I/O")
+		return
+	}
+	l0, pt0 := cacheLookups(t, addr), scrape(t, addr)[ptMetric]
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(f); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("re-read after the cold read: %v, equal %v", err, bytes.Equal(got, want))
+	}
+	// Its pages dropped: a later read that is not passthrough reaches the mount.
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if l := cacheLookups(t, addr); l != l0 {
+		t.Errorf("the re-read after a cold read reached the mount (%v cache lookups), not the kernel's pages", l-l0)
+	}
+	if n := scrape(t, addr)[ptMetric]; n != pt0 {
+		t.Errorf("the re-read after a cold read was passed through to a spool out of memory (%v files)", n-pt0)
+	}
+	if _, err := os.ReadFile(spool); err != nil {
+		t.Fatal(err)
+	}
+	if !inMemory(t, spool) {
+		t.Fatalf("the spool is not in memory after a read of it")
+	}
+}
+
+// inMemory reports whether most of a local file's pages are in the page
+// cache.
+func inMemory(t testing.TB, p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	var cs unix.Cachestat_t
+	if err := unix.Cachestat(uint(f.Fd()), &unix.CachestatRange{Len: uint64(st.Size())}, &cs, 0); err != nil {
+		t.Fatalf("cachestat: %v", err)
+	}
+	return cs.Cache >= uint64(st.Size()/4096)*9/10
 }
 
 // openPassthrough opens p and waits until the open is passthrough, which
@@ -282,7 +339,10 @@ func TestPassthroughGuestSpool(t *testing.T) {
 		addr := freePort(t)
 		m := mount(t, s, "--metrics", addr, "--guest-login", sim.GuestLoginString(), "--read-only")
 		p := m.Path("vms", guestVM, "tmp", "pt.bin")
-		readAll(p)
+		if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("cold read: %v, equal %v", err, bytes.Equal(got, want))
+		}
+		reopenFromPages(t, p, m.CacheDir, addr, want)
 		f := openPassthrough(t, p, addr, 1)
 		defer f.Close()
 		lookups := cacheLookups(t, addr)

@@ -1,0 +1,211 @@
+package cache
+
+import (
+	"context"
+	"sync"
+	"time"
+	"unsafe"
+)
+
+// A stream's spool is written with direct I/O where the file system takes
+// it, and its last few blocks are kept in memory for the readers that
+// follow the stream. A buffered write puts every byte of a cold read in
+// fresh page-cache pages of the spool, on top of the FUSE inode's pages the
+// reply fills: on the machines measured, each fresh page costs about as
+// much CPU as the network and TLS work for it (BENCHMARKS.md, issue 12).
+// A direct write costs a quarter of that, and the reader at the stream's
+// head copies its block from memory that stays hot.
+
+// recentBlocks is how many of a stream's latest blocks stay in memory:
+// enough that the writer, the network and a reader one block behind never
+// wait for each other.
+const recentBlocks = 8
+
+// directAlign is the alignment direct I/O asks of buffers, offsets and
+// lengths on the file systems a cache dir sits on.
+const directAlign = 4096
+
+// recent is one of a stream's in-memory blocks.
+type recent struct {
+	mu  sync.RWMutex // held by readers copying out; the filler locks to reuse it
+	idx int64        // the block it holds, -1 while none
+	n   int64        // its length
+	b   []byte
+	at  int64 // where the writer writes it
+}
+
+// spoolWriter writes a stream's blocks to its spool in order, in a
+// goroutine of its own, so that the network read of the next block and the
+// disk write of this one overlap.
+type spoolWriter struct {
+	st   *stream
+	free chan *recent // blocks written (or never used), to be filled again
+	work chan *recent // blocks filled, to be written
+	done chan error   // the writer's end: its first error, or nil
+}
+
+// ring returns the stream's recent blocks, allocated at its first transfer
+// and kept for its resumes.
+func (st *stream) ring(bs int64) []*recent {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.recent == nil {
+		n := min(int64(recentBlocks), (st.o.size+bs-1)/bs)
+		for range n {
+			st.recent = append(st.recent, &recent{idx: -1, b: newBlock(bs)})
+		}
+	}
+	return st.recent
+}
+
+func (st *stream) startWriter(bs int64) *spoolWriter {
+	ring := st.ring(bs)
+	w := &spoolWriter{st: st, free: make(chan *recent, len(ring)), work: make(chan *recent, len(ring)), done: make(chan error, 1)}
+	for _, r := range ring {
+		w.free <- r
+	}
+	go w.run()
+	return w
+}
+
+func (w *spoolWriter) run() {
+	st := w.st
+	var err error
+	for r := range w.work {
+		if err == nil {
+			err = st.writeBlock(r.b[:r.n], r.at)
+		}
+		if err == nil {
+			st.mu.Lock()
+			st.filled = r.at + r.n
+			st.signal()
+			st.mu.Unlock()
+		}
+		w.free <- r
+	}
+	w.done <- err
+}
+
+// next returns a block to fill, unpublished so that no reader copies from
+// it meanwhile; false when the writer has failed.
+func (w *spoolWriter) next() (*recent, bool) {
+	select {
+	case r := <-w.free:
+		r.mu.Lock()
+		r.idx = -1
+		r.mu.Unlock()
+		return r, true
+	case err := <-w.done:
+		w.done <- err
+		return nil, false
+	}
+}
+
+// put publishes r, filled with n bytes at, and queues its write.
+func (w *spoolWriter) put(r *recent, at, n, bs int64) {
+	r.mu.Lock()
+	r.idx, r.n, r.at = at/bs, n, at
+	r.mu.Unlock()
+	w.work <- r
+}
+
+// finish waits for the queued writes and returns the first error.
+func (w *spoolWriter) finish() error {
+	close(w.work)
+	err := <-w.done
+	w.done <- err
+	return err
+}
+
+// writeBlock writes b at off: directly when both are aligned, else (the
+// object's last block, a file system that refuses direct I/O) through the
+// page cache.
+func (st *stream) writeBlock(b []byte, off int64) error {
+	if st.writesDirect() && aligned(b, off) {
+		if _, err := st.direct.WriteAt(b, off); err == nil {
+			return nil
+		}
+		// Refused at write (some file systems take O_DIRECT at open
+		// only): through the page cache from now on.
+		st.directOff.Store(true)
+	}
+	_, err := st.f.WriteAt(b, off)
+	return err
+}
+
+func (st *stream) writesDirect() bool { return st.direct != nil && !st.directOff.Load() }
+
+func aligned(b []byte, off int64) bool {
+	return len(b) > 0 && off%directAlign == 0 && len(b)%directAlign == 0 &&
+		uintptr(unsafe.Pointer(&b[0]))%directAlign == 0
+}
+
+// readRecent copies the bytes at off into p if a recent block holds them
+// all, and reports whether it did.
+func (st *stream) readRecent(p []byte, off, bs int64) bool {
+	st.mu.Lock()
+	ring := st.recent
+	st.mu.Unlock()
+	idx := off / bs
+	for _, r := range ring {
+		r.mu.RLock()
+		if r.idx == idx && off-idx*bs+int64(len(p)) <= r.n {
+			copy(p, r.b[off-idx*bs:])
+			r.mu.RUnlock()
+			return true
+		}
+		r.mu.RUnlock()
+	}
+	return false
+}
+
+// The stream keeps at most leadBlocks ahead of its furthest reader, so
+// that the reader finds its block among the recent ones instead of reading
+// it back from the disk the direct write sent it to. It waits at most
+// leadWait per block: a reader that pauses slows the stream to a trickle,
+// which keeps the transfer alive (well within --timeout) and lets the
+// spool fill for a later open.
+const (
+	leadBlocks = recentBlocks - 2
+	leadWait   = 200 * time.Millisecond
+)
+
+// readUpTo records that a reader has asked for the bytes up to end.
+func (st *stream) readUpTo(end int64) {
+	for {
+		cur := st.readTo.Load()
+		if end <= cur {
+			return
+		}
+		if st.readTo.CompareAndSwap(cur, end) {
+			select {
+			case st.moved <- struct{}{}:
+			default:
+			}
+			return
+		}
+	}
+}
+
+// keepLead waits, before the block at is read from the network, until a
+// reader is within leadBlocks of it, for at most leadWait.
+func (st *stream) keepLead(ctx context.Context, at, bs int64) {
+	if !st.writesDirect() {
+		return // through the page cache: readers find the spool there
+	}
+	var timer <-chan time.Time
+	for at-st.readTo.Load() > leadBlocks*bs {
+		if timer == nil {
+			t := time.NewTimer(leadWait)
+			defer t.Stop()
+			timer = t.C
+		}
+		select {
+		case <-st.moved:
+		case <-timer:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}

@@ -1,0 +1,75 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestStreamSpoolDirect: a stream writes its spool with direct I/O (no
+// pages of it left in memory), keeps at most leadBlocks ahead of a reader
+// that pauses, and still fills the spool to the end (a trickle), with the
+// object's exact bytes, its unaligned tail included.
+func TestStreamSpoolDirect(t *testing.T) {
+	dir := t.TempDir()
+	probe := filepath.Join(dir, "probe")
+	if err := os.WriteFile(probe, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if f := openDirect(probe); f == nil {
+		t.Skipf("the file system of %s refuses O_DIRECT: spools are written through the page cache there", dir)
+	} else {
+		f.Close()
+	}
+	const bs = 1 << 20
+	src := &memSource{data: randomData(10*bs + 777)}
+	c, err := New(Options{Bytes: 8 * bs, BlockSize: bs, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p := make([]byte, bs)
+	if _, err := c.ReadAt(context.Background(), src, p, 0); err != nil || !bytes.Equal(p, src.data[:bs]) {
+		t.Fatalf("first block: %v", err)
+	}
+	c.mu.Lock()
+	o := c.objs[src.ID()]
+	c.mu.Unlock()
+	time.Sleep(leadWait / 4)
+	if filled, _ := o.spooled(); filled > (1+leadBlocks+1)*bs {
+		t.Fatalf("the stream ran %d bytes ahead of a paused reader at %d, lead %d blocks", filled, bs, leadBlocks)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if filled, running := o.spooled(); filled == int64(len(src.data)) {
+			break
+		} else if !running || time.Now().After(deadline) {
+			t.Fatalf("the stream stopped at %d of %d bytes (running %v)", filled, len(src.data), running)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	f, ok := c.Spooled(src)
+	if !ok {
+		t.Fatal("no complete spool")
+	}
+	defer f.Close()
+	if InMemory(f) {
+		t.Errorf("the spool's pages are in memory: not written with direct I/O")
+	}
+	got, err := os.ReadFile(f.Name())
+	if err != nil || !bytes.Equal(got, src.data) {
+		t.Fatalf("spool: %v, %d bytes, equal %v", err, len(got), bytes.Equal(got, src.data))
+	}
+	// A reader of the whole object now: the last blocks from memory, the
+	// rest from the spool.
+	all := make([]byte, len(src.data))
+	if n, err := c.ReadAt(context.Background(), src, all, 0); n != len(all) || !bytes.Equal(all, src.data) {
+		t.Fatalf("read of the whole object: %d %v", n, err)
+	}
+	if src.opens.Load() != 1 {
+		t.Fatalf("%d transfers, want 1", src.opens.Load())
+	}
+}
