@@ -41,7 +41,8 @@ type blockKey struct {
 // Lock order (none is held across network I/O; a goroutine takes a lock
 // only while holding none below it): Cache.mu, object.mu, stream.mu; then
 // Cache.bmu, the LRU's own lock (its eviction callback runs under it),
-// pool.mu. tracked.mu is a leaf.
+// pool.mu. tracked.mu and recent.mu (a stream's in-memory block) are
+// leaves.
 type Cache struct {
 	opts Options
 	// bmu makes a lookup and its reference one step, so that no eviction
@@ -246,6 +247,9 @@ func (c *Cache) trim() {
 		total += n
 		if o.active == 0 && !running {
 			idle = append(idle, o)
+			if st := o.stream(); st != nil {
+				st.dropRecent()
+			}
 		}
 	}
 	if total <= c.opts.SpoolBytes && len(idle) <= maxIdleObjects {

@@ -140,6 +140,17 @@ func aligned(b []byte, off int64) bool {
 		uintptr(unsafe.Pointer(&b[0]))%directAlign == 0
 }
 
+// dropRecent lets the recent blocks go once the transfer has ended: each
+// stream would otherwise keep recentBlocks of memory for as long as its
+// object is remembered. A reader still copying from one keeps it alive.
+func (st *stream) dropRecent() {
+	st.mu.Lock()
+	if !st.running {
+		st.recent = nil
+	}
+	st.mu.Unlock()
+}
+
 // readRecent copies the bytes at off into p if a recent block holds them
 // all, and reports whether it did.
 func (st *stream) readRecent(p []byte, off, bs int64) bool {
@@ -181,6 +192,9 @@ func (st *stream) readUpTo(end int64) {
 			select {
 			case st.moved <- struct{}{}:
 			default:
+			}
+			if end >= st.o.size {
+				st.dropRecent()
 			}
 			return
 		}

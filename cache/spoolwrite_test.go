@@ -69,6 +69,13 @@ func TestStreamSpoolDirect(t *testing.T) {
 	if n, err := c.ReadAt(context.Background(), src, all, 0); n != len(all) || !bytes.Equal(all, src.data) {
 		t.Fatalf("read of the whole object: %d %v", n, err)
 	}
+	st := o.stream()
+	st.mu.Lock()
+	kept := len(st.recent)
+	st.mu.Unlock()
+	if kept != 0 {
+		t.Errorf("%d recent blocks kept after the transfer and its reader ended", kept)
+	}
 	if src.opens.Load() != 1 {
 		t.Fatalf("%d transfers, want 1", src.opens.Load())
 	}

@@ -170,6 +170,9 @@ func (st *stream) fill(ctx context.Context, cancel context.CancelFunc, body io.R
 	st.running = false
 	st.err = err
 	st.signal()
+	if err != nil || st.readTo.Load() >= st.filled {
+		st.recent = nil // no reader follows: a resume allocates them again
+	}
 	st.mu.Unlock()
 }
 
