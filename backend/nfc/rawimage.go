@@ -40,6 +40,12 @@ const rawChunk = 1 << 20
 // filesystem: the greater of a twentieth of it and this.
 const rawReserve = 256 << 20
 
+// roomFor reports whether decoding need bytes leaves the reserve free on a
+// filesystem of total bytes with free available.
+func roomFor(need, total, free int64) bool {
+	return free-need >= max(total/20, rawReserve)
+}
+
 // rawImage returns the decoded image of disk f of job j, or "" while there
 // is none. The first call starts decoding it, or, while the export still
 // runs (the disk served early), has it decoded when the export ends well.
@@ -102,7 +108,7 @@ func (x *Exports) decode(j *exportJob, r *rawImage) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(j.dir, &st); err == nil {
 		total, free := int64(st.Blocks)*st.Bsize, int64(st.Bavail)*st.Bsize
-		if free-need < max(total/20, rawReserve) {
+		if !roomFor(need, total, free) {
 			log.Info("disk image not decoded into the spool, for lack of room: its reads decode the stream",
 				"need", need, "free", free)
 			return
