@@ -27,21 +27,21 @@ const directAlign = 4096
 
 // recent is one of a stream's in-memory blocks.
 type recent struct {
-	mu  sync.RWMutex // held by readers copying out; the filler locks to reuse it
-	idx int64        // the block it holds, -1 while none
-	n   int64        // its length
-	b   []byte
-	at  int64 // where the writer writes it
+	mu sync.RWMutex // held by readers copying out; the filler locks to reuse it
+	at int64        // the offset of the block it holds, -1 while none
+	n  int64        // its length
+	b  []byte
 }
 
 // spoolWriter writes a stream's blocks to its spool in order, in a
 // goroutine of its own, so that the network read of the next block and the
 // disk write of this one overlap.
 type spoolWriter struct {
-	st   *stream
-	free chan *recent // blocks written (or never used), to be filled again
-	work chan *recent // blocks filled, to be written
-	done chan error   // the writer's end: its first error, or nil
+	st     *stream
+	free   chan *recent  // blocks written (or never used), to be filled again
+	work   chan *recent  // blocks filled, to be written
+	failed chan struct{} // closed at the first failed write: the filler stops
+	done   chan error    // the writer's end: its first error, or nil
 }
 
 // ring returns the stream's recent blocks, allocated at its first transfer
@@ -52,7 +52,7 @@ func (st *stream) ring(bs int64) []*recent {
 	if st.recent == nil {
 		n := min(int64(recentBlocks), (st.o.size+bs-1)/bs)
 		for range n {
-			st.recent = append(st.recent, &recent{idx: -1, b: newBlock(bs)})
+			st.recent = append(st.recent, &recent{at: -1, b: newBlock(bs)})
 		}
 	}
 	return st.recent
@@ -60,7 +60,8 @@ func (st *stream) ring(bs int64) []*recent {
 
 func (st *stream) startWriter(bs int64) *spoolWriter {
 	ring := st.ring(bs)
-	w := &spoolWriter{st: st, free: make(chan *recent, len(ring)), work: make(chan *recent, len(ring)), done: make(chan error, 1)}
+	w := &spoolWriter{st: st, free: make(chan *recent, len(ring)), work: make(chan *recent, len(ring)),
+		failed: make(chan struct{}), done: make(chan error, 1)}
 	for _, r := range ring {
 		w.free <- r
 	}
@@ -72,39 +73,40 @@ func (w *spoolWriter) run() {
 	st := w.st
 	var err error
 	for r := range w.work {
-		if err == nil {
-			err = st.writeBlock(r.b[:r.n], r.at)
+		if err != nil {
+			continue // drained until the filler stops
 		}
-		if err == nil {
-			st.mu.Lock()
-			st.filled = r.at + r.n
-			st.signal()
-			st.mu.Unlock()
+		if err = st.writeBlock(r.b[:r.n], r.at); err != nil {
+			close(w.failed)
+			continue
 		}
+		st.mu.Lock()
+		st.filled = r.at + r.n
+		st.signal()
+		st.mu.Unlock()
 		w.free <- r
 	}
 	w.done <- err
 }
 
 // next returns a block to fill, unpublished so that no reader copies from
-// it meanwhile; false when the writer has failed.
+// it meanwhile; false once a write has failed.
 func (w *spoolWriter) next() (*recent, bool) {
 	select {
 	case r := <-w.free:
 		r.mu.Lock()
-		r.idx = -1
+		r.at = -1
 		r.mu.Unlock()
 		return r, true
-	case err := <-w.done:
-		w.done <- err
+	case <-w.failed:
 		return nil, false
 	}
 }
 
 // put publishes r, filled with n bytes at, and queues its write.
-func (w *spoolWriter) put(r *recent, at, n, bs int64) {
+func (w *spoolWriter) put(r *recent, at, n int64) {
 	r.mu.Lock()
-	r.idx, r.n, r.at = at/bs, n, at
+	r.at, r.n = at, n
 	r.mu.Unlock()
 	w.work <- r
 }
@@ -112,9 +114,7 @@ func (w *spoolWriter) put(r *recent, at, n, bs int64) {
 // finish waits for the queued writes and returns the first error.
 func (w *spoolWriter) finish() error {
 	close(w.work)
-	err := <-w.done
-	w.done <- err
-	return err
+	return <-w.done
 }
 
 // writeBlock writes b at off: directly when both are aligned, else (the
@@ -157,11 +157,11 @@ func (st *stream) readRecent(p []byte, off, bs int64) bool {
 	st.mu.Lock()
 	ring := st.recent
 	st.mu.Unlock()
-	idx := off / bs
+	at := off / bs * bs
 	for _, r := range ring {
 		r.mu.RLock()
-		if r.idx == idx && off-idx*bs+int64(len(p)) <= r.n {
-			copy(p, r.b[off-idx*bs:])
+		if r.at == at && off-at+int64(len(p)) <= r.n {
+			copy(p, r.b[off-at:])
 			r.mu.RUnlock()
 			return true
 		}

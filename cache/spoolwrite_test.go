@@ -3,8 +3,10 @@ package cache
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -78,5 +80,58 @@ func TestStreamSpoolDirect(t *testing.T) {
 	}
 	if src.opens.Load() != 1 {
 		t.Fatalf("%d transfers, want 1", src.opens.Load())
+	}
+}
+
+// countingSource is a stream-only memSource that counts the bytes its
+// bodies hand out.
+type countingSource struct {
+	memSource
+	read atomic.Int64
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+func (s *countingSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, bool, error) {
+	body, ranged, err := s.memSource.Open(ctx, off, n)
+	return countingBody{body, &s.read}, ranged, err
+}
+
+// TestStreamStopsAtFailedWrite: a spool write that fails ends the transfer
+// at once, with the error for the reader waiting, instead of reading the
+// rest of the body into blocks that are never written.
+func TestStreamStopsAtFailedWrite(t *testing.T) {
+	const bs = 1 << 20
+	src := &countingSource{memSource: memSource{data: randomData(32 * bs)}}
+	c, err := New(Options{Bytes: 8 * bs, BlockSize: bs, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p := make([]byte, bs)
+	if _, err := c.ReadAt(context.Background(), src, p, 0); err != nil {
+		t.Fatalf("first block: %v", err)
+	}
+	c.mu.Lock()
+	st := c.objs[src.ID()].st
+	c.mu.Unlock()
+	st.f.Close() // every later write fails
+	if st.direct != nil {
+		st.direct.Close()
+	}
+	if _, err := c.ReadAt(context.Background(), src, p, int64(len(src.data))-bs); err == nil {
+		t.Fatal("the last block was read, though the spool could not be written")
+	}
+	if n := src.read.Load(); n > int64(len(src.data))/2 {
+		t.Fatalf("the stream read %d of %d bytes after its spool writes failed", n, len(src.data))
 	}
 }

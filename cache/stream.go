@@ -219,7 +219,7 @@ func (st *stream) fillBlocks(ctx context.Context, body io.Reader, at int64, w *s
 			}
 			return rerr
 		}
-		w.put(r, at, size, bs)
+		w.put(r, at, size)
 		at += size
 	}
 	return nil

@@ -55,22 +55,22 @@ const (
 func (g *ptGate) admit(id string, canBack, cold bool) ptMode {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	pages := canBack && cold && id == g.pages
 	switch {
 	case g.pt > 0 && id == g.id && canBack:
 		g.pt++
 		return ptBacking
 	case g.pt > 0:
 		return ptDirect
-	case canBack && g.cached == 0 && !(cold && id == g.pages) &&
-		(id == g.id || time.Since(g.released) >= backingGrace):
+	case canBack && g.cached == 0 && !pages && (id == g.id || time.Since(g.released) >= backingGrace):
 		g.id = id
 		g.pt++
 		return ptBacking
+	case pages:
+		g.cached++
+		return ptPages
 	default:
 		g.cached++
-		if canBack && cold && id == g.pages {
-			return ptPages
-		}
 		g.pages = id
 		return ptCached
 	}

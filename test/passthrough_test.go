@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vspherefs/vspherefs/cache"
 	"github.com/vspherefs/vspherefs/test/sim"
 )
 
@@ -165,19 +166,14 @@ func reopenFromPages(t *testing.T, p, cacheDir, addr string, want []byte) {
 }
 
 // inMemory reports whether most of a local file's pages are in the page
-// cache.
+// cache, as the mount judges it.
 func inMemory(t testing.TB, p string) bool {
 	f, err := os.Open(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	st, _ := f.Stat()
-	var cs unix.Cachestat_t
-	if err := unix.Cachestat(uint(f.Fd()), &unix.CachestatRange{Len: uint64(st.Size())}, &cs, 0); err != nil {
-		t.Fatalf("cachestat: %v", err)
-	}
-	return cs.Cache >= uint64(st.Size()/4096)*9/10
+	return cache.InMemory(f)
 }
 
 // openPassthrough opens p and waits until the open is passthrough, which
