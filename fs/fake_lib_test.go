@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -230,4 +231,73 @@ func diffAt(a, b []byte) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// A file's size and mtime are one answer whichever way they are asked:
+// stat of the path, fstat of a read or a write descriptor, a listing,
+// before and after the commit. Editors compare the time they read with the
+// time they are about to overwrite (vim -Es silently refuses to write when
+// they differ), so any path reporting another time is a lost save.
+func TestFakeTimesAgreeAcrossPaths(t *testing.T) {
+	m := mountFakes(t, nil)
+	m.libItem(t)
+	for _, p := range []string{"libraries/L/I/notes.txt", "vms/vm1/notes.txt"} {
+		p := m.path(p)
+		writeFile(t, p, "aaa\nbab\n")
+		time.Sleep(20 * time.Millisecond) // a server time taken at the commit would differ
+		want := statOf(t, p)
+		check := func(how string, st syscall.Stat_t) {
+			t.Helper()
+			if st.Size != want.Size || st.Mtim != want.Mtim {
+				t.Fatalf("%s: %s says size %d mtime %v, stat of the path said %d %v", p, how, st.Size, st.Mtim, want.Size, want.Mtim)
+			}
+		}
+		ro, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ro.Close() }) // before the unmount, should a check fail
+		check("fstat of a read descriptor", fstatOf(t, ro))
+		rw, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rw.Close() })
+		check("fstat of a write descriptor", fstatOf(t, rw))
+		check("stat while both are open", statOf(t, p))
+		rw.Close()
+		ro.Close()
+		ents, err := os.ReadDir(filepath.Dir(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			if e.Name() == filepath.Base(p) {
+				info, err := e.Info()
+				if err != nil {
+					t.Fatal(err)
+				}
+				check("a listing", *info.Sys().(*syscall.Stat_t))
+			}
+		}
+		check("stat after the closes", statOf(t, p))
+	}
+}
+
+func statOf(t *testing.T, p string) syscall.Stat_t {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func fstatOf(t *testing.T, f *os.File) syscall.Stat_t {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

@@ -104,8 +104,8 @@ func (f *FS) times() *fileTimes {
 
 // serverLoader copies a server file's bytes (through the block cache's
 // source) into a staged file.
-func (f *FS) serverLoader(itm remote.Item, file remote.File) loader {
-	return func(ctx context.Context, dst io.Writer) error {
+func (f *FS) serverLoader(itm remote.Item, file remote.File) *loader {
+	return &loader{mtime: f.times().mtime(itm.ID, file, itm.Modified), copy: func(ctx context.Context, dst io.Writer) error {
 		body, _, err := f.Downloads.Source(itm, file, "").Open(ctx, 0, -1)
 		if err != nil {
 			return err
@@ -113,7 +113,7 @@ func (f *FS) serverLoader(itm remote.Item, file remote.File) loader {
 		defer body.Close()
 		_, err = io.Copy(dst, body)
 		return err
-	}
+	}}
 }
 
 func (f *libFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
@@ -147,7 +147,7 @@ func (f *libFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	// passthrough open: the kernel reads it with no request to us.
 	spool, canBack := f.fs.Cache.Spooled(src)
 	mode := f.gate.admit(src.ID(), canBack, canBack && !cache.InMemory(spool))
-	h := &libHandle{f: f, src: src, mtime: it.Modified, mode: mode}
+	h := &libHandle{f: f, src: src, mtime: f.fs.times().mtime(f.itemID, file, it.Modified), mode: mode}
 	if mode == ptBacking {
 		return &libPTHandle{libHandle: h, backing: backing{file: spool, count: f.fs.countPassthrough}}, fl, 0
 	}
@@ -165,7 +165,7 @@ func (f *libFile) openWrite(ctx context.Context, itemPath string, flags uint32) 
 	it := w.item(f.itemID, f.libID, itemPath)
 	trunc := flags&syscall.O_TRUNC != 0
 	onServer := false
-	var load loader
+	var load *loader
 	// Asked even when a staged copy exists: that copy may be dropped (its
 	// last handle released) before w.open runs, which then needs the
 	// server's bytes; w.open uses them only for a fresh copy.

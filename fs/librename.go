@@ -38,7 +38,7 @@ func (w *Writes) remove(ctx context.Context, it *itemWrites, name string, onServ
 // rename renames a file within its item. fromServer loads the server's
 // bytes of from (nil if the server has no such file); toOnServer says the
 // server has a file named to.
-func (w *Writes) rename(ctx context.Context, it *itemWrites, from, to string, noReplace, toOnServer bool, fromServer loader) syscall.Errno {
+func (w *Writes) rename(ctx context.Context, it *itemWrites, from, to string, noReplace, toOnServer bool, fromServer *loader) syscall.Errno {
 	if sf := w.find(it.id, from); sf != nil && sf.streaming() {
 		// Its upload runs under the old name, and the API has no rename.
 		sf.mu.Lock()
@@ -124,7 +124,7 @@ func (w *Writes) rename(ctx context.Context, it *itemWrites, from, to string, no
 // anew), the copy stays here and the server's file is removed only with the
 // item's next session (or after HoldTimeout), so that the item is never
 // without it while the editor writes it again.
-func (w *Writes) renameCommitted(ctx context.Context, it *itemWrites, from, to string, toOnServer bool, load loader) syscall.Errno {
+func (w *Writes) renameCommitted(ctx context.Context, it *itemWrites, from, to string, toOnServer bool, load *loader) syscall.Errno {
 	w.mu.Lock()
 	w.unlinkLocked(it, to)
 	if it.pending[to] {

@@ -346,7 +346,7 @@ func (d *itemDir) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		return toErrno(d.fs.Log, d.path()+"/"+name, err)
 	}
 	_, targetOnServer := l.find(newName)
-	var fromServer loader
+	var fromServer *loader
 	if f, ok := l.find(name); ok {
 		fromServer = d.fs.serverLoader(itm, f.File)
 	}

@@ -215,12 +215,16 @@ func (w *Writes) isPending(itemID, name string) bool {
 	return false
 }
 
-// loader copies a file's current bytes into dst; nil means the file is new.
-type loader func(ctx context.Context, dst io.Writer) error
+// loader copies a file's current bytes into dst and knows their time; nil
+// means the file is new.
+type loader struct {
+	copy  func(ctx context.Context, dst io.Writer) error
+	mtime time.Time // a copy that only loads the bytes has not changed them
+}
 
 // open returns the staged copy of it/name for a new handle, making it if
 // needed: empty if trunc or load is nil, else filled by load.
-func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, trunc, onServer bool, load loader) (*staged, error) {
+func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, trunc, onServer bool, load *loader) (*staged, error) {
 	w.mu.Lock()
 	sf := it.files[name]
 	if sf != nil && sf.sealedNow() {
@@ -247,6 +251,9 @@ func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, t
 			delete(it.pending, name)
 			sf.onServer, load = true, nil
 		}
+		if load != nil && !trunc {
+			sf.mtime = load.mtime
+		}
 		if !sf.onServer {
 			sf.dirty = true // a new file is committed even if nothing is written
 		}
@@ -267,7 +274,7 @@ func (w *Writes) open(ctx context.Context, it *itemWrites, name string, write, t
 			// (sf.mu) is never held across network I/O. Nothing else
 			// touches the bytes or the hash before sf.loaded is closed.
 			sf.io.Lock()
-			err := load(ctx, io.MultiWriter(sf.f, sf.hash))
+			err := load.copy(ctx, io.MultiWriter(sf.f, sf.hash))
 			if err == nil {
 				var st os.FileInfo
 				if st, err = sf.f.Stat(); err == nil {
