@@ -492,10 +492,16 @@ func mountFakes(t *testing.T, tune func(*Options, *Writes)) *fakeMount {
 		t.Fatalf("mount: %v", err)
 	}
 	m.fs = f
+	var st syscall.Stat_t
+	_ = syscall.Stat(m.dir, &st)
 	t.Cleanup(func() {
 		if err := server.Unmount(); err != nil {
 			t.Errorf("unmount: %v", err)
 			_ = syscall.Unmount(m.dir, syscall.MNT_DETACH)
+			// A file a failed test left open would be flushed at this
+			// process's exit, to the server it is: abort the connection,
+			// or the test binary never exits.
+			_ = os.WriteFile(fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", st.Dev), []byte("1"), 0)
 		}
 		w.Close(context.Background())
 		c.Close()
