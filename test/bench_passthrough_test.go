@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -54,6 +55,9 @@ func BenchmarkSpoolPassthrough(b *testing.B) {
 // spooled stream, a sparse file on the cache dir's disk. Both copies skip
 // the holes (cp finds them with SEEK_DATA/SEEK_HOLE): MB/s are of the data.
 func benchDiskImage(b *testing.B) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		b.Skip("qemu-img is missing (Debian's qemu-utils): no peer for the disk image")
+	}
 	s := sim.StartT(b)
 	vm := simVM(b, s, exportVM, true)
 	addSmallDisk(b, vm, "bench", benchSize())
