@@ -54,3 +54,18 @@ func (o *object) complete() bool {
 	defer st.mu.Unlock()
 	return st.filled >= o.size
 }
+
+// Ranged reports whether src's object is known to come from an endpoint
+// that honours Range: its blocks live in memory only (no spool), so a
+// re-read of bytes the LRU let go is fetched again.
+func (c *Cache) Ranged(src Source) bool {
+	c.mu.Lock()
+	o := c.objs[src.ID()]
+	c.mu.Unlock()
+	if o == nil {
+		return false
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.mode == modeRanged
+}

@@ -89,7 +89,7 @@ func (f *exportFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	if h.raw {
 		id += rawVersion
 	}
-	h.mode = f.gate.admit(id, final && (!s.img || h.raw), false)
+	h.mode = f.gate.admit(id, final && (!s.img || h.raw), false, false)
 	if h.mode == ptBacking {
 		return &exportPTHandle{exportHandle: h, backing: backing{file: h.file, count: f.fs.countPassthrough}}, fl, 0
 	}

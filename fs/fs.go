@@ -47,6 +47,11 @@ type Options struct {
 	// files (nil: not counted).
 	Passthrough *atomic.Int64
 
+	// DirectReadSize: a cold read of a library or guest file this large or
+	// larger bypasses the kernel's page cache (0: never). Its spool serves
+	// the re-reads (passthrough.go).
+	DirectReadSize int64
+
 	// InoSweep and InoGrace tune the table of renamed and removed guest
 	// nodes (guestInos): 0 for the defaults; tests set them small.
 	InoSweep int
@@ -93,6 +98,21 @@ type FS struct {
 	// tree's own without Writes (commits.go).
 	commits *commits
 	mnt     atomic.Pointer[mountIdent] // this mount, for descriptors' mnt_id (fdpeers.go); set once mounted
+	// directMmap: the kernel lets a direct I/O open be mmap'ed shared
+	// (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6+); without it no read open is
+	// made direct for speed, since mmap of it would fail with ENODEV.
+	directMmap atomic.Bool
+}
+
+// large says whether a cold read of a file of this size should bypass the
+// page cache: filling it costs the mount more than the network does once
+// the kernel's recently freed pages are used up (BENCHMARKS.md, seventh
+// session), and a file this large read once would push out what users
+// re-read.
+// Not for an endpoint known to honour Range: its bytes have no spool to
+// serve re-reads, so the page cache is where they are kept.
+func (f *FS) large(src cache.Source) bool {
+	return f.DirectReadSize > 0 && src.Size() >= f.DirectReadSize && f.directMmap.Load() && !f.Cache.Ranged(src)
 }
 
 func (f *FS) countPassthrough() {
@@ -145,7 +165,8 @@ func mount(dir string, opts Options, allowOther, debug bool) (*FS, *fuse.Server,
 		Debug:             debug,
 		// open(O_TRUNC) arrives as one call, not as an open that stages the
 		// old bytes followed by a truncate.
-		ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+		// Direct I/O opens (writes, large cold reads) may be mmap'ed shared.
+		ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_DIRECT_IO_ALLOW_MMAP,
 	}
 	if allowOther {
 		mo.Options = append(mo.Options, "default_permissions")
@@ -167,6 +188,7 @@ func mount(dir string, opts Options, allowOther, debug bool) (*FS, *fuse.Server,
 		return nil, nil, err // the caller removes a mount left half made
 	}
 	f.mnt.Store(newMountIdent(dir))
+	f.directMmap.Store(server.KernelSettings().Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0)
 	return f, server, nil
 }
 

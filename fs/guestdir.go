@@ -217,7 +217,7 @@ func (d *guestDir) Create(ctx context.Context, name string, flags uint32, mode u
 		}
 	}
 	d.fs.guestAttr(&out.Attr, f.st.stat())
-	h := &guestHandle{f: f, write: true, append: flags&syscall.O_APPEND != 0, mode: f.gate.admit("", false, false)}
+	h := &guestHandle{f: f, write: true, append: flags&syscall.O_APPEND != 0, mode: f.gate.admit("", false, false, false)}
 	return n, h, h.mode.openFlags(0), 0
 }
 

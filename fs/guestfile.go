@@ -106,7 +106,7 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 			}
 		}
 		f.lastOpen = ""
-		h := &guestHandle{f: f, write: true, append: flags&syscall.O_APPEND != 0, mode: f.gate.admit("", false, false)}
+		h := &guestHandle{f: f, write: true, append: flags&syscall.O_APPEND != 0, mode: f.gate.admit("", false, false, false)}
 		return h, h.mode.openFlags(0), 0
 	}
 	f.mu.Lock()
@@ -115,7 +115,7 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		// the guest has once the stage is gone), not a version of its own.
 		defer f.mu.Unlock()
 		f.lastOpen = ""
-		h := &guestHandle{f: f, mode: f.gate.admit("", false, false)}
+		h := &guestHandle{f: f, mode: f.gate.admit("", false, false, false)}
 		return h, h.mode.openFlags(0), 0
 	}
 	f.mu.Unlock()
@@ -128,7 +128,9 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	// only: while an inode has a backing file, the kernel refuses every
 	// open of it that is not passthrough too (EINVAL), and a writer's
 	// cannot be (it would write into the spool), so a reader would lock
-	// writers out.
+	// writers out. So only there is a large file's cold read kept out of
+	// the page cache: elsewhere its re-reads would have no passthrough to
+	// take them.
 	var spool *os.File
 	canBack := false
 	if f.fs.ReadOnly {
@@ -140,7 +142,7 @@ func (f *guestFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		fl |= fuse.FOPEN_KEEP_CACHE // unchanged size and mtime: keep the kernel's pages
 	}
 	f.lastOpen = src.ID()
-	h := &guestHandle{f: f, src: src, mode: f.gate.admit(src.ID(), canBack && f.st == nil, canBack && !cache.InMemory(spool))}
+	h := &guestHandle{f: f, src: src, mode: f.gate.admit(src.ID(), canBack && f.st == nil, canBack && !cache.InMemory(spool), f.fs.ReadOnly && f.fs.large(src))}
 	f.mu.Unlock()
 	if h.mode == ptBacking {
 		return &guestPTHandle{guestHandle: h, backing: backing{file: spool, count: f.fs.countPassthrough}}, fl, 0

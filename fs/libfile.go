@@ -146,7 +146,7 @@ func (f *libFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	// A spool that holds the whole file (read once in stream mode) backs a
 	// passthrough open: the kernel reads it with no request to us.
 	spool, canBack := f.fs.Cache.Spooled(src)
-	mode := f.gate.admit(src.ID(), canBack, canBack && !cache.InMemory(spool))
+	mode := f.gate.admit(src.ID(), canBack, canBack && !cache.InMemory(spool), f.fs.large(src))
 	h := &libHandle{f: f, src: src, mtime: f.fs.times().mtime(f.itemID, file, it.Modified), mode: mode}
 	if mode == ptBacking {
 		return &libPTHandle{libHandle: h, backing: backing{file: spool, count: f.fs.countPassthrough}}, fl, 0

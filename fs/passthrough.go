@@ -44,6 +44,7 @@ const (
 	ptDirect                // through this process, direct I/O (passthrough opens last)
 	ptBacking               // passthrough from a local file
 	ptPages                 // as ptCached, where the inode's pages should hold the version (admit)
+	ptStream                // through this process, direct I/O: a cold read of a large file (FS.large)
 )
 
 // admit decides an open of content version id; canBack says whether a
@@ -51,8 +52,10 @@ const (
 // out of memory (a spool written with direct I/O). The inode's own pages
 // from a cached open of the same version are then preferred: passthrough
 // would read from disk what the kernel holds (the re-read after a cold
-// read). The open is counted until release.
-func (g *ptGate) admit(id string, canBack, cold bool) ptMode {
+// read). An open of a large file that cannot be passed through is read
+// with direct I/O, leaving no pages, so that its re-open passes through.
+// The open is counted until release.
+func (g *ptGate) admit(id string, canBack, cold, large bool) ptMode {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	pages := canBack && cold && id == g.pages
@@ -69,6 +72,9 @@ func (g *ptGate) admit(id string, canBack, cold bool) ptMode {
 	case pages:
 		g.cached++
 		return ptPages
+	case large:
+		g.cached++ // an ordinary open for the kernel: not passthrough
+		return ptStream
 	default:
 		g.cached++
 		g.pages = id
@@ -95,14 +101,14 @@ func (g *ptGate) release(m ptMode) {
 	case ptBacking:
 		g.pt--
 		g.released = time.Now()
-	case ptCached, ptPages:
+	case ptCached, ptPages, ptStream:
 		g.cached--
 	}
 }
 
 // openFlags are the FOPEN flags for mode m, from those of a cached open.
 func (m ptMode) openFlags(cached uint32) uint32 {
-	if m == ptDirect {
+	if m == ptDirect || m == ptStream {
 		return fuse.FOPEN_DIRECT_IO
 	}
 	return cached

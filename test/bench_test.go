@@ -112,7 +112,7 @@ func BenchmarkLibraryRead(b *testing.B) {
 			if v := os.Getenv("BENCH_MOUNT_GOGC"); v != "" {
 				b.Setenv("GOGC", v)
 			}
-			m := mount(b, s, "--cache-size", "512MiB")
+			m := mount(b, s, benchMountArgs("--cache-size", "512MiB")...)
 			p := m.Path("libraries", "bench", "file", "data.bin")
 			shm := filepath.Join("/dev/shm", fmt.Sprintf("vspherefs-bench-%d", os.Getpid()))
 			defer os.Remove(shm)
@@ -136,7 +136,7 @@ func BenchmarkLibraryRead(b *testing.B) {
 				tmpfs += timeCmd(b, "dd", "if="+shm, "of=/dev/null", "bs=1M")
 				if i+1 < b.N { // the next cold read must start cold: a fresh mount
 					m.Unmount(b)
-					m = mount(b, s, "--cache-size", "512MiB")
+					m = mount(b, s, benchMountArgs("--cache-size", "512MiB")...)
 					p = m.Path("libraries", "bench", "file", "data.bin")
 				}
 			}
@@ -428,4 +428,11 @@ func BenchmarkExport(b *testing.B) {
 	b.ReportMetric(mbps(n, govcT), "govc-MB/s")
 	b.ReportMetric(mbps(n, cold), "cold-MB/s")
 	b.ReportMetric(mbps(n, warm), "warm-MB/s")
+}
+
+// benchMountArgs adds BENCH_MOUNT_ARGS (flags split on spaces, e.g.
+// "--direct-read-size 0") to a read benchmark's mount flags, to compare
+// settings in one run.
+func benchMountArgs(args ...string) []string {
+	return append(args, strings.Fields(os.Getenv("BENCH_MOUNT_ARGS"))...)
 }

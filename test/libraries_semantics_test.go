@@ -7,6 +7,7 @@ package test
 import (
 	"bytes"
 	"errors"
+	"golang.org/x/sys/unix"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -474,5 +475,44 @@ func TestHeldCommitsLater(t *testing.T) {
 	serverHas(t, s, "demo-library", "hello", tmp, []byte("never renamed"))
 	if b, err := os.ReadFile(filepath.Join(item, "hello.txt~")); err != nil || !bytes.Equal(b, old) {
 		t.Fatalf("hello.txt~ after the server dropped hello.txt: %q, %v", b, err)
+	}
+}
+
+// TestSharedWritableMmap: a library file mapped shared and written through
+// the mapping (as tools that mmap their output do) gets its new bytes to
+// the server in one session at close, and reads them back.
+func TestSharedWritableMmap(t *testing.T) {
+	s := sim.StartT(t)
+	m := mount(t, s)
+	p := m.Path("libraries", "demo-library", "hello", "hello.txt")
+	old, err := s.Download(ctx(t), "demo-library", "hello", "hello.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte("MAPPED"), old[6:]...)
+	n := sessions(s, func() {
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		mm, err := unix.Mmap(int(f.Fd()), 0, len(old), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			t.Fatalf("shared writable mmap of a library file: %v", err)
+		}
+		copy(mm, "MAPPED")
+		if err := unix.Munmap(mm); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatalf("close after writing through the mapping: %v", err)
+		}
+	})
+	serverHas(t, s, "demo-library", "hello", "hello.txt", want)
+	if n != 1 {
+		t.Fatalf("%d sessions for one mapped write", n)
+	}
+	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the mount reads %q (%v)", got, err)
 	}
 }

@@ -391,3 +391,67 @@ func TestPassthroughGuestSpool(t *testing.T) {
 		}
 	})
 }
+
+// TestPassthroughLargeDirect: a cold read of a file at or over
+// --direct-read-size bypasses the kernel's page cache (every read reaches
+// the mount), and still gives the server's bytes to read(2), to small
+// preads and to a shared mmap; once its spool is complete, the re-open is
+// passed through to it (there are no pages of the inode to prefer).
+func TestPassthroughLargeDirect(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("FUSE passthrough needs CAP_SYS_ADMIN (go-fuse falls back to plain reads, tested everywhere else)")
+	}
+	s := sim.StartT(t) // Range ignored: one stream fills the spool
+	addr := freePort(t)
+	m := mount(t, s, "--metrics", addr, "--direct-read-size", "16MiB")
+	p := m.Path("libraries", "demo-library", "big", "big.bin")
+	want, err := s.Download(ctx(t), "demo-library", "big", "big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(f); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("cold read: %v, equal %v", err, bytes.Equal(got, want))
+	}
+	// No pages of the inode hold the bytes: reading them again on the
+	// same descriptor reaches the mount for every MiB.
+	before := cacheLookups(t, addr)
+	again := make([]byte, len(want))
+	if n, err := f.ReadAt(again, 0); n != len(want) || !bytes.Equal(again, want) {
+		t.Fatalf("second read of the descriptor: %d, %v", n, err)
+	}
+	if l := cacheLookups(t, addr) - before; l < float64(len(want)>>20) {
+		t.Fatalf("second read of %d MiB on the descriptor: %v reads reached the mount; the page cache held it", len(want)>>20, l)
+	}
+	buf := make([]byte, 4096)
+	for _, off := range []int64{0, 12345, 33<<20 + 7, int64(len(want)) - 4096} {
+		if n, err := f.ReadAt(buf, off); n != len(buf) || !bytes.Equal(buf, want[off:off+4096]) {
+			t.Fatalf("pread of 4 KiB at %d: %d, %v", off, n, err)
+		}
+	}
+	// A shared mapping of a direct I/O open (FUSE_DIRECT_IO_ALLOW_MMAP).
+	mm, err := unix.Mmap(int(f.Fd()), 0, len(want), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("shared mmap of a large file's direct open: %v", err)
+	}
+	if !bytes.Equal(mm[40<<20:41<<20], want[40<<20:41<<20]) {
+		t.Fatal("the mapping reads other bytes than the server's")
+	}
+	unix.Munmap(mm)
+	f.Close()
+	if n := scrape(t, addr)[ptMetric]; n != 0 {
+		t.Fatalf("%v passthrough files while the spool was being filled", n)
+	}
+	f1 := openPassthrough(t, p, addr, 1)
+	defer f1.Close()
+	lookups := cacheLookups(t, addr)
+	if got, err := io.ReadAll(f1); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("re-open after the direct read: %v, equal %v", err, bytes.Equal(got, want))
+	}
+	if l := cacheLookups(t, addr); l != lookups {
+		t.Errorf("the re-open was not passed through: %v cache lookups", l-lookups)
+	}
+}

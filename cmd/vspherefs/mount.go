@@ -36,6 +36,7 @@ type mountFlags struct {
 	sim                                   bool
 	guestLogin, guestLoginFile            string
 	cacheSize, cacheDir, spoolSize        string
+	directReadSize                        string
 	ttl, timeout                          time.Duration
 	maxTransfers                          int
 	readOnly, allowOther, debug           bool
@@ -99,6 +100,7 @@ func parseMount(args []string) (*mountFlags, error) {
 	fl.StringVar(&f.guestLoginFile, "guest-login-file", "", "file mapping VM name patterns to guest logins (PATTERN = USER:PASS a line)")
 	fl.StringVar(&f.cacheSize, "cache-size", "512MiB", "memory for the block cache")
 	fl.StringVar(&f.spoolSize, "spool-size", "", "disk the spools of files no longer read may keep in --cache-dir (default: 4x --cache-size, at least 2GiB)")
+	fl.StringVar(&f.directReadSize, "direct-read-size", "", "a cold read of a library or guest file this large or larger bypasses the kernel's page cache; its spool serves re-reads (default: --cache-size; 0: never)")
 	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "disk for staging, spool and recovery; yours alone (refused if others can write it)")
 	fl.DurationVar(&f.ttl, "ttl", time.Second, "attribute and entry cache lifetime")
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "deadline of each API call, how long a transfer may stall, and how long unmounting waits for commits")
@@ -138,6 +140,7 @@ type mountConfig struct {
 	log                    *slog.Logger
 	uid, gid, umask        uint32
 	cacheBytes, spoolBytes int64
+	directReadBytes        int64
 	logins                 *guest.GuestLogins
 	cfg                    backend.Config
 	obs                    *metrics.Metrics
@@ -176,6 +179,12 @@ func configure(f *mountFlags) (*mountConfig, error) {
 	if f.spoolSize != "" {
 		if spoolBytes, err = parseSize(f.spoolSize); err != nil {
 			return c, usagef("--spool-size %q: %v", f.spoolSize, err)
+		}
+	}
+	directReadBytes := cacheBytes
+	if f.directReadSize != "" {
+		if directReadBytes, err = parseSize(f.directReadSize); err != nil {
+			return c, usagef("--direct-read-size %q: %v", f.directReadSize, err)
 		}
 	}
 	if _, err := guest.NewGuestLogins(f.guestLogin, ""); err != nil {
@@ -243,7 +252,7 @@ func configure(f *mountFlags) (*mountConfig, error) {
 	}
 
 	c.log, c.uid, c.gid, c.umask = log, uid, gid, umask
-	c.cacheBytes, c.spoolBytes = cacheBytes, spoolBytes
+	c.cacheBytes, c.spoolBytes, c.directReadBytes = cacheBytes, spoolBytes, directReadBytes
 	c.logins, c.cfg, c.obs, c.cd, c.mountpoint = logins, cfg, obs, cd, mountpoint
 	return c, nil
 }
@@ -337,7 +346,8 @@ func serve(c *mountConfig) error {
 		OpenDiskImage: openDiskImage,
 		Spaces:        backend.NewSpaces(conn, f.ttl),
 
-		Passthrough: &passthrough,
+		Passthrough:    &passthrough,
+		DirectReadSize: c.directReadBytes,
 
 		InoSweep: inoSweep,
 		InoGrace: inoGrace,

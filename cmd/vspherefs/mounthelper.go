@@ -17,7 +17,7 @@ const helperName = "mount.fuse.vspherefs"
 var valueOptions = map[string]string{
 	"url": "url", "username": "username", "password_file": "password-file",
 	"credentials": "credentials", "ca_certs": "ca-certs", "thumbprint": "thumbprint",
-	"guest_login_file": "guest-login-file", "cache_size": "cache-size", "spool_size": "spool-size",
+	"guest_login_file": "guest-login-file", "cache_size": "cache-size", "spool_size": "spool-size", "direct_read_size": "direct-read-size",
 	"cache_dir": "cache-dir", "ttl": "ttl", "timeout": "timeout", "library_datastore": "library-datastore",
 	"log_file": "log-file", "log_format": "log-format", "log_level": "log-level", "metrics": "metrics",
 	"uid": "uid", "gid": "gid", "umask": "umask", "upload": "upload",
