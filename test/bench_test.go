@@ -431,7 +431,7 @@ func BenchmarkExport(b *testing.B) {
 }
 
 // benchMountArgs adds BENCH_MOUNT_ARGS (flags split on spaces, e.g.
-// "--direct-read-size 0") to a read benchmark's mount flags, to compare
+// "--direct-read-size 512MiB") to a read benchmark's mount flags, to compare
 // settings in one run.
 func benchMountArgs(args ...string) []string {
 	return append(args, strings.Fields(os.Getenv("BENCH_MOUNT_ARGS"))...)

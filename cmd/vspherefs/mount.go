@@ -100,7 +100,7 @@ func parseMount(args []string) (*mountFlags, error) {
 	fl.StringVar(&f.guestLoginFile, "guest-login-file", "", "file mapping VM name patterns to guest logins (PATTERN = USER:PASS a line)")
 	fl.StringVar(&f.cacheSize, "cache-size", "512MiB", "memory for the block cache")
 	fl.StringVar(&f.spoolSize, "spool-size", "", "disk the spools of files no longer read may keep in --cache-dir (default: 4x --cache-size, at least 2GiB)")
-	fl.StringVar(&f.directReadSize, "direct-read-size", "", "a cold read of a library or guest file this large or larger bypasses the kernel's page cache; its spool serves re-reads (default: --cache-size; 0: never)")
+	fl.StringVar(&f.directReadSize, "direct-read-size", "", "a cold read of a library or guest file this large or larger bypasses the kernel's page cache, for readers with large buffers (dd bs=1M, cp); its spool serves re-reads (default 0: never)")
 	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "disk for staging, spool and recovery; yours alone (refused if others can write it)")
 	fl.DurationVar(&f.ttl, "ttl", time.Second, "attribute and entry cache lifetime")
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "deadline of each API call, how long a transfer may stall, and how long unmounting waits for commits")
@@ -181,7 +181,9 @@ func configure(f *mountFlags) (*mountConfig, error) {
 			return c, usagef("--spool-size %q: %v", f.spoolSize, err)
 		}
 	}
-	directReadBytes := cacheBytes
+	// Off unless asked: without the kernel's read-ahead, each small read
+	// (sha256sum's 32 KiB) is a round trip to the mount (BENCHMARKS.md).
+	var directReadBytes int64
 	if f.directReadSize != "" {
 		if directReadBytes, err = parseSize(f.directReadSize); err != nil {
 			return c, usagef("--direct-read-size %q: %v", f.directReadSize, err)
