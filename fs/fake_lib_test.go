@@ -277,7 +277,7 @@ func TestFakeTimesAgreeAcrossPaths(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				check("a listing", *info.Sys().(*syscall.Stat_t))
+				check("lstat of the listed name", *info.Sys().(*syscall.Stat_t))
 			}
 		}
 		check("stat after the closes", statOf(t, p))

@@ -108,9 +108,8 @@ type FS struct {
 // page cache: filling it costs the mount more than the network does once
 // the kernel's recently freed pages are used up (BENCHMARKS.md, seventh
 // session), and a file this large read once would push out what users
-// re-read.
-// Not for an endpoint known to honour Range: its bytes have no spool to
-// serve re-reads, so the page cache is where they are kept.
+// re-read. Not for an endpoint known to honour Range: its bytes have no
+// spool to serve re-reads, so the page cache is where they are kept.
 func (f *FS) large(src cache.Source) bool {
 	return f.DirectReadSize > 0 && src.Size() >= f.DirectReadSize && f.directMmap.Load() && !f.Cache.Ranged(src)
 }

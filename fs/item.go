@@ -76,7 +76,7 @@ func (d *itemDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if !ok || d.fs.Writes.isPending(d.id, f.Name) {
 		return nil, syscall.ENOENT
 	}
-	d.fs.fileAttr(&out.Attr, f.Size, d.fs.times().mtime(d.id, f.File, it.Modified), d.fs.writable(d.sub) == 0)
+	d.fs.fileAttr(&out.Attr, f.Size, d.fs.fileMtime(it, f.File), d.fs.writable(d.sub) == 0)
 	node := &libFile{fs: d.fs, itemID: d.id, libID: d.libID, sub: d.sub, name: f.Name}
 	return d.NewInode(ctx, node, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: ino("file", fileKey(it.ID, f.File))}), 0
 }

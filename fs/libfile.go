@@ -90,7 +90,7 @@ func (f *libFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.Att
 	if err != nil {
 		return toErrno(f.fs.Log, f.path(), err)
 	}
-	f.fs.fileAttr(&out.Attr, file.Size, f.fs.times().mtime(f.itemID, file, it.Modified), f.writable())
+	f.fs.fileAttr(&out.Attr, file.Size, f.fs.fileMtime(it, file), f.writable())
 	return 0
 }
 
@@ -105,7 +105,7 @@ func (f *FS) times() *fileTimes {
 // serverLoader copies a server file's bytes (through the block cache's
 // source) into a staged file.
 func (f *FS) serverLoader(itm remote.Item, file remote.File) *loader {
-	return &loader{mtime: f.times().mtime(itm.ID, file, itm.Modified), copy: func(ctx context.Context, dst io.Writer) error {
+	return &loader{mtime: f.fileMtime(itm, file), copy: func(ctx context.Context, dst io.Writer) error {
 		body, _, err := f.Downloads.Source(itm, file, "").Open(ctx, 0, -1)
 		if err != nil {
 			return err
@@ -147,7 +147,7 @@ func (f *libFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	// passthrough open: the kernel reads it with no request to us.
 	spool, canBack := f.fs.Cache.Spooled(src)
 	mode := f.gate.admit(src.ID(), canBack, canBack && !cache.InMemory(spool), f.fs.large(src))
-	h := &libHandle{f: f, src: src, mtime: f.fs.times().mtime(f.itemID, file, it.Modified), mode: mode}
+	h := &libHandle{f: f, src: src, mtime: f.fs.fileMtime(it, file), mode: mode}
 	if mode == ptBacking {
 		return &libPTHandle{libHandle: h, backing: backing{file: spool, count: f.fs.countPassthrough}}, fl, 0
 	}

@@ -80,6 +80,13 @@ func (t *fileTimes) saveLocked(itemID string) {
 	}
 }
 
+// fileMtime is the time a library file shows, the same on every path
+// (lookup, stat, an open handle, a staged copy's load): editors compare
+// them, and vim -Es skips its save when they differ.
+func (f *FS) fileMtime(it remote.Item, file remote.File) time.Time {
+	return f.times().mtime(it.ID, file, it.Modified)
+}
+
 // mtime is the modification time of a server file: the recorded one if it
 // is for this version and size, else first (recorded from now on; saved
 // with the item's next change, or at unmount, so that listing a large item

@@ -7,7 +7,6 @@ package test
 import (
 	"bytes"
 	"errors"
-	"golang.org/x/sys/unix"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vspherefs/vspherefs/test/sim"
 )
