@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/vmware/govmomi/simulator"
@@ -45,11 +46,20 @@ func (x *Exports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
 	x.transferStarted()
-	defer x.active.Add(-1)
+	// The transfer ends when its last byte is read, before it is sent: a
+	// client that has the whole body may start its next GET before this
+	// handler returns, and that must not count as two at once.
+	end := sync.OnceFunc(func() { x.active.Add(-1) })
+	defer end()
 	x.firstGet.CompareAndSwap(0, time.Now().UnixNano())
 	w.Header().Set("Content-Type", "application/octet-stream")
-	http.ServeContent(&countingWriter{ResponseWriter: w, n: &x.served}, r, file.name, time.Time{}, &leaseReader{f: f, ctx: ctx, x: x})
+	http.ServeContent(&countingWriter{ResponseWriter: w, n: &x.served}, r, file.name, time.Time{}, &leaseReader{f: f, ctx: ctx, x: x, size: st.Size(), end: end})
 	if ctx.Err() != nil {
 		panic(http.ErrAbortHandler) // the client sees a broken transfer, not a short file
 	}
@@ -57,10 +67,12 @@ func (x *Exports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // leaseReader fails once the lease has ended, and applies Throttle and Corrupt.
 type leaseReader struct {
-	f   *os.File
-	ctx context.Context
-	x   *Exports
-	off int64
+	f    *os.File
+	ctx  context.Context
+	x    *Exports
+	off  int64
+	size int64
+	end  func() // called once the last byte has been read
 }
 
 func (r *leaseReader) Read(p []byte) (int, error) {
@@ -82,6 +94,9 @@ func (r *leaseReader) Read(p []byte) (int, error) {
 		p[at-r.off] ^= 0xff
 	}
 	r.off += int64(n)
+	if r.off >= r.size {
+		r.end()
+	}
 	return n, err
 }
 
