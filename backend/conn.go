@@ -222,9 +222,14 @@ func (c *Conn) Do(ctx context.Context, call, on string, fn func(ctx context.Cont
 			}
 			continue
 		}
-		if dctx.Err() == nil && retryable(call, err) && SleepCtx(dctx, Backoff(attempt)) == nil {
-			c.NoteRetry(call)
-			continue
+		if dctx.Err() == nil && retryable(call, err) {
+			if SleepCtx(dctx, Backoff(attempt)) == nil {
+				c.NoteRetry(call)
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err() // interrupted while waiting to retry: EINTR, not the last try's fault
+			}
 		}
 		return c.deadline(call, on, err, dctx)
 	}

@@ -118,4 +118,17 @@ func TestDoRetries(t *testing.T) {
 	if took := time.Since(start); !errors.Is(err, remote.ErrIO) || took > 3*time.Second {
 		t.Fatalf("hung: %v after %v", err, took)
 	}
+	// Interrupted while waiting to retry: the caller's cancellation (EINTR),
+	// not the last try's failure or "no answer within --timeout" (EIO).
+	ictx, cancel := context.WithCancel(context.Background())
+	tries = 0
+	err = c.Do(ictx, "library:list", "", func(ctx context.Context) error {
+		if tries++; tries == 2 {
+			time.AfterFunc(10*time.Millisecond, cancel)
+		}
+		return resetErr()
+	})
+	if !errors.Is(err, context.Canceled) || errors.Is(err, remote.ErrIO) {
+		t.Fatalf("interrupted between tries: %v after %d tries, want context.Canceled", err, tries)
+	}
 }

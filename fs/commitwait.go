@@ -12,16 +12,9 @@ package fs
 // commits tracker (commits.go).
 
 import (
-	"bufio"
 	"context"
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
-
-	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
 // awaitOrDie waits for done; it returns false early if the request was
@@ -44,37 +37,6 @@ func awaitOrDie(ctx context.Context, done <-chan struct{}) bool {
 		case <-t.C:
 		}
 	}
-}
-
-// callerDying says whether the process that made the request is gone or has
-// a fatal signal pending (the kernel marks a dying thread with SIGKILL).
-func callerDying(ctx context.Context) bool {
-	c, ok := fuse.FromContext(ctx)
-	if !ok || c.Pid == 0 {
-		return false
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", c.Pid))
-	if err != nil {
-		return os.IsNotExist(err)
-	}
-	defer f.Close()
-	const kill = uint64(1) << (uint(syscall.SIGKILL) - 1)
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), ":")
-		v = strings.TrimSpace(v)
-		switch k {
-		case "State":
-			if strings.HasPrefix(v, "Z") || strings.HasPrefix(v, "X") {
-				return true
-			}
-		case "SigPnd", "ShdPnd":
-			if n, err := strconv.ParseUint(v, 16, 64); err == nil && n&kill != 0 {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // commitWait commits names of it as commitErrno does, but returns EINTR as

@@ -178,7 +178,7 @@ func mount(dir string, opts Options, allowOther, debug bool) (*FS, *fuse.Server,
 		UID:             opts.UID,
 		GID:             opts.GID,
 	})
-	server, err := fuse.NewServer(&statfsDefault{RawFileSystem: raw, fs: f}, dir, &mo)
+	server, err := fuse.NewServer(signalFilter{&statfsDefault{RawFileSystem: raw, fs: f}}, dir, &mo)
 	if err != nil {
 		return nil, nil, err
 	}
