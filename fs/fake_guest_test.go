@@ -59,3 +59,53 @@ func TestFakeGuestInoTableBounded(t *testing.T) {
 		t.Fatalf("listed %d files, want 14", len(seen))
 	}
 }
+
+// A truncate(2) of a guest file after its writer's close(2) but before the
+// kernel's release of the file (here held by a mapping, which keeps the
+// file without a descriptor: no flush comes after) is committed at the
+// release, not dropped with the stage.
+func TestFakeGuestTruncateBeforeRelease(t *testing.T) {
+	m := mountFakes(t, nil)
+	p := m.path("vms/vm1/t.txt")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("short"); err != nil {
+		t.Fatal(err)
+	}
+	mem, err := syscall.Mmap(int(f.Fd()), 0, 5, syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil { // the commit; the mapping holds the file
+		t.Fatal(err)
+	}
+	guest := func() string {
+		m.guests.mu.Lock()
+		defer m.guests.mu.Unlock()
+		if g := m.guests.files["/t.txt"]; g != nil {
+			return string(g.data)
+		}
+		return "<none>"
+	}
+	if got := guest(); got != "short" {
+		t.Fatalf("after close the guest has %q", got)
+	}
+	if err := os.Truncate(p, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Munmap(mem); err != nil { // the release, with no flush
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for guest() != "sh" && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := guest(); got != "sh" {
+		t.Fatalf("after truncate(2) and the release the guest has %q, want \"sh\"", got)
+	}
+	if b, err := os.ReadFile(p); err != nil || string(b) != "sh" {
+		t.Fatalf("the mount reads %q (%v)", b, err)
+	}
+}

@@ -429,6 +429,12 @@ func (h *guestHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 func (h *guestHandle) Release(ctx context.Context) syscall.Errno {
 	if h.write {
 		h.f.mu.Lock()
+		if st := h.f.st; st != nil && st.writers == 1 && st.dirty && !st.failed {
+			// Changed after the last close(2) (a truncate(2) or chmod of the
+			// path between the close and this release, staged for a close
+			// that came before it): committed now, not dropped with the stage.
+			h.f.commitLocked(context.Background())
+		}
 		h.f.releaseLocked()
 		h.f.mu.Unlock()
 	}
