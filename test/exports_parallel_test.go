@@ -12,6 +12,7 @@ import (
 // more at once per host than --max-transfers, and the package copied out is
 // govc's byte for byte whatever the bound.
 func TestExportsMaxTransfers(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	vm := simVM(t, s, exportVM, true)
 	for i := 1; i < 5; i++ {

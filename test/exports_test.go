@@ -176,6 +176,7 @@ func checkManifest(t *testing.T, dir, mf string) {
 // import.ovf accepts, with the same bytes; disks/<vm>/ holds the raw disks;
 // both trees come from one lease, none held once the export is spooled.
 func TestExportsPackage(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	vm := simVM(t, s, exportVM, true)
 	addSmallDisk(t, vm, "small", 40<<20)

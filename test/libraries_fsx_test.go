@@ -22,6 +22,7 @@ import (
 // scratch files, checked against a model after every step: through the
 // mount, and on the server through govmomi after every close and rename.
 func TestLibraryRandomOps(t *testing.T) {
+	t.Parallel()
 	libraryRandomOps(t)
 }
 
@@ -29,6 +30,7 @@ func TestLibraryRandomOps(t *testing.T) {
 // streamed (libstream.go), so that rewrites, truncates, renames and
 // reopens meet uploads in progress.
 func TestLibraryRandomOpsStreamed(t *testing.T) {
+	t.Parallel()
 	m := libraryRandomOps(t, "--debug", "--test-stream-after", "65536")
 	if !strings.Contains(m.Log(), "committed (streamed)") || !strings.Contains(m.Log(), "msg=committed ") {
 		t.Fatal("no file was committed streamed, or none staged")

@@ -105,6 +105,7 @@ func sum(b []byte) string {
 // TestReadDemoFiles: cat, cp and sha256sum of every demo file give the bytes
 // the simulator serves to govmomi, with and without Range support.
 func TestReadDemoFiles(t *testing.T) {
+	t.Parallel()
 	for _, ranges := range []bool{false, true} {
 		t.Run(map[bool]string{false: "stream", true: "ranged"}[ranges], func(t *testing.T) {
 			s := sim.StartT(t)
@@ -185,6 +186,7 @@ func TestPread(t *testing.T) {
 
 // TestConcurrentReaders: 8 readers of one file and of different files.
 func TestConcurrentReaders(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--cache-size", "16MiB")
 	want := map[string]string{}
@@ -223,6 +225,7 @@ func TestConcurrentReaders(t *testing.T) {
 
 // TestLargerThanCache: a 64 MiB file through an 8 MiB cache, both modes.
 func TestLargerThanCache(t *testing.T) {
+	t.Parallel()
 	for _, ranges := range []bool{false, true} {
 		t.Run(map[bool]string{false: "stream", true: "ranged"}[ranges], func(t *testing.T) {
 			s := sim.StartT(t)
@@ -257,6 +260,7 @@ func dropPageCache(t *testing.T, p string) {
 // TestRereadStartsNoTransfer: a second read of a cached file starts no GET;
 // with a small cache only the evicted blocks are fetched again.
 func TestRereadStartsNoTransfer(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	s.Library.SetRanges(true)
 	m := mount(t, s, "--cache-size", "64MiB")
@@ -531,6 +535,7 @@ func TestNewVersionSeen(t *testing.T) {
 // it needs (plus a bounded read-ahead), not the file from byte 0; without it,
 // the one stream serves later random reads from the spool.
 func TestRangedRandomRead(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	s.Library.SetRanges(true)
 	m := mount(t, s)

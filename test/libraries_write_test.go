@@ -117,6 +117,7 @@ func checkLanded(t *testing.T, s *sim.Server, m *Mount, lib, item, name string, 
 // TestWriteRoundTrip: new files (empty, small, 64 MiB) and overwrites land,
 // read back identically through govmomi, govc and the mount.
 func TestWriteRoundTrip(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--cache-size", "16MiB")
 	for _, tc := range []struct {
@@ -224,6 +225,7 @@ func TestWriteRandom(t *testing.T) {
 // leaves the item as it was (no session left active) and keeps the bytes in
 // recovery/, named in the log line.
 func TestWriteFailures(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s)
 	id := itemID(t, s, "demo-library", "hello")
@@ -344,6 +346,7 @@ func TestWriteFailedCommitOtherWriter(t *testing.T) {
 // TestWriteTwoFilesAtOnce: two files of one item written at the same time
 // both land (one session at a time per item, queued).
 func TestWriteTwoFilesAtOnce(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s)
 	s.Updates.SetDonePolls(3)
@@ -468,6 +471,7 @@ func TestItemsAndLibraries(t *testing.T) {
 // TestRsyncTarCp: rsync -r into an item leaves no temp-named file and sends
 // each byte once; tar -x into an item works; cp -r makes one item per folder.
 func TestRsyncTarCp(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s)
 	src := t.TempDir()

@@ -114,6 +114,7 @@ func fsxRun(t *testing.T, path string, seed uint64, n, closeEvery int, maxLen in
 // TestRandomOpsGuest: fsx-like runs on one guest file, several seeds; the
 // guest has the model's bytes after each, and the folder stays usable.
 func TestRandomOpsGuest(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--guest-login", sim.GuestLoginString())
 	host := guestHostDir(t, s, guestVM)
@@ -141,6 +142,7 @@ func TestRandomOpsGuest(t *testing.T) {
 // TestRandomOpsLibrary: the same in a library item; the server has the
 // model's bytes after each run.
 func TestRandomOpsLibrary(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s)
 	for _, seed := range []uint64{4, 5, 6} {

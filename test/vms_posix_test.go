@@ -66,6 +66,7 @@ func TestVMsPosixDetails(t *testing.T) {
 // TestVMsRsyncDirMtimes: directory mtimes survive rsync -a into a guest
 // and back, every time (5 runs), for a tree with a 20 MB file.
 func TestVMsRsyncDirMtimes(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	// A long TTL keeps whatever the mount believes: a stale directory
 	// time would show in the copy back.

@@ -171,6 +171,7 @@ func govcGuest(t testing.TB, s *sim.Server, args ...string) string {
 // second run transfers nothing; govc reads what the mount wrote; and
 // writing makes no list call per file.
 func TestVMsRsync(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--guest-login", sim.GuestLoginString())
 	src := filepath.Join(t.TempDir(), "src")
@@ -233,6 +234,7 @@ func diffCalls(before, after map[string]int) string {
 
 // TestVMsCpTar: cp -r and tar work in both directions.
 func TestVMsCpTar(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--guest-login", sim.GuestLoginString())
 	src := filepath.Join(t.TempDir(), "src")
@@ -618,6 +620,7 @@ func TestVMsURLExpiresDuringRead(t *testing.T) {
 // TestVMsConcurrentBigReaders: eight readers of one 48 MiB file make one
 // transfer between them.
 func TestVMsConcurrentBigReaders(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--guest-login", sim.GuestLoginString(), "--cache-size", "16MiB")
 	want := putGuestFile(t, s, "/tmp/big.bin", 48<<20+3)

@@ -22,6 +22,7 @@ import (
 // present state (a running VM's export, a powered-off guest) list nothing
 // and the log says why.
 func TestWalkClean(t *testing.T) {
+	t.Parallel()
 	s := sim.StartT(t)
 	m := mount(t, s, "--guest-login", sim.GuestLoginString())
 	for _, cmd := range [][]string{{"find", m.Dir, "-type", "f"}, {"du", "-s", m.Dir}} {
