@@ -22,12 +22,37 @@ import (
 // holds a writable descriptor on inode ino of this mount (m; from
 // /proc/<pid>/fdinfo, which names each descriptor's inode, mount and
 // flags). False when that cannot be read.
+//
+// Its parent is asked too: a child's exec(2) closes the descriptors it
+// inherited with O_CLOEXEC (what Go, Python and most libraries open with),
+// and each such close is a flush from the child while the process that
+// forked it still has the file open and is writing it.
 func callerKeepsWriter(ctx context.Context, m *mountIdent, ino uint64) bool {
 	c, ok := fuse.FromContext(ctx)
-	if !ok || c.Pid == 0 || uint32(os.Getpid()) == c.Pid {
+	self := os.Getpid()
+	if !ok || c.Pid == 0 || uint32(self) == c.Pid {
 		return false
 	}
-	return pidKeepsWriter(int(c.Pid), m, ino)
+	if pidKeepsWriter(int(c.Pid), m, ino) {
+		return true
+	}
+	pp := parentPid(int(c.Pid))
+	return pp > 1 && pp != self && pidKeepsWriter(pp, m, ino)
+}
+
+// parentPid is the parent of process (or thread) pid, 0 if unknown.
+func parentPid(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "PPid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
 }
 
 // pidKeepsWriter says whether process pid holds a writable descriptor on

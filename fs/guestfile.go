@@ -417,13 +417,24 @@ func (h *guestHandle) Flush(ctx context.Context) syscall.Errno {
 		}
 		return 0
 	}
+	if callerKeepsWriter(ctx, h.f.fs.mnt.Load(), h.f.StableAttr().Ino) {
+		return 0 // not its last close (a dup, or a child's exec): that one commits
+	}
+	return h.commit(ctx)
+}
+
+func (h *guestHandle) commit(ctx context.Context) syscall.Errno {
 	h.f.mu.Lock()
 	defer h.f.mu.Unlock()
 	return h.f.commitLocked(ctx)
 }
 
+// Fsync commits now, from a process that holds the file open.
 func (h *guestHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	return h.Flush(ctx)
+	if !h.write {
+		return 0
+	}
+	return h.commit(ctx)
 }
 
 func (h *guestHandle) Release(ctx context.Context) syscall.Errno {

@@ -373,11 +373,13 @@ func (h *stagedHandle) Flush(ctx context.Context) syscall.Errno {
 // commit commits the unsaved bytes now (close, fsync).
 func (h *stagedHandle) commit(ctx context.Context) syscall.Errno {
 	committed, errno := h.f.fs.Writes.flush(ctx, h.sf)
-	if committed {
+	if committed || errno == syscall.EIO {
 		// The item has a new content version, so its files have new inode
 		// numbers: drop the kernel's entry before close returns, so that the
 		// next open looks up the new inode (size and pages of the new
-		// version) while readers of the old one keep theirs.
+		// version) while readers of the old one keep theirs. After a failed
+		// commit the same: the size the kernel learnt from the writes is
+		// not the server's.
 		if name, parent := h.f.Parent(); parent != nil {
 			parent.NotifyEntry(name)
 		}
