@@ -33,8 +33,18 @@ func callerKeepsWriter(ctx context.Context, m *mountIdent, ino uint64) bool {
 	if !ok || c.Pid == 0 || uint32(self) == c.Pid {
 		return false
 	}
-	if pidKeepsWriter(int(c.Pid), m, ino) {
-		return true
+	return pidKeepsWriter(int(c.Pid), m, ino) || parentKeepsWriter(ctx, m, ino)
+}
+
+// parentKeepsWriter says whether the parent of the process behind a FUSE
+// request holds a writable descriptor on inode ino of the mount m: the
+// request is then a child's close (often its exec's) of a file the parent
+// is still writing.
+func parentKeepsWriter(ctx context.Context, m *mountIdent, ino uint64) bool {
+	c, ok := fuse.FromContext(ctx)
+	self := os.Getpid()
+	if !ok || c.Pid == 0 || uint32(self) == c.Pid {
+		return false
 	}
 	pp := parentPid(int(c.Pid))
 	return pp > 1 && pp != self && pidKeepsWriter(pp, m, ino)

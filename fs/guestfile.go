@@ -417,8 +417,11 @@ func (h *guestHandle) Flush(ctx context.Context) syscall.Errno {
 		}
 		return 0
 	}
-	if callerKeepsWriter(ctx, h.f.fs.mnt.Load(), h.f.StableAttr().Ino) {
-		return 0 // not its last close (a dup, or a child's exec): that one commits
+	if parentKeepsWriter(ctx, h.f.fs.mnt.Load(), h.f.StableAttr().Ino) {
+		// A child's close (its exec's) of a file its parent is writing:
+		// the parent's close commits. (Each close of the writer's own
+		// descriptors commits, as it always has for guest files.)
+		return 0
 	}
 	return h.commit(ctx)
 }

@@ -183,10 +183,12 @@ func TestCommitEndsSessionsWhenFailCancelFail(t *testing.T) {
 func TestCommitSlowSurvivesExpiry(t *testing.T) {
 	t.Parallel()
 	s := sim.StartT(t)
-	m := mount(t, s, "--timeout", "5s")
-	s.Updates.SetExpiry(500 * time.Millisecond)
+	m := mount(t, s, "--timeout", "10s")
+	// Keep-alives come every third of the expiry: 2 s leaves them room on
+	// a loaded machine (500 ms did not, under -race); the PUT outlasts it.
+	s.Updates.SetExpiry(2 * time.Second)
 	s.Updates.SetStrictExpiry(true)
-	s.Updates.SetPutDelay(2 * time.Second)
+	s.Updates.SetPutDelay(4 * time.Second)
 	want := randBytes(3, 1<<20)
 	if err := os.WriteFile(m.Path("libraries", "demo-library", "hello", "slow.bin"), want, 0o644); err != nil {
 		t.Fatalf("slow commit: %v\n%s", err, m.Log())
