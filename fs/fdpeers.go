@@ -28,26 +28,25 @@ import (
 // and each such close is a flush from the child while the process that
 // forked it still has the file open and is writing it.
 func callerKeepsWriter(ctx context.Context, m *mountIdent, ino uint64) bool {
-	c, ok := fuse.FromContext(ctx)
-	self := os.Getpid()
-	if !ok || c.Pid == 0 || uint32(self) == c.Pid {
-		return false
-	}
-	return pidKeepsWriter(int(c.Pid), m, ino) || parentKeepsWriter(ctx, m, ino)
+	pid, ok := requester(ctx)
+	return ok && (pidKeepsWriter(pid, m, ino) || parentKeepsWriter(pid, m, ino))
 }
 
-// parentKeepsWriter says whether the parent of the process behind a FUSE
-// request holds a writable descriptor on inode ino of the mount m: the
-// request is then a child's close (often its exec's) of a file the parent
-// is still writing.
-func parentKeepsWriter(ctx context.Context, m *mountIdent, ino uint64) bool {
+// requester is the process behind a FUSE request, unless unknown or this one.
+func requester(ctx context.Context) (int, bool) {
 	c, ok := fuse.FromContext(ctx)
-	self := os.Getpid()
-	if !ok || c.Pid == 0 || uint32(self) == c.Pid {
-		return false
+	if !ok || c.Pid == 0 || uint32(os.Getpid()) == c.Pid {
+		return 0, false
 	}
-	pp := parentPid(int(c.Pid))
-	return pp > 1 && pp != self && pidKeepsWriter(pp, m, ino)
+	return int(c.Pid), true
+}
+
+// parentKeepsWriter says whether the parent of process pid holds a
+// writable descriptor on inode ino of the mount m: a request of pid is then
+// a child's close (often its exec's) of a file the parent is still writing.
+func parentKeepsWriter(pid int, m *mountIdent, ino uint64) bool {
+	pp := parentPid(pid)
+	return pp > 1 && pp != os.Getpid() && pidKeepsWriter(pp, m, ino)
 }
 
 // parentPid is the parent of process (or thread) pid, 0 if unknown.

@@ -417,7 +417,7 @@ func (h *guestHandle) Flush(ctx context.Context) syscall.Errno {
 		}
 		return 0
 	}
-	if parentKeepsWriter(ctx, h.f.fs.mnt.Load(), h.f.StableAttr().Ino) {
+	if pid, ok := requester(ctx); ok && parentKeepsWriter(pid, h.f.fs.mnt.Load(), h.f.StableAttr().Ino) {
 		// A child's close (its exec's) of a file its parent is writing:
 		// the parent's close commits. (Each close of the writer's own
 		// descriptors commits, as it always has for guest files.)
