@@ -98,13 +98,14 @@ func TestCommitEndsLeftSession(t *testing.T) {
 
 // A commit that takes longer than the server's idle expiry survives: its
 // session is kept alive (the simulator here does not count a transfer in
-// flight as activity).
+// flight as activity). The expiry is 2 s, not less: a 400 ms one expired
+// before the first keep-alive under CI's parallel -race load.
 func TestCommitKeepsSessionAlive(t *testing.T) {
 	f := newWriteFixture(t)
 	id := f.itemID("demo-library", "hello")
-	f.s.Updates.SetExpiry(400 * time.Millisecond)
+	f.s.Updates.SetExpiry(2 * time.Second)
 	f.s.Updates.SetStrictExpiry(true)
-	f.s.Updates.SetPutDelay(1500 * time.Millisecond)
+	f.s.Updates.SetPutDelay(4 * time.Second)
 	want := pattern(1<<20, 50)
 	if err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", want)}, nil); err != nil {
 		t.Fatalf("slow commit: %v", err)
