@@ -441,7 +441,7 @@ func TestUpdateDonePollsAndOldReaders(t *testing.T) {
 // A session left active by a client that went away expires, freeing the item.
 func TestUpdateSessionExpires(t *testing.T) {
 	f := newUpdateFixture(t)
-	f.s.Updates.SetExpiry(200 * time.Millisecond)
+	f.s.Updates.SetExpiry(time.Second) // shorter lapses mid-test under -race load
 	id := f.itemID("demo-library", "hello")
 	before := f.state("demo-library", "hello")
 	sid := f.create(id)
@@ -451,7 +451,7 @@ func TestUpdateSessionExpires(t *testing.T) {
 	if _, err := f.lm.CreateLibraryItemUpdateSession(f.ctx, library.Session{LibraryItemID: id}); err == nil {
 		t.Fatal("second session while the first is fresh")
 	}
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
 	f.create(id)
 	s, err := f.lm.GetLibraryItemUpdateSession(f.ctx, sid)
 	if err != nil || s.State != "ERROR" {
@@ -492,9 +492,9 @@ func TestUpdateSessionFailCancelFaults(t *testing.T) {
 // calls during it keep the session.
 func TestUpdateSessionStrictExpiry(t *testing.T) {
 	f := newUpdateFixture(t)
-	f.s.Updates.SetExpiry(300 * time.Millisecond)
+	f.s.Updates.SetExpiry(time.Second) // shorter lapses between keep-alives under -race load
 	f.s.Updates.SetStrictExpiry(true)
-	f.s.Updates.SetPutDelay(time.Second)
+	f.s.Updates.SetPutDelay(2 * time.Second)
 	defer f.s.Updates.SetPutDelay(0)
 	id := f.itemID("demo-library", "hello")
 	sid := f.create(id)
@@ -511,7 +511,7 @@ func TestUpdateSessionStrictExpiry(t *testing.T) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(250 * time.Millisecond):
 				_ = f.lm.KeepAliveLibraryItemUpdateSession(f.ctx, sid)
 			}
 		}
