@@ -297,10 +297,10 @@ func (c *Cache) ReadAt(ctx context.Context, src Source, p []byte, off int64) (in
 }
 
 // ReadShared is ReadAt that may return, instead of p filled, a slice of a
-// cached block holding the bytes asked for (when they lie in one block),
-// to be read and never modified: a FUSE reply from it copies nothing more.
-// release must be called once the bytes are no longer read (after the
-// reply is sent): the block's buffer is then reused.
+// cached block (or of a stream's recent block) holding the bytes asked for
+// (when they lie in one block), to be read and never modified: a FUSE reply
+// from it copies nothing more. release must be called once the bytes are no
+// longer read (after the reply is sent): the block's buffer is then reused.
 func (c *Cache) ReadShared(ctx context.Context, src Source, p []byte, off int64) (b []byte, release func(), err error) {
 	o := c.acquire(src)
 	defer c.release(o)

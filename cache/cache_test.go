@@ -19,13 +19,24 @@ type memSource struct {
 	data     []byte
 	ranged   bool
 	opens    atomic.Int64
+	streams  atomic.Int64 // opens to the end (n < 0)
 	failOnce atomic.Int64 // streams to cut after this many bytes (0: none)
+	// holdAt, if set, stops each stream there until hold is closed.
+	holdAt int64
+	hold   chan struct{}
 }
 
 func (m *memSource) ID() string  { return "mem" }
 func (m *memSource) Size() int64 { return int64(len(m.data)) }
 func (m *memSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, bool, error) {
 	m.opens.Add(1)
+	if n < 0 {
+		m.streams.Add(1)
+	}
+	if m.hold != nil && n < 0 && off < m.holdAt {
+		r := io.MultiReader(bytes.NewReader(m.data[off:m.holdAt]), &heldReader{ctx: ctx, hold: m.hold, rest: bytes.NewReader(m.data[m.holdAt:])})
+		return io.NopCloser(r), m.ranged || off == 0, nil
+	}
 	if !m.ranged {
 		r := io.Reader(bytes.NewReader(m.data))
 		if cut := m.failOnce.Swap(0); cut > 0 {
@@ -40,6 +51,22 @@ func (m *memSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, bool
 	return io.NopCloser(bytes.NewReader(m.data[off:end])), true, nil
 }
 
+// heldReader waits for hold (or ctx) before it reads rest.
+type heldReader struct {
+	ctx  context.Context
+	hold chan struct{}
+	rest io.Reader
+}
+
+func (h *heldReader) Read(p []byte) (int, error) {
+	select {
+	case <-h.hold:
+		return h.rest.Read(p)
+	case <-h.ctx.Done():
+		return 0, h.ctx.Err()
+	}
+}
+
 type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
@@ -51,7 +78,9 @@ func randomData(n int) []byte {
 	return b
 }
 
-func testReads(t *testing.T, ranged bool) {
+// testReads reads an object larger than the cache sequentially from start,
+// then at random from 8 goroutines.
+func testReads(t *testing.T, ranged bool, start int64) {
 	src := &memSource{data: randomData(10<<20 + 777), ranged: ranged}
 	c, err := New(Options{Bytes: 4 << 20, BlockSize: 256 << 10, Dir: t.TempDir()})
 	if err != nil {
@@ -62,7 +91,7 @@ func testReads(t *testing.T, ranged bool) {
 	// Sequential read of the whole object, larger than the cache.
 	var got bytes.Buffer
 	buf := make([]byte, 128<<10)
-	for off := int64(0); ; {
+	for off := start; ; {
 		n, err := c.ReadAt(ctx, src, buf, off)
 		got.Write(buf[:n])
 		off += int64(n)
@@ -73,8 +102,14 @@ func testReads(t *testing.T, ranged bool) {
 			t.Fatal(err)
 		}
 	}
-	if !bytes.Equal(got.Bytes(), src.data) {
+	if !bytes.Equal(got.Bytes(), src.data[start:]) {
 		t.Fatalf("sequential read differs (%d bytes)", got.Len())
+	}
+	switch streams := src.streams.Load(); {
+	case start == 0 && (streams != 1 || src.opens.Load() != 1):
+		t.Fatalf("read from byte 0: %d opens, %d of them streams; want one stream", src.opens.Load(), streams)
+	case start > 0 && ranged && streams != 0:
+		t.Fatalf("ranged read from %d: %d streams, want blocks by Range", start, streams)
 	}
 	// Concurrent random reads, including the last byte and past EOF.
 	kept := make(chan sharedRead, 8*50)
@@ -133,8 +168,8 @@ func testReads(t *testing.T, ranged bool) {
 		}
 		k.release()
 	}
-	if !ranged && src.opens.Load() != 1 {
-		t.Fatalf("stream source opened %d times, want 1 (the spool serves re-reads)", src.opens.Load())
+	if start == 0 && src.opens.Load() != 1 {
+		t.Fatalf("source opened %d times, want 1 (the spool serves re-reads)", src.opens.Load())
 	}
 }
 
@@ -155,7 +190,8 @@ func TestBlocksReused(t *testing.T) {
 	defer c.Close()
 	ctx := context.Background()
 	buf := make([]byte, 128<<10)
-	for off := int64(0); off < int64(len(src.data)); off += int64(len(buf)) {
+	// From the second block: a read from byte 0 would stream instead.
+	for off := c.BlockSize(); off < int64(len(src.data)); off += int64(len(buf)) {
 		b, release, err := c.ReadShared(ctx, src, buf, off)
 		if err != nil || !bytes.Equal(b, src.data[off:off+int64(len(b))]) || len(b) != len(buf) {
 			t.Fatalf("read at %d: %d bytes, %v", off, len(b), err)
@@ -168,8 +204,54 @@ func TestBlocksReused(t *testing.T) {
 	}
 }
 
-func TestRanged(t *testing.T) { testReads(t, true) }
-func TestStream(t *testing.T) { testReads(t, false) }
+// A ranged object read from byte 0 streams (one transfer fills the spool);
+// from elsewhere its blocks are fetched by Range into the LRU.
+func TestRangedFromStart(t *testing.T) { testReads(t, true, 0) }
+func TestRanged(t *testing.T)          { testReads(t, true, 256<<10+5) }
+func TestStream(t *testing.T)          { testReads(t, false, 0) }
+
+// TestRangedFarAheadOfStream: while a ranged object's stream is held at
+// 1 MiB, a read far ahead is fetched by Range and answered, and one just
+// ahead waits for the stream; both right.
+func TestRangedFarAheadOfStream(t *testing.T) {
+	hold := make(chan struct{})
+	src := &memSource{data: randomData(32 << 20), ranged: true, holdAt: 1 << 20, hold: hold}
+	c, err := New(Options{Bytes: 16 << 20, BlockSize: 256 << 10, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	p := make([]byte, 64<<10)
+	if _, err := c.ReadAt(ctx, src, p, 0); err != nil || !bytes.Equal(p, src.data[:len(p)]) {
+		t.Fatalf("read at 0: %v", err)
+	}
+	far := int64(20 << 20)
+	if _, err := c.ReadAt(ctx, src, p, far); err != nil || !bytes.Equal(p, src.data[far:far+int64(len(p))]) {
+		t.Fatalf("read far ahead of the held stream: %v", err)
+	}
+	near := make(chan error, 1)
+	go func() {
+		q := make([]byte, 64<<10)
+		_, err := c.ReadAt(ctx, src, q, 2<<20)
+		if err == nil && !bytes.Equal(q, src.data[2<<20:2<<20+len(q)]) {
+			err = errors.New("bytes differ")
+		}
+		near <- err
+	}()
+	select {
+	case err := <-near:
+		t.Fatalf("a read just ahead of the held stream did not wait for it: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(hold)
+	if err := <-near; err != nil {
+		t.Fatalf("read just ahead of the stream: %v", err)
+	}
+	if n := src.streams.Load(); n != 1 {
+		t.Fatalf("%d streams, want 1", n)
+	}
+}
 
 func TestStreamRestartsAfterCut(t *testing.T) {
 	src := &memSource{data: randomData(3 << 20)}
@@ -272,7 +354,9 @@ func TestSpoolBudget(t *testing.T) {
 
 // TestReadShared: a range within one block comes back as the block's own
 // bytes (no copy into p); one across blocks, or at the end, is copied into p.
-// A streamed object keeps no blocks: it is always read from the spool into p.
+// A streamed object keeps no blocks in the LRU: its reads share a recent
+// block of the stream while it has one (TestStreamSharedRecent), else read
+// the spool into p.
 func TestReadShared(t *testing.T) {
 	for _, ranged := range []bool{false, true} {
 		src := &memSource{data: randomData(1<<20 + 100), ranged: ranged}
@@ -305,8 +389,8 @@ func TestReadShared(t *testing.T) {
 			if err != nil || len(b) != tc.length || !bytes.Equal(b, src.data[tc.off:tc.off+int64(tc.length)]) {
 				t.Fatalf("ranged=%v at %d: %d bytes, %v", ranged, tc.off, len(b), err)
 			}
-			if inP := &b[0] == &p[0]; inP != (tc.inP || !ranged) {
-				t.Fatalf("ranged=%v at %d: answered in p = %v, want %v", ranged, tc.off, inP, tc.inP || !ranged)
+			if inP := &b[0] == &p[0]; inP != tc.inP && (ranged || tc.inP) {
+				t.Fatalf("ranged=%v at %d: answered in p = %v, want %v", ranged, tc.off, inP, tc.inP)
 			}
 		}
 		c.Close()

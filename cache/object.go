@@ -12,8 +12,20 @@ import (
 const (
 	modeUnknown = iota // no transfer yet: the first answer tells
 	modeRanged         // the endpoint honours Range: fetch only the blocks needed
-	modeStream         // it does not: one stream from byte 0 fills a spool file
+	modeStream         // one stream from byte 0 fills a spool file
 )
+
+// A read from byte 0 of an object this many read-aheads long or longer is
+// served by one stream to the end even where the endpoint honours Range:
+// the stream's few blocks are reused and its spool serves re-reads, where
+// blocks fetched into the LRU are fresh memory for every byte of a cold read
+// (BENCHMARKS.md, issue 12: 3.7 CPU-s/GiB against the stream's 2.2). Reads
+// far ahead of the stream still fetch their blocks by Range (farAhead).
+const streamFromReadAheads = 2
+
+// farAhead is how many read-aheads beyond a stream's end a read must be to
+// be fetched by Range instead of waiting for the stream.
+const farAhead = 2
 
 // object is the cache's state for one Source ID.
 type object struct {
@@ -28,6 +40,7 @@ type object struct {
 
 	mu       sync.Mutex
 	mode     int
+	rangeOK  bool             // the endpoint answered a Range (even in modeStream)
 	inflight map[int64]*fetch // ranged fetches under way, by block
 	lastEnd  int64            // where the previous read ended: sequential detection
 	st       *stream
@@ -107,9 +120,9 @@ func (o *object) key(idx int64) blockKey { return blockKey{o.id, idx} }
 func noRelease() {}
 
 // readAt reads len(p) bytes at off into p and returns them; with share, a
-// range within one block is returned as a slice of the cached block instead
-// (no copy; blocks are never modified once cached), to be released by the
-// caller once read.
+// range within one block is returned as a slice of the cached block, or of
+// a stream's recent block, instead (no copy; neither is modified while
+// held), to be released by the caller once read.
 func (o *object) readAt(ctx context.Context, src Source, p []byte, off int64, share bool) ([]byte, func(), error) {
 	if off >= o.size {
 		return p[:0], noRelease, io.EOF
@@ -136,10 +149,17 @@ func (o *object) readAt(ctx context.Context, src Source, p []byte, off int64, sh
 	o.mu.Lock()
 	sequential := off == o.lastEnd || (o.lastEnd > 0 && off/bs == (o.lastEnd-1)/bs && off >= o.lastEnd-bs)
 	o.lastEnd = off + int64(len(p))
-	if o.mode != modeStream && o.failedFor(src) == nil {
-		o.schedule(first, last)
-		if sequential {
-			o.schedule(last+1, (off+int64(len(p))+o.c.opts.ReadAhead-1)/bs)
+	if o.failedFor(src) == nil {
+		switch {
+		case off == 0 && o.mode != modeStream && o.size >= streamFromReadAheads*o.c.opts.ReadAhead && o.probe() == nil:
+			o.rangeOK = o.rangeOK || o.mode == modeRanged
+			o.mode = modeStream
+			o.startStream(nil, nil, nil)
+		case o.mode != modeStream || o.far(first):
+			o.schedule(first, last)
+			if sequential {
+				o.schedule(last+1, (off+int64(len(p))+o.c.opts.ReadAhead-1)/bs)
+			}
 		}
 	}
 	o.mu.Unlock()
@@ -155,6 +175,11 @@ func (o *object) readAt(ctx context.Context, src Source, p []byte, off int64, sh
 		if blk == nil { // spooled: read straight into p
 			m := min(int64(len(p)-n), min((idx+1)*bs, o.size)-pos)
 			st := o.stream()
+			if share && n == 0 && int(m) == len(p) {
+				if b, release, ok := st.shareRecent(pos, len(p), bs); ok {
+					return b, release, nil
+				}
+			}
 			if st.readRecent(p[n:n+int(m)], pos, bs) {
 				n += int(m)
 				continue
@@ -187,7 +212,7 @@ func (o *object) block(ctx context.Context, src Source, idx int64) (*block, erro
 		return b, nil
 	}
 	o.mu.Lock()
-	if o.mode == modeStream {
+	if o.mode == modeStream && !o.far(idx) {
 		o.mu.Unlock()
 		return nil, o.waitSpool(ctx, src, idx)
 	}
@@ -278,6 +303,19 @@ func (o *object) remember(err error) {
 	}
 }
 
+// far says whether block idx of a streamed object is to be fetched by
+// Range: the endpoint takes it and the stream is not about to bring the
+// block (nor the spool to hold it). Called with o.mu held.
+func (o *object) far(idx int64) bool {
+	if o.mode != modeStream || !o.rangeOK || o.st == nil {
+		return false
+	}
+	o.st.mu.Lock()
+	filled := o.st.filled
+	o.st.mu.Unlock()
+	return idx*o.c.opts.BlockSize >= filled+farAhead*o.c.opts.ReadAhead
+}
+
 // probe is the fetch under way while the mode is unknown. Called with o.mu held.
 func (o *object) probe() *fetch {
 	if o.mode != modeUnknown {
@@ -362,6 +400,7 @@ func (o *object) fetchRange(first int64, fs []*fetch) {
 			return
 		}
 		o.mu.Lock()
+		o.rangeOK = true
 		if o.mode == modeUnknown {
 			o.mode = modeRanged
 		}

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -31,6 +32,10 @@ type recent struct {
 	at int64        // the offset of the block it holds, -1 while none
 	n  int64        // its length
 	b  []byte
+	// held counts FUSE replies being written from b (shareRecent). The
+	// filler gives a held block a new buffer instead of refilling it, so
+	// that it never waits for a reply (nor hangs on one never released).
+	held *atomic.Int32
 }
 
 // spoolWriter writes a stream's blocks to its spool in order, in a
@@ -52,7 +57,7 @@ func (st *stream) ring(bs int64) []*recent {
 	if st.recent == nil {
 		n := min(int64(recentBlocks), (st.o.size+bs-1)/bs)
 		for range n {
-			st.recent = append(st.recent, &recent{at: -1, b: newBlock(bs)})
+			st.recent = append(st.recent, &recent{at: -1, b: newBlock(bs), held: new(atomic.Int32)})
 		}
 	}
 	return st.recent
@@ -96,6 +101,9 @@ func (w *spoolWriter) next() (*recent, bool) {
 	case r := <-w.free:
 		r.mu.Lock()
 		r.at = -1
+		if r.held.Load() > 0 {
+			r.b, r.held = newBlock(int64(len(r.b))), new(atomic.Int32)
+		}
 		r.mu.Unlock()
 		return r, true
 	case <-w.failed:
@@ -168,6 +176,27 @@ func (st *stream) readRecent(p []byte, off, bs int64) bool {
 		r.mu.RUnlock()
 	}
 	return false
+}
+
+// shareRecent returns the n bytes at off as a slice of the recent block
+// that holds them all, counted as held until release: a FUSE reply written
+// from it copies nothing more. false if no recent block holds them.
+func (st *stream) shareRecent(off int64, n int, bs int64) ([]byte, func(), bool) {
+	st.mu.Lock()
+	ring := st.recent
+	st.mu.Unlock()
+	at := off / bs * bs
+	for _, r := range ring {
+		r.mu.RLock()
+		if r.at == at && off-at+int64(n) <= r.n {
+			b, held := r.b[off-at:off-at+int64(n)], r.held
+			held.Add(1)
+			r.mu.RUnlock()
+			return b, sync.OnceFunc(func() { held.Add(-1) }), true
+		}
+		r.mu.RUnlock()
+	}
+	return nil, nil, false
 }
 
 // The stream keeps at most leadBlocks ahead of its furthest reader, so

@@ -135,3 +135,49 @@ func TestStreamStopsAtFailedWrite(t *testing.T) {
 		t.Fatalf("the stream read %d of %d bytes after its spool writes failed", n, len(src.data))
 	}
 }
+
+// TestStreamSharedRecent: a streamed object read with ReadShared gets its
+// bytes as slices of the stream's recent blocks; slices not yet released
+// keep their bytes while the stream refills its ring (it gives held blocks
+// new buffers instead of waiting for them), and the stream runs to the end.
+func TestStreamSharedRecent(t *testing.T) {
+	const bs = 256 << 10
+	src := &memSource{data: randomData(32 * bs)}
+	c, err := New(Options{Bytes: 4 << 20, BlockSize: bs, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	type kept struct {
+		b       []byte
+		off     int64
+		release func()
+	}
+	var held []kept
+	shared := 0
+	buf := make([]byte, bs)
+	for off := int64(0); off < int64(len(src.data)); off += bs {
+		b, release, err := c.ReadShared(ctx, src, buf, off)
+		if err != nil || len(b) != bs {
+			t.Fatalf("read at %d: %d bytes, %v", off, len(b), err)
+		}
+		if &b[0] != &buf[0] {
+			shared++
+		}
+		held = append(held, kept{b, off, release}) // none released until the end
+	}
+	for _, k := range held {
+		if !bytes.Equal(k.b, src.data[k.off:k.off+bs]) {
+			t.Fatalf("bytes shared at %d changed while held", k.off)
+		}
+		k.release()
+	}
+	if shared == 0 {
+		t.Fatal("no read was answered from a recent block")
+	}
+	if n := src.opens.Load(); n != 1 {
+		t.Fatalf("%d transfers, want 1", n)
+	}
+	t.Logf("%d of %d reads shared a recent block", shared, len(held))
+}

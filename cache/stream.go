@@ -15,8 +15,11 @@ import (
 
 // stream fills an object's spool file from one sequential transfer, for
 // endpoints that cannot start anywhere but byte 0 (a download that ignores
-// Range, a one-shot guest URL). Readers wait until the bytes they need are
-// spooled; an evicted block is read back from the spool, never re-fetched.
+// Range, a one-shot guest URL), and for a large object read from byte 0
+// where the endpoint takes Range (object.go: streamFromReadAheads). Readers
+// wait until the bytes they need are spooled, unless they are far ahead
+// of the stream on an endpoint that takes Range; an evicted block is read
+// back from the spool, never re-fetched.
 //
 // A transfer that loses its stream (a reset, a body cut short) resumes from
 // the bytes spooled: with Range where the endpoint takes it, else with a new
@@ -133,6 +136,11 @@ func (st *stream) fill(ctx context.Context, cancel context.CancelFunc, body io.R
 		if body == nil {
 			o.c.Fetches.Add(1)
 			body, ranged, err = o.src.Open(ctx, from, -1)
+			if err == nil && ranged {
+				o.mu.Lock()
+				o.rangeOK = true
+				o.mu.Unlock()
+			}
 		}
 		if err == nil {
 			err = st.copy(ctx, body, from, ranged)

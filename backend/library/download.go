@@ -126,12 +126,14 @@ func (s *LibrarySource) open(ctx context.Context, off, n int64) (io.ReadCloser, 
 		return nil, false, false, err
 	}
 	req.Header.Set("vmware-api-session-id", d.c.REST().SessionID())
-	if off > 0 || n >= 0 {
-		if n >= 0 {
-			req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
-		} else {
-			req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
-		}
+	// A Range even from byte 0 to the end (a 206 tells the cache the
+	// endpoint takes Range, so reads far ahead of a stream need not wait
+	// for it), but not of an empty file: no range of it is satisfiable.
+	switch {
+	case n >= 0:
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
+	case off > 0 || s.file.Size > 0:
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
 	}
 	start := time.Now()
 	res, err := d.c.HTTP().Do(req)
