@@ -29,7 +29,7 @@ import (
 // forked it still has the file open and is writing it.
 func callerKeepsWriter(ctx context.Context, m *mountIdent, ino uint64) bool {
 	pid, ok := requester(ctx)
-	return ok && (pidKeepsWriter(pid, m, ino) || parentKeepsWriter(pid, m, ino))
+	return ok && (pidHolds(pid, m, ino, true) || parentKeepsWriter(pid, m, ino))
 }
 
 // requester is the process behind a FUSE request, unless unknown or this one.
@@ -46,7 +46,21 @@ func requester(ctx context.Context) (int, bool) {
 // a child's close (often its exec's) of a file the parent is still writing.
 func parentKeepsWriter(pid int, m *mountIdent, ino uint64) bool {
 	pp := parentPid(pid)
-	return pp > 1 && pp != os.Getpid() && pidKeepsWriter(pp, m, ino)
+	return pp > 1 && pp != os.Getpid() && pidHolds(pp, m, ino, true)
+}
+
+// parentHolds says whether the parent of the process behind a FUSE request
+// holds any descriptor on inode ino of the mount m: a flush from the
+// request is then a child's close of a file its parent still reads (Go and
+// Python open with O_CLOEXEC, so every fork and exec of a reader closes its
+// copies), and must not end the parent's reads or transfers.
+func parentHolds(ctx context.Context, m *mountIdent, ino uint64) bool {
+	pid, ok := requester(ctx)
+	if !ok {
+		return false
+	}
+	pp := parentPid(pid)
+	return pp > 1 && pp != os.Getpid() && pidHolds(pp, m, ino, false)
 }
 
 // parentPid is the parent of process (or thread) pid, 0 if unknown.
@@ -64,9 +78,9 @@ func parentPid(pid int) int {
 	return 0
 }
 
-// pidKeepsWriter says whether process pid holds a writable descriptor on
-// inode ino of the mount m.
-func pidKeepsWriter(pid int, m *mountIdent, ino uint64) bool {
+// pidHolds says whether process pid holds a descriptor (with writer, a
+// writable one) on inode ino of the mount m.
+func pidHolds(pid int, m *mountIdent, ino uint64, writer bool) bool {
 	dir := "/proc/" + strconv.Itoa(pid) + "/fdinfo"
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -74,16 +88,16 @@ func pidKeepsWriter(pid int, m *mountIdent, ino uint64) bool {
 	}
 	want := strconv.FormatUint(ino, 10)
 	for _, e := range ents {
-		if fdinfoWriter(dir+"/"+e.Name(), want, m) {
+		if fdinfoHolds(dir+"/"+e.Name(), want, m, writer) {
 			return true
 		}
 	}
 	return false
 }
 
-// fdinfoWriter reads one fdinfo file: is it a writable descriptor of ino
-// on the mount m?
-func fdinfoWriter(p, ino string, m *mountIdent) bool {
+// fdinfoHolds reads one fdinfo file: is it a descriptor (with writer, a
+// writable one) of ino on the mount m?
+func fdinfoHolds(p, ino string, m *mountIdent, writer bool) bool {
 	f, err := os.Open(p)
 	if err != nil {
 		return false
@@ -108,7 +122,7 @@ func fdinfoWriter(p, ino string, m *mountIdent) bool {
 			mnt = v
 		}
 	}
-	return match && flags >= 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY && m.has(mnt)
+	return match && flags >= 0 && (!writer || flags&syscall.O_ACCMODE != syscall.O_RDONLY) && m.has(mnt)
 }
 
 // anyoneKeepsWriter says whether any process (but this one) holds a
@@ -126,7 +140,7 @@ func anyoneKeepsWriter(m *mountIdent, ino uint64) bool {
 		if err != nil || pid == self {
 			continue
 		}
-		if pidKeepsWriter(pid, m, ino) {
+		if pidHolds(pid, m, ino, true) {
 			return true
 		}
 	}

@@ -48,7 +48,7 @@ func TestKeepsWriterMatchesMount(t *testing.T) {
 		t.Fatalf("inode numbers %d and %d: the test needs them alike to show the mount is matched", inoA, inoB)
 	}
 	self := os.Getpid()
-	if pidKeepsWriter(self, ma, inoA) || pidKeepsWriter(self, mb, inoB) {
+	if pidHolds(self, ma, inoA, true) || pidHolds(self, mb, inoB, true) {
 		t.Fatal("a writer found before any descriptor is open")
 	}
 	w, err := os.OpenFile(fa, os.O_WRONLY, 0)
@@ -61,11 +61,14 @@ func TestKeepsWriterMatchesMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if !pidKeepsWriter(self, ma, inoA) {
+	if !pidHolds(self, ma, inoA, true) {
 		t.Fatal("the writable descriptor of a's file is not found")
 	}
-	if pidKeepsWriter(self, mb, inoB) {
+	if pidHolds(self, mb, inoB, true) {
 		t.Fatalf("b's file (inode %d) taken for held for writing: only a's (inode %d) is, and b's is open read-only", inoB, inoA)
+	}
+	if !pidHolds(self, mb, inoB, false) {
+		t.Fatal("b's file, open read-only, is not found held")
 	}
 	// A bind mount of a shows the same filesystem under a new mount id.
 	bind := t.TempDir()
@@ -74,7 +77,7 @@ func TestKeepsWriterMatchesMount(t *testing.T) {
 	}
 	defer syscall.Unmount(bind, syscall.MNT_DETACH)
 	w.Close()
-	if pidKeepsWriter(self, ma, inoA) {
+	if pidHolds(self, ma, inoA, true) {
 		t.Fatal("a closed descriptor still found")
 	}
 	wb, err := os.OpenFile(filepath.Join(bind, "f"), os.O_WRONLY, 0)
@@ -82,7 +85,7 @@ func TestKeepsWriterMatchesMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer wb.Close()
-	if !pidKeepsWriter(self, ma, inoA) {
+	if !pidHolds(self, ma, inoA, true) {
 		t.Fatal("a writable descriptor through a bind mount of a is not found")
 	}
 }

@@ -299,9 +299,12 @@ func (h *libHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Read
 
 // Flush is close(2): reads of this open still waiting for the network (the
 // kernel's read-ahead, which a signal does not interrupt) end, and a
-// transfer no one else waits for is cancelled.
+// transfer no one else waits for is cancelled. Not for a child's close of a
+// file its parent still has open (parentHolds): the parent reads on.
 func (h *libHandle) Flush(ctx context.Context) syscall.Errno {
-	h.f.fs.Cache.Abandon(h.src)
+	if !parentHolds(ctx, h.f.fs.mnt.Load(), h.f.StableAttr().Ino) {
+		h.f.fs.Cache.Abandon(h.src)
+	}
 	return 0
 }
 

@@ -2,6 +2,8 @@ package test
 
 import (
 	"bufio"
+	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -102,6 +104,66 @@ func TestFlushFromChildNotCommitted(t *testing.T) {
 			}
 			if b, err := os.ReadFile(c.path); err != nil || !strings.HasPrefix(string(b), "new bytes") {
 				t.Errorf("the mount reads %q (%v)", b, err)
+			}
+		})
+	}
+}
+
+// TestFlushFromChildKeepsReads: a process reading a file runs children
+// meanwhile; each child's exec closes its inherited copy of the
+// descriptor, a flush from the child. That flush must not end the parent's
+// reads nor cancel the transfer they share: the read goes on in the one
+// transfer it started. (Before, the stream was cancelled at the child's
+// flush and started again: 2 transfers for one reader.)
+func TestFlushFromChildKeepsReads(t *testing.T) {
+	t.Parallel()
+	s := sim.StartT(t)
+	m := mount(t, s, "--guest-login", sim.GuestLoginString())
+	const size = 24 << 20
+	guestWant := putGuestFile(t, s, "/tmp/kept.bin", size)
+	libWant, err := s.Download(ctx(t), "demo-library", "big", "big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name      string
+		path      string
+		want      []byte
+		pace      func(int64)
+		transfers func() int64
+	}{
+		{"library", m.Path("libraries", "demo-library", "big", "big.bin"), libWant, s.Library.SetRate,
+			func() int64 { gets, _, _ := s.Library.Stats(); return gets }},
+		{"guest", m.Path("vms", guestVM, "tmp", "kept.bin"), guestWant, s.Guest.SetRate,
+			func() int64 { return int64(s.Guest.Stats().FromGuest["/tmp/kept.bin"]) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := c.transfers()
+			c.pace(32 << 20) // the transfer runs for a second or more: children run while it does
+			defer c.pace(0)
+			f, err := os.Open(c.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			head := make([]byte, 1<<20)
+			if _, err := io.ReadFull(f, head); err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				if err := exec.Command("true").Run(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rest, err := io.ReadAll(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := append(head, rest...); !bytes.Equal(got, c.want) {
+				t.Fatalf("read %d bytes, want the file's %d", len(got), len(c.want))
+			}
+			if n := c.transfers() - before; n != 1 {
+				t.Errorf("%d transfers for one reader whose children ran: a child's flush ended its reads", n)
 			}
 		})
 	}
