@@ -33,9 +33,51 @@ type recent struct {
 	n  int64        // its length
 	b  []byte
 	// held counts FUSE replies being written from b (shareRecent). The
-	// filler gives a held block a new buffer instead of refilling it, so
-	// that it never waits for a reply (nor hangs on one never released).
-	held *atomic.Int32
+	// filler waits up to heldWait for them before it refills b, then gives
+	// the block a new buffer instead: it never hangs on a reply.
+	held *hold
+}
+
+// heldWait bounds the filler's wait for replies written from a block it is
+// to refill: under CPU contention one in twenty replies was still being
+// written when the filler came round (a new buffer then costs 256 page
+// faults), while a wait beyond a few milliseconds would slow the stream.
+const heldWait = 20 * time.Millisecond
+
+// hold counts the replies being written from one buffer.
+type hold struct {
+	n     atomic.Int32
+	freed chan struct{} // capacity 1: a wake-up at the last release
+}
+
+func newHold() *hold { return &hold{freed: make(chan struct{}, 1)} }
+
+func (h *hold) release() {
+	if h.n.Add(-1) == 0 {
+		select {
+		case h.freed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// wait reports whether the buffer is free, waiting at most d for it.
+func (h *hold) wait(d time.Duration) bool {
+	if h.n.Load() == 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.freed:
+			if h.n.Load() == 0 {
+				return true
+			}
+		case <-t.C:
+			return h.n.Load() == 0
+		}
+	}
 }
 
 // spoolWriter writes a stream's blocks to its spool in order, in a
@@ -57,7 +99,7 @@ func (st *stream) ring(bs int64) []*recent {
 	if st.recent == nil {
 		n := min(int64(recentBlocks), (st.o.size+bs-1)/bs)
 		for range n {
-			st.recent = append(st.recent, &recent{at: -1, b: newBlock(bs), held: new(atomic.Int32)})
+			st.recent = append(st.recent, &recent{at: -1, b: newBlock(bs), held: newHold()})
 		}
 	}
 	return st.recent
@@ -100,11 +142,14 @@ func (w *spoolWriter) next() (*recent, bool) {
 	select {
 	case r := <-w.free:
 		r.mu.Lock()
-		r.at = -1
-		if r.held.Load() > 0 {
-			r.b, r.held = newBlock(int64(len(r.b))), new(atomic.Int32)
-		}
+		r.at = -1 // no new shares of it
+		held := r.held
 		r.mu.Unlock()
+		if !held.wait(heldWait) {
+			r.mu.Lock()
+			r.b, r.held = newBlock(int64(len(r.b))), newHold()
+			r.mu.Unlock()
+		}
 		return r, true
 	case <-w.failed:
 		return nil, false
@@ -190,9 +235,9 @@ func (st *stream) shareRecent(off int64, n int, bs int64) ([]byte, func(), bool)
 		r.mu.RLock()
 		if r.at == at && off-at+int64(n) <= r.n {
 			b, held := r.b[off-at:off-at+int64(n)], r.held
-			held.Add(1)
+			held.n.Add(1)
 			r.mu.RUnlock()
-			return b, sync.OnceFunc(func() { held.Add(-1) }), true
+			return b, sync.OnceFunc(held.release), true
 		}
 		r.mu.RUnlock()
 	}
