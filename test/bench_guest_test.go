@@ -38,7 +38,7 @@ func BenchmarkGuestRead(b *testing.B) {
 		b.Fatal(err)
 	}
 	auth := &types.NamePasswordAuthentication{Username: "root", Password: "vmware"}
-	var curl, cold, curlCPU, mountCPU time.Duration
+	var curl, cold, curlCPU, mountCPU, ddCPU, simCurl, simCold time.Duration
 	for i := 0; i < b.N; i++ {
 		info, err := fm.InitiateFileTransferFromGuest(c, auth, "/tmp/bench.bin")
 		if err != nil {
@@ -48,11 +48,16 @@ func BenchmarkGuestRead(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		sim0 := selfCPU()
 		wall, cpu := timeCPU(b, "curl", "-sf", "--cacert", mustCert(b, s), "-o", "/dev/null", u.String())
+		simCurl += selfCPU() - sim0
 		curl, curlCPU = curl+wall, curlCPU+cpu
 		m := mount(b, s, "--guest-login", sim.GuestLoginString(), "--cache-size", "512MiB")
 		cpu0, _ := cpuTime(b, m)
-		cold += timeCmd(b, "dd", "if="+m.Path("vms", guestVM, "tmp", "bench.bin"), "of=/dev/null", "bs=1M")
+		sim0 = selfCPU()
+		wall, cpu = timeCPU(b, "dd", "if="+m.Path("vms", guestVM, "tmp", "bench.bin"), "of=/dev/null", "bs=1M")
+		simCold += selfCPU() - sim0
+		cold, ddCPU = cold+wall, ddCPU+cpu
 		cpu1, _ := cpuTime(b, m)
 		mountCPU += cpu1 - cpu0
 		if i == b.N-1 {
@@ -67,6 +72,10 @@ func BenchmarkGuestRead(b *testing.B) {
 	b.ReportMetric(cpuPerGiB(mountCPU, n), "mount-cpu-s/GiB")
 	b.ReportMetric(mountCPU.Seconds()/curlCPU.Seconds(), "mount/curl-cpu")
 	b.ReportMetric(curl.Seconds()/cold.Seconds(), "cold/curl")
+	b.ReportMetric(cpuPerGiB(ddCPU, n), "dd-cpu-s/GiB")
+	b.ReportMetric(cpuPerGiB(simCurl, n), "sim-curl-cpu-s/GiB")
+	b.ReportMetric(cpuPerGiB(simCold, n), "sim-cold-cpu-s/GiB")
+	b.ReportMetric((mountCPU+ddCPU+simCold).Seconds()/(curlCPU+simCurl).Seconds(), "path/curl-cpu")
 }
 
 // BenchmarkGuestWrite compares, in one run, cp of a file into a guest
