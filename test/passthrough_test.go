@@ -127,6 +127,53 @@ func TestPassthroughLibrarySpool(t *testing.T) {
 // read reaches the mount), not passed through to the spool on disk. The
 // inode's pages are dropped and the spool is read here, so that its pages
 // are in memory and it backs passthrough opens.
+// TestPassthroughRangedSpool: on an endpoint that honours Range, a read
+// from byte 0 is one stream (one GET, with Range) into the spool, so the
+// file is then passed through like a streamed one; a read far into it
+// before that fetched only its blocks, by Range (TestRangedRandomRead).
+func TestPassthroughRangedSpool(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("FUSE passthrough needs CAP_SYS_ADMIN (go-fuse falls back to plain reads, tested everywhere else)")
+	}
+	t.Parallel()
+	s := sim.StartT(t)
+	s.Library.SetRanges(true)
+	addr := freePort(t)
+	m := mount(t, s, "--metrics", addr)
+	p := m.Path("libraries", "demo-library", "big", "big.bin")
+	want, err := s.Download(ctx(t), "demo-library", "big", "big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gets0, ranged0, _ := s.Library.Stats()
+	f0, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(f0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("cold read: %v, equal %v", err, bytes.Equal(got, want))
+	}
+	if gets, ranged, _ := s.Library.Stats(); gets-gets0 != 1 || ranged-ranged0 != 1 {
+		t.Errorf("a cold read from byte 0 made %d GETs (%d with Range), want one stream with Range", gets-gets0, ranged-ranged0)
+	}
+	// Re-read from the kernel's pages, then the spool read into memory
+	// (as TestPassthroughLibrarySpool): the next open passes through.
+	reopenFromPages(t, p, m.CacheDir, addr, want)
+	if err := unix.Fadvise(int(f0.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	f0.Close()
+	f1 := openPassthrough(t, p, addr, 1)
+	defer f1.Close()
+	lookups := cacheLookups(t, addr)
+	if got, err := io.ReadAll(f1); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("passthrough read: %v, equal %v", err, bytes.Equal(got, want))
+	}
+	if l := cacheLookups(t, addr); l != lookups {
+		t.Errorf("the mount answered reads of a passthrough file (%v cache lookups)", l-lookups)
+	}
+}
+
 func reopenFromPages(t *testing.T, p, cacheDir, addr string, want []byte) {
 	t.Helper()
 	spool := largestFile(t, cacheDir)
