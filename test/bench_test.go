@@ -126,7 +126,7 @@ func BenchmarkLibraryRead(b *testing.B) {
 			defer os.Remove(shm)
 			var curl, cold, warm, tmpfs, curlCPU, mountCPU, ddCPU time.Duration
 			var simCurl, simCold time.Duration // the simulator's CPU during each
-			var faults int64 // the mount's minor page faults in cold reads
+			var faults int64                   // the mount's minor page faults in cold reads
 			for i := 0; i < b.N; i++ {
 				u, h, done, err := s.Endpoint(c, "bench", "file", "data.bin")
 				if err != nil {
