@@ -120,6 +120,10 @@ func BenchmarkLibraryRead(b *testing.B) {
 			if v := os.Getenv("BENCH_MOUNT_GOGC"); v != "" {
 				b.Setenv("GOGC", v)
 			}
+			// BENCH_MOUNT_GOMAXPROCS, likewise for GOMAXPROCS.
+			if v := os.Getenv("BENCH_MOUNT_GOMAXPROCS"); v != "" {
+				b.Setenv("GOMAXPROCS", v)
+			}
 			m := mount(b, s, benchMountArgs("--cache-size", "512MiB")...)
 			p := m.Path("libraries", "bench", "file", "data.bin")
 			shm := filepath.Join("/dev/shm", fmt.Sprintf("vspherefs-bench-%d", os.Getpid()))
