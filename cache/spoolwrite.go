@@ -204,17 +204,18 @@ func (st *stream) dropRecent() {
 	st.mu.Unlock()
 }
 
-// readRecent copies the bytes at off into p if a recent block holds them
-// all, and reports whether it did.
-func (st *stream) readRecent(p []byte, off, bs int64) bool {
+// inRecent finds the recent block holding the n bytes at off and calls f
+// with them while the block is read-locked (the filler cannot reuse it
+// meanwhile); false if no recent block holds them all.
+func (st *stream) inRecent(off int64, n int, bs int64, f func(r *recent, b []byte)) bool {
 	st.mu.Lock()
 	ring := st.recent
 	st.mu.Unlock()
 	at := off / bs * bs
 	for _, r := range ring {
 		r.mu.RLock()
-		if r.at == at && off-at+int64(len(p)) <= r.n {
-			copy(p, r.b[off-at:])
+		if r.at == at && off-at+int64(n) <= r.n {
+			f(r, r.b[off-at:off-at+int64(n)])
 			r.mu.RUnlock()
 			return true
 		}
@@ -223,25 +224,21 @@ func (st *stream) readRecent(p []byte, off, bs int64) bool {
 	return false
 }
 
+// readRecent copies the bytes at off into p if a recent block holds them
+// all, and reports whether it did.
+func (st *stream) readRecent(p []byte, off, bs int64) bool {
+	return st.inRecent(off, len(p), bs, func(_ *recent, b []byte) { copy(p, b) })
+}
+
 // shareRecent returns the n bytes at off as a slice of the recent block
 // that holds them all, counted as held until release: a FUSE reply written
 // from it copies nothing more. false if no recent block holds them.
-func (st *stream) shareRecent(off int64, n int, bs int64) ([]byte, func(), bool) {
-	st.mu.Lock()
-	ring := st.recent
-	st.mu.Unlock()
-	at := off / bs * bs
-	for _, r := range ring {
-		r.mu.RLock()
-		if r.at == at && off-at+int64(n) <= r.n {
-			b, held := r.b[off-at:off-at+int64(n)], r.held
-			held.n.Add(1)
-			r.mu.RUnlock()
-			return b, sync.OnceFunc(held.release), true
-		}
-		r.mu.RUnlock()
-	}
-	return nil, nil, false
+func (st *stream) shareRecent(off int64, n int, bs int64) (b []byte, release func(), ok bool) {
+	ok = st.inRecent(off, n, bs, func(r *recent, rb []byte) {
+		r.held.n.Add(1)
+		b, release = rb, sync.OnceFunc(r.held.release)
+	})
+	return b, release, ok
 }
 
 // The stream keeps at most leadBlocks ahead of its furthest reader, so
