@@ -186,7 +186,11 @@ func mount(dir string, opts Options, allowOther, debug bool) (*FS, *fuse.Server,
 	if err := server.WaitMount(); err != nil {
 		return nil, nil, err // the caller removes a mount left half made
 	}
-	f.mnt.Store(newMountIdent(dir))
+	mnt := newMountIdent(dir)
+	f.mnt.Store(mnt)
+	if mnt != nil {
+		raiseReadAhead(mnt.dev, mo.MaxReadAhead>>10, opts.Log)
+	}
 	f.directMmap.Store(server.KernelSettings().Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0)
 	return f, server, nil
 }

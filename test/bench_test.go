@@ -80,6 +80,26 @@ func cpuTime(b testing.TB, m *Mount) (time.Duration, int64) {
 	return time.Duration(utime+stime) * (time.Second / 100), minflt
 }
 
+// syscalls is the count of read and write system calls (readv and
+// writev included) a mount's process has made so far, from /proc/<pid>/io.
+func syscalls(b testing.TB, m *Mount) (reads, writes int64) {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", m.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(st), "\n") {
+		k, v, _ := strings.Cut(l, ": ")
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch k {
+		case "syscr":
+			reads = n
+		case "syscw":
+			writes = n
+		}
+	}
+	return reads, writes
+}
+
 // selfCPU is the CPU time this process (the simulator serving the
 // benchmark, as the harness waits meanwhile) has used so far.
 func selfCPU() time.Duration {
@@ -131,6 +151,7 @@ func BenchmarkLibraryRead(b *testing.B) {
 			var curl, cold, warm, tmpfs, curlCPU, mountCPU, ddCPU time.Duration
 			var simCurl, simCold time.Duration // the simulator's CPU during each
 			var faults int64                   // the mount's minor page faults in cold reads
+			var reads, writes int64            // and its read and write system calls
 			for i := 0; i < b.N; i++ {
 				u, h, done, err := s.Endpoint(c, "bench", "file", "data.bin")
 				if err != nil {
@@ -142,9 +163,12 @@ func BenchmarkLibraryRead(b *testing.B) {
 				curl, curlCPU = curl+wall, curlCPU+cpu
 				done()
 				cpu0, flt0 := cpuTime(b, m)
+				rd0, wr0 := syscalls(b, m)
 				sim0 = selfCPU()
 				wall, cpu = timeCPU(b, "dd", "if="+p, "of=/dev/null", "bs=1M")
 				simCold += selfCPU() - sim0
+				rd1, wr1 := syscalls(b, m)
+				reads, writes = reads+rd1-rd0, writes+wr1-wr0
 				cpu1, flt1 := cpuTime(b, m)
 				mountCPU, faults = mountCPU+cpu1-cpu0, faults+flt1-flt0
 				cold, ddCPU = cold+wall, ddCPU+cpu
@@ -175,6 +199,8 @@ func BenchmarkLibraryRead(b *testing.B) {
 			b.ReportMetric(cpuPerGiB(simCold, n), "sim-cold-cpu-s/GiB")
 			b.ReportMetric((mountCPU+ddCPU+simCold).Seconds()/(curlCPU+simCurl).Seconds(), "path/curl-cpu")
 			b.ReportMetric(float64(faults)/float64(n>>20), "mount-faults/MiB")
+			b.ReportMetric(float64(reads)/float64(n>>20), "mount-reads/MiB")
+			b.ReportMetric(float64(writes)/float64(n>>20), "mount-writes/MiB")
 			b.ReportMetric(float64(rssKiB(b, m))/1024, "rss-MiB")
 		})
 	}
