@@ -300,6 +300,10 @@ func TestFaultExportDiskRetried(t *testing.T) {
 	t.Parallel()
 	s := sim.StartT(t)
 	vm := simVM(t, s, exportVM, true)
+	// Powered off before the mount: the mount keeps the VM list for the
+	// TTL, and a power-off later could come just after a refresh of it.
+	const other = "DC0_C0_RP0_VM1"
+	simVM(t, s, other, true)
 	m := mount(t, s, "--timeout", "10s")
 	const once = "GET /nfc/*=reset-after:512KiBx1"
 	addFault(t, s, once)
@@ -320,8 +324,6 @@ func TestFaultExportDiskRetried(t *testing.T) {
 	// Every try reset: EIO, the lease aborted, nothing left active.
 	s.Faults.Clear()
 	addFault(t, s, "GET /nfc/*=reset-after:512KiB")
-	const other = "DC0_C0_RP0_VM1"
-	simVM(t, s, other, true)
 	if _, err := os.Stat(m.Path("disks", other, "disk-0.img")); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("export reset on every try: %v, want EIO", err)
 	}
