@@ -151,10 +151,7 @@ func (o *object) readAt(ctx context.Context, src Source, p []byte, off int64, sh
 	o.lastEnd = off + int64(len(p))
 	if o.failedFor(src) == nil {
 		switch {
-		case off == 0 && o.mode != modeStream && o.size >= streamFromReadAheads*o.c.opts.ReadAhead && o.probe() == nil:
-			o.rangeOK = o.rangeOK || o.mode == modeRanged
-			o.mode = modeStream
-			o.startStream(nil, nil, nil)
+		case off == 0 && o.mode != modeStream && o.size >= streamFromReadAheads*o.c.opts.ReadAhead && o.probe() == nil && o.streamFrom0():
 		case o.mode != modeStream || o.far(first):
 			o.schedule(first, last)
 			if sequential {
@@ -214,7 +211,16 @@ func (o *object) block(ctx context.Context, src Source, idx int64) (*block, erro
 	o.mu.Lock()
 	if o.mode == modeStream && !o.far(idx) {
 		o.mu.Unlock()
-		return nil, o.waitSpool(ctx, src, idx)
+		err := o.waitSpool(ctx, src, idx)
+		if err != nil && ctx.Err() == nil {
+			o.mu.Lock()
+			byRange := o.far(idx) // the spool failed meanwhile
+			o.mu.Unlock()
+			if byRange {
+				return o.block(ctx, src, idx)
+			}
+		}
+		return nil, err
 	}
 	o.c.stats.misses.Add(1)
 	f := o.inflight[idx]
@@ -303,17 +309,34 @@ func (o *object) remember(err error) {
 	}
 }
 
+// streamFrom0 makes the object a stream's (see streamFromReadAheads) and
+// starts it, unless no spool file can be made: then it stays as it was
+// and says so. Called with o.mu held.
+func (o *object) streamFrom0() bool {
+	prev, prevSt := o.mode, o.st
+	o.rangeOK = o.rangeOK || o.mode == modeRanged
+	o.mode = modeStream
+	if st := o.startStream(nil, nil, nil); st.f == nil {
+		o.mode, o.st = prev, prevSt // blocks by Range, as before
+		return false
+	}
+	return true
+}
+
 // far says whether block idx of a streamed object is to be fetched by
 // Range: the endpoint takes it and the stream is not about to bring the
-// block (nor the spool to hold it). Called with o.mu held.
+// block (nor the spool to hold it, as when a write to it failed). Called
+// with o.mu held.
 func (o *object) far(idx int64) bool {
 	if o.mode != modeStream || !o.rangeOK || o.st == nil {
 		return false
 	}
-	o.st.mu.Lock()
-	filled := o.st.filled
-	o.st.mu.Unlock()
-	return idx*o.c.opts.BlockSize >= filled+farAhead*o.c.opts.ReadAhead
+	st := o.st
+	st.mu.Lock()
+	filled, lost := st.filled, st.f == nil || st.spoolFailed
+	st.mu.Unlock()
+	at := idx * o.c.opts.BlockSize
+	return at >= filled+farAhead*o.c.opts.ReadAhead || lost && at >= filled
 }
 
 // probe is the fetch under way while the mode is unknown. Called with o.mu held.

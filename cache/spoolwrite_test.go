@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -180,4 +181,59 @@ func TestStreamSharedRecent(t *testing.T) {
 		t.Fatalf("%d transfers, want 1", n)
 	}
 	t.Logf("%d of %d reads shared a recent block", shared, len(held))
+}
+
+// TestRangedSpoolFull: a ranged object read from byte 0 streams into a
+// spool on a cache dir that fills up (a 2 MiB tmpfs): the reads past what
+// the spool holds are fetched by Range instead, with the right bytes, and
+// the stream is not started again; a cache dir where no spool can be made
+// at all leaves the object to ranged fetches from the start.
+func TestRangedSpoolFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=2m"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	for _, c := range []struct {
+		name string
+		dir  string
+	}{
+		{"full", dir},
+		{"no spool", filepath.Join(dir, "file")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			src := &memSource{data: randomData(8<<20 + 100), ranged: true}
+			cache, err := New(Options{Bytes: 8 << 20, BlockSize: 256 << 10, Dir: c.dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cache.Close()
+			if c.name == "no spool" { // the dir becomes a file: no spool can be created
+				os.RemoveAll(c.dir)
+				if err := os.WriteFile(c.dir, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got bytes.Buffer
+			buf := make([]byte, 128<<10)
+			for off := int64(0); off < int64(len(src.data)); {
+				n, err := cache.ReadAt(context.Background(), src, buf, off)
+				if err != nil && err != io.EOF {
+					t.Fatalf("read at %d: %v", off, err)
+				}
+				got.Write(buf[:n])
+				off += int64(n)
+			}
+			if !bytes.Equal(got.Bytes(), src.data) {
+				t.Fatalf("read %d bytes, not the object's", got.Len())
+			}
+			if n := src.streams.Load(); n > 1 {
+				t.Errorf("%d streams: the stream was started again after its spool failed", n)
+			}
+			t.Logf("%d opens, %d of them streams", src.opens.Load(), src.streams.Load())
+		})
+	}
 }

@@ -38,6 +38,11 @@ type stream struct {
 	filled  int64
 	running bool
 	err     error // why the last transfer stopped early
+	// spoolFailed: a write to the spool failed (a full or broken cache
+	// dir). Where the endpoint takes Range, the blocks past filled are then
+	// fetched by Range into the LRU (object.far) and the stream is not
+	// started again.
+	spoolFailed bool
 	gen     int   // transfers started
 	waiters int   // readers waiting on the running transfer
 	cancel  context.CancelFunc
@@ -95,7 +100,7 @@ func (o *object) startStream(ctx context.Context, cancel context.CancelFunc, bod
 	st := o.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.running || st.filled >= o.size || st.f == nil {
+	if st.running || st.filled >= o.size || st.f == nil || st.spoolFailed && o.rangeOK {
 		if body != nil {
 			body.Close()
 			cancel()
@@ -110,6 +115,17 @@ func (o *object) startStream(ctx context.Context, cancel context.CancelFunc, bod
 	st.gen++
 	o.c.goTracked(func() { st.fill(ctx, cancel, body) })
 	return st
+}
+
+// byRange says whether the spool failed where the endpoint takes Range:
+// the readers then fetch the rest by Range (object.far), and the stream
+// neither resumes nor starts again.
+func (st *stream) byRange() bool {
+	st.o.mu.Lock()
+	defer st.o.mu.Unlock()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.spoolFailed && st.o.rangeOK
 }
 
 // transient asks the source whether an error is worth a resume; sources
@@ -147,7 +163,7 @@ func (st *stream) fill(ctx context.Context, cancel context.CancelFunc, body io.R
 			body.Close()
 			body = nil
 		}
-		if err == nil || ctx.Err() != nil || !o.transient(err) {
+		if err == nil || ctx.Err() != nil || !o.transient(err) || st.byRange() {
 			break
 		}
 		st.mu.Lock()
@@ -169,7 +185,7 @@ func (st *stream) fill(ctx context.Context, cancel context.CancelFunc, body io.R
 	if err != nil && ctx.Err() != nil {
 		err = context.Canceled // no one waits any more, or the cache closed
 	}
-	if err != nil {
+	if err != nil && !st.byRange() { // else the readers fetch by Range at once
 		o.mu.Lock()
 		o.remember(err)
 		o.mu.Unlock()
@@ -196,6 +212,9 @@ func (st *stream) copy(ctx context.Context, body io.Reader, from int64, ranged b
 	w := st.startWriter(o.c.opts.BlockSize)
 	err := st.fillBlocks(ctx, body, from, w)
 	if werr := w.finish(); werr != nil {
+		st.mu.Lock()
+		st.spoolFailed = true
+		st.mu.Unlock()
 		return werr
 	}
 	return err
