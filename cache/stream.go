@@ -43,13 +43,13 @@ type stream struct {
 	// fetched by Range into the LRU (object.far) and the stream is not
 	// started again.
 	spoolFailed bool
-	gen     int   // transfers started
-	waiters int   // readers waiting on the running transfer
-	cancel  context.CancelFunc
-	notify  chan struct{} // closed and replaced at each change
-	recent  []*recent     // the latest blocks spooled, for readers to copy from
-	readTo  atomic.Int64  // the furthest end read so far (spoolwrite.go: the lead)
-	moved   chan struct{} // readTo advanced (capacity 1: a wake-up, not a count)
+	gen         int // transfers started
+	waiters     int // readers waiting on the running transfer
+	cancel      context.CancelFunc
+	notify      chan struct{} // closed and replaced at each change
+	recent      []*recent     // the latest blocks spooled, for readers to copy from
+	readTo      atomic.Int64  // the furthest end read so far (spoolwrite.go: the lead)
+	moved       chan struct{} // readTo advanced (capacity 1: a wake-up, not a count)
 }
 
 // maxStuck is how many resumes in a row may bring no new block before a
