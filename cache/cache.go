@@ -330,6 +330,27 @@ func (c *Cache) Abandon(src Source) {
 	o.cancelUnwaited()
 }
 
+// Busy says whether Abandon(src) may have anything to end: a read of src
+// waiting, or a transfer of its object under way. Callers use it to skip
+// costlier checks (fs: who is closing) when a close has nothing to end.
+func (c *Cache) Busy(src Source) bool {
+	c.mu.Lock()
+	o := c.objs[src.ID()]
+	c.mu.Unlock()
+	if o == nil {
+		return false
+	}
+	o.mu.Lock()
+	busy, st := len(o.cancels[src]) > 0 || len(o.inflight) > 0, o.st
+	o.mu.Unlock()
+	if !busy && st != nil {
+		st.mu.Lock()
+		busy = st.running
+		st.mu.Unlock()
+	}
+	return busy
+}
+
 func (c *Cache) String() string {
 	return fmt.Sprintf("cache(%d blocks of %d)", c.blocks.Len(), c.opts.BlockSize)
 }

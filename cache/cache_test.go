@@ -34,8 +34,11 @@ func (m *memSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, bool
 		m.streams.Add(1)
 	}
 	if m.hold != nil && n < 0 && off < m.holdAt {
+		if !m.ranged {
+			off = 0
+		}
 		r := io.MultiReader(bytes.NewReader(m.data[off:m.holdAt]), &heldReader{ctx: ctx, hold: m.hold, rest: bytes.NewReader(m.data[m.holdAt:])})
-		return io.NopCloser(r), m.ranged || off == 0, nil
+		return io.NopCloser(r), m.ranged, nil
 	}
 	if !m.ranged {
 		r := io.Reader(bytes.NewReader(m.data))

@@ -193,20 +193,33 @@ func TestInterruptCancelsTransfer(t *testing.T) {
 }
 
 // TestAbandonEndsWaits: Abandon(src) (a close) ends the reads of that open
-// that wait, and the transfer no one else waits for is cancelled.
+// that wait, and the transfer no one else waits for is cancelled. Busy says
+// so before (a read waits), and not once all has ended.
 func TestAbandonEndsWaits(t *testing.T) {
 	src := &hangSource{cancelled: make(chan struct{})}
 	c, _ := New(Options{Bytes: 8 << 20, Dir: t.TempDir()})
 	defer c.Close()
-	go func() { time.Sleep(100 * time.Millisecond); c.Abandon(src) }()
+	if c.Busy(src) {
+		t.Fatal("busy before any read")
+	}
+	busy := make(chan bool, 1)
+	go func() { time.Sleep(100 * time.Millisecond); busy <- c.Busy(src); c.Abandon(src) }()
 	_, err := c.ReadAt(context.Background(), src, make([]byte, 100), 0)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	if !<-busy {
+		t.Error("not busy while a read waited")
 	}
 	select {
 	case <-src.cancelled:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the transfer was not cancelled")
+	}
+	for deadline := time.Now().Add(5 * time.Second); c.Busy(src); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("still busy after the read and its transfer ended")
+		}
 	}
 }
 

@@ -412,7 +412,7 @@ func (h *guestHandle) Flush(ctx context.Context) syscall.Errno {
 		h.f.mu.Lock()
 		src := h.src
 		h.f.mu.Unlock()
-		if src != nil && !parentHolds(ctx, h.f.fs.mnt.Load(), h.f.StableAttr().Ino) {
+		if src != nil && h.f.fs.Cache.Busy(src) && !parentHolds(ctx, h.f.fs.mnt.Load(), h.f.StableAttr().Ino) {
 			h.f.fs.Cache.Abandon(src) // reads still waiting end (libHandle.Flush)
 		}
 		return 0

@@ -302,8 +302,9 @@ func (h *libHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Read
 // transfer no one else waits for is cancelled. Not for a child's close of a
 // file its parent still has open (parentHolds): the parent reads on.
 func (h *libHandle) Flush(ctx context.Context) syscall.Errno {
-	if !parentHolds(ctx, h.f.fs.mnt.Load(), h.f.StableAttr().Ino) {
-		h.f.fs.Cache.Abandon(h.src)
+	c := h.f.fs.Cache
+	if c.Busy(h.src) && !parentHolds(ctx, h.f.fs.mnt.Load(), h.f.StableAttr().Ino) {
+		c.Abandon(h.src)
 	}
 	return 0
 }
