@@ -83,6 +83,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		// Listings run 8 calls at once and reads fetch ranges in parallel:
 		// keep those connections instead of a TLS handshake per call.
 		t.MaxIdleConnsPerHost = 32
+		t.DialTLSContext = tlsDialer{sc: sc, timeout: cfg.Timeout}.dial
 	}
 	if cfg.Observer != nil {
 		sc.Client.Transport = cfg.Observer.Transport(sc.Client.Transport)
