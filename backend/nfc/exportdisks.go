@@ -13,9 +13,9 @@ import (
 
 // diskResult is one disk of an export, spooled (or failed).
 type diskResult struct {
-	f            remote.ExportedFile
-	sum1, sum256 string
-	verified     bool // matched its own manifest entry: served early
+	f        remote.ExportedFile
+	sums     diskSums
+	verified bool // matched its own manifest entry: served early
 }
 
 // fetchDisks spools an export's disks in parallel, as many at once per
@@ -23,7 +23,7 @@ type diskResult struct {
 // a lease hands out every disk's URL at once. The first failure cancels
 // the others; every result is returned so that the caller removes what
 // was written. DiskReady is called one disk at a time.
-func fetchDisks(ctx context.Context, c *vim25.Client, lease *nfc.Lease, items []nfc.FileItem, req ExportRequest, on string, keeper *leaseKeeper, report func(done, total int64)) ([]diskResult, error) {
+func fetchDisks(ctx context.Context, c *vim25.Client, lease *nfc.Lease, items []nfc.FileItem, req ExportRequest, on string, want1 bool, keeper *leaseKeeper, report func(done, total int64)) ([]diskResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	transfers := req.Transfers
@@ -55,19 +55,19 @@ func fetchDisks(ctx context.Context, c *vim25.Client, lease *nfc.Lease, items []
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f, sum1, sum256, err := download(diskOrigin(ctx, i, item.Path), c, item, req.Dir, keeper, req.Stall)
+			f, sums, err := download(diskOrigin(ctx, i, item.Path), c, item, req.Dir, want1, keeper, req.Stall)
 			release()
 			res[i].f = f
 			if err != nil {
 				fail(err)
 				return
 			}
-			res[i].sum1, res[i].sum256 = sum1, sum256
+			res[i].sums = sums
 			report(keeper.done.Load(), 0)
 			// Check this disk now if the manifest has its entry already: then
 			// it can be served while the lease goes on for the others.
 			cctx, ccancel := callContext(ctx, req.Stall)
-			ok, err := checkDisk(cctx, lease, f, sum1, on)
+			ok, err := checkDisk(cctx, lease, f, sums, on)
 			ccancel()
 			if err != nil {
 				fail(err)

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"os"
@@ -137,6 +138,11 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []re
 		items = append(items, item)
 	}
 
+	want1, err := askSHA256(ctx, c, lease, items, req.Stall)
+	if err != nil {
+		return nil, err
+	}
+
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var reportMu sync.Mutex // the keeper and this loop both report: one at a time
@@ -148,7 +154,7 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []re
 		}
 	}
 	keeper := keepAlive(lease, info.LeaseTimeout, total, cancel, report)
-	res, derr := fetchDisks(tctx, c, lease, items, req, on, keeper, func(n, t int64) { report(n, total) })
+	res, derr := fetchDisks(tctx, c, lease, items, req, on, want1, keeper, func(n, t int64) { report(n, total) })
 	for _, r := range res {
 		if r.f.Path != "" {
 			written = append(written, r.f.Path)
@@ -161,12 +167,12 @@ func Export(ctx context.Context, c *vim25.Client, req ExportRequest) (files []re
 		return nil, derr
 	}
 	mf := new(strings.Builder)
-	sums := map[string]string{}   // device key -> sha1
+	sums := map[string]diskSums{} // device key -> the disk's sums
 	verified := map[string]bool{} // device key -> checked on its own, served early
 	for i, item := range items {
-		sums[item.DeviceId] = res[i].sum1
+		sums[item.DeviceId] = res[i].sums
 		verified[item.DeviceId] = res[i].verified
-		fmt.Fprintf(mf, "SHA256(%s)= %s\n", res[i].f.Name, res[i].sum256)
+		fmt.Fprintf(mf, "SHA256(%s)= %s\n", res[i].f.Name, res[i].sums.sha256)
 		files = append(files, res[i].f)
 	}
 	if err := keeper.Stop(); err != nil {
@@ -293,16 +299,22 @@ func abortLease(lease *nfc.Lease, cause error) {
 // Range where the host takes it, else from byte 0 with the spooled bytes
 // checked, not trusted, before they are skipped. A stall is not retried:
 // the one deadline is spent.
-func download(ctx context.Context, c *vim25.Client, item nfc.FileItem, dir string, counter io.Writer, stall time.Duration) (remote.ExportedFile, string, string, error) {
+func download(ctx context.Context, c *vim25.Client, item nfc.FileItem, dir string, want1 bool, counter io.Writer, stall time.Duration) (remote.ExportedFile, diskSums, error) {
 	f := remote.ExportedFile{Name: item.Path, Path: filepath.Join(dir, item.Path)}
 	call := "GET " + item.URL.Path
 	out, err := os.OpenFile(f.Path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
-		return remote.ExportedFile{}, "", "", backend.NewError("export", item.Path, remote.ErrIO, err)
+		return remote.ExportedFile{}, diskSums{}, backend.NewError("export", item.Path, remote.ErrIO, err)
 	}
 	defer out.Close()
-	h1, h256 := sha1.New(), sha256.New()
-	sink := io.MultiWriter(out, h1, h256, counter)
+	h256 := sha256.New()
+	sinks := []io.Writer{out, h256, counter}
+	var h1 hash.Hash
+	if want1 { // the manifest checks by SHA-1 (manifest.go)
+		h1 = sha1.New()
+		sinks = append(sinks, h1)
+	}
+	sink := io.MultiWriter(sinks...)
 	for attempt := 0; ; attempt++ {
 		n, err := fetchDisk(ctx, c, item, call, out, f.Size, sink, stall)
 		f.Size += n
@@ -310,24 +322,28 @@ func download(ctx context.Context, c *vim25.Client, item nfc.FileItem, dir strin
 			break
 		}
 		if attempt > 0 || ctx.Err() != nil || !backend.Transient(err) {
-			return f, "", "", err
+			return f, diskSums{}, err
 		}
 		if backend.SleepCtx(ctx, backend.Backoff(0)) != nil {
-			return f, "", "", ctx.Err()
+			return f, diskSums{}, ctx.Err()
 		}
 	}
 	if err := out.Close(); err != nil {
-		return f, "", "", backend.NewError(call, item.Path, remote.ErrIO, err)
+		return f, diskSums{}, backend.NewError(call, item.Path, remote.ErrIO, err)
 	}
 	img, err := vmdk.OpenImageFile(f.Path)
 	if err != nil {
-		return f, "", "", backend.NewError(call, item.Path, remote.ErrIO, err)
+		return f, diskSums{}, backend.NewError(call, item.Path, remote.ErrIO, err)
 	}
 	f.Disk = &remote.ExportedDisk{DeviceKey: item.DeviceId, Capacity: img.Size()}
 	for _, e := range img.Allocated() {
 		f.Disk.Allocated += e[1] - e[0]
 	}
-	return f, backend.HexSum(h1), backend.HexSum(h256), nil
+	sums := diskSums{sha256: backend.HexSum(h256)}
+	if h1 != nil {
+		sums.sha1 = backend.HexSum(h1)
+	}
+	return f, sums, nil
 }
 
 // fetchDisk GETs a disk from byte have on (Range: bytes=have-), writing the
@@ -408,65 +424,6 @@ func sameStart(body io.Reader, f *os.File, n int64) error {
 			return fmt.Errorf("the disk's bytes before %d changed between tries", at+k)
 		}
 		at += k
-	}
-	return nil
-}
-
-// checkManifest compares the spooled disks with HttpNfcLeaseGetManifest,
-// once every disk is transferred.
-func checkManifest(ctx context.Context, lease *nfc.Lease, files []remote.ExportedFile, sums map[string]string, on string) error {
-	entries, err := lease.GetManifest(ctx)
-	if err != nil {
-		return backend.VimError("HttpNfcLeaseGetManifest", on, err)
-	}
-	for _, f := range files {
-		e := manifestEntry(entries, f.Disk.DeviceKey)
-		if e == nil {
-			return remote.Errorf("HttpNfcLeaseGetManifest", on, remote.ErrIO, "%s: not in the lease's manifest", f.Name)
-		}
-		if err := matchEntry(e, f, sums[f.Disk.DeviceKey], on); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// checkDisk compares one disk, just spooled, with its entry in the lease's
-// manifest while the lease goes on for the others. The seed does not say
-// when a lease's manifest is complete: an entry that is not there yet (or
-// has no SHA1), or a GetManifest that fails, only means the disk is checked
-// with the others at the end (false, nil). A mismatch fails the export.
-func checkDisk(ctx context.Context, lease *nfc.Lease, f remote.ExportedFile, sum1, on string) (bool, error) {
-	entries, err := lease.GetManifest(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return false, ctx.Err()
-		}
-		return false, nil
-	}
-	e := manifestEntry(entries, f.Disk.DeviceKey)
-	if e == nil || e.Sha1 == "" {
-		return false, nil
-	}
-	if err := matchEntry(e, f, sum1, on); err != nil {
-		return false, err
-	}
-	return true, nil
-}
-
-func manifestEntry(entries []types.HttpNfcLeaseManifestEntry, key string) *types.HttpNfcLeaseManifestEntry {
-	for i := range entries {
-		if entries[i].Key == key {
-			return &entries[i]
-		}
-	}
-	return nil
-}
-
-func matchEntry(e *types.HttpNfcLeaseManifestEntry, f remote.ExportedFile, sum1, on string) error {
-	if !strings.EqualFold(e.Sha1, sum1) || (e.Size > 0 && e.Size != f.Size) {
-		return remote.Errorf("HttpNfcLeaseGetManifest", on, remote.ErrIO,
-			"%s: spooled %d bytes with SHA1 %s, the server says %d bytes with SHA1 %s", f.Name, f.Size, sum1, e.Size, e.Sha1)
 	}
 	return nil
 }

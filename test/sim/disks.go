@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -38,12 +39,13 @@ type diskID struct {
 
 // diskStream is one generated VMDK.
 type diskStream struct {
-	once sync.Once
-	raw  *RawDisk
-	path string
-	size int64
-	sha1 string // hex, as HttpNfcLeaseGetManifest gives it
-	err  error
+	once   sync.Once
+	raw    *RawDisk
+	path   string
+	size   int64
+	sha1   string // hex, as HttpNfcLeaseGetManifest gives it
+	sha256 string // the same, once a client asked for SHA-256 (SetManifestChecksumType)
+	err    error
 }
 
 func newDisks(s *Server) (*Disks, error) {
@@ -89,24 +91,24 @@ func (d *Disks) stream(vm string, disk vmDisk) (*diskStream, error) {
 	d.mu.Unlock()
 	st.once.Do(func() {
 		st.path = filepath.Join(d.dir, fmt.Sprintf("%s-%d-%d.vmdk", vm, disk.key, disk.capacity))
-		st.size, st.sha1, st.err = writeStreamFile(st.path, st.raw)
+		st.size, st.sha1, st.sha256, st.err = writeStreamFile(st.path, st.raw)
 	})
 	return st, st.err
 }
 
-func writeStreamFile(path string, raw *RawDisk) (int64, string, error) {
+func writeStreamFile(path string, raw *RawDisk) (int64, string, string, error) {
 	f, err := os.Create(path)
 	if err != nil {
-		return 0, "", err
+		return 0, "", "", err
 	}
 	defer f.Close()
-	h := sha1.New()
+	h1, h256 := sha1.New(), sha256.New()
 	seed := sha1.Sum([]byte(raw.label))
-	n, err := vmdk.WriteStreamOptimized(io.MultiWriter(f, h), raw, "disk.vmdk", binary.LittleEndian.Uint32(seed[:]))
+	n, err := vmdk.WriteStreamOptimized(io.MultiWriter(f, h1, h256), raw, "disk.vmdk", binary.LittleEndian.Uint32(seed[:]))
 	if err == nil {
 		err = f.Close()
 	}
-	return n, hex.EncodeToString(h.Sum(nil)), err
+	return n, hex.EncodeToString(h1.Sum(nil)), hex.EncodeToString(h256.Sum(nil)), err
 }
 
 // vmDisk is a virtual disk as an export lease presents it.

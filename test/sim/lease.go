@@ -38,7 +38,21 @@ type Exports struct {
 	firstGet atomic.Int64 // unix nanoseconds of the first disk transfer served
 	rate     atomic.Int64 // bytes/s per transfer; 0: no limit
 	corrupt  atomic.Bool
+	sums     atomic.Int32 // ManifestChecksums: how SetManifestChecksumType is taken
 }
+
+// ManifestChecksums is how a server takes HttpNfcLeaseSetManifestChecksumType
+// (seed 003: since vSphere API 6.7).
+type ManifestChecksums int32
+
+const (
+	ChecksumsAsked   ManifestChecksums = iota // the manifest gives what the client asked for
+	ChecksumsUnknown                          // the method does not exist (before 6.7): MethodNotFound
+	ChecksumsIgnored                          // the call succeeds, the manifest stays SHA-1
+)
+
+// SetManifestChecksums sets how leases take SetManifestChecksumType.
+func (x *Exports) SetManifestChecksums(m ManifestChecksums) { x.sums.Store(int32(m)) }
 
 // Throttle limits each disk transfer to rate bytes per second (0: no limit),
 // so that tests can make an export outlast the lease timeout.
@@ -145,6 +159,10 @@ type exportLease struct {
 	timer    *time.Timer
 	ctx      context.Context // done when the lease leaves ready: transfers stop
 	cancel   context.CancelFunc
+	// sums is the checksum type asked per device key; transferred says a
+	// transfer started, after which the types can no longer be set.
+	sums        map[string]types.HttpNfcLeaseManifestEntryChecksumType
+	transferred bool
 }
 
 // leaseFile is one disk of a lease, served as disk-N.vmdk.
@@ -332,6 +350,43 @@ func (l *exportLease) HttpNfcLeaseAbort(ctx *simulator.Context, req *types.HttpN
 	return body
 }
 
+// HttpNfcLeaseSetManifestChecksumType takes, per device key, the checksum
+// the manifest is to give (seed 003): before any transfer starts.
+func (l *exportLease) HttpNfcLeaseSetManifestChecksumType(ctx *simulator.Context, req *types.HttpNfcLeaseSetManifestChecksumType) soap.HasFault {
+	body := &methods.HttpNfcLeaseSetManifestChecksumTypeBody{}
+	switch ManifestChecksums(l.x.sums.Load()) {
+	case ChecksumsUnknown:
+		body.Fault_ = simulator.Fault("HttpNfcLeaseSetManifestChecksumType", &types.MethodNotFound{Receiver: l.Self, Method: "setManifestChecksumType"})
+		return body
+	case ChecksumsIgnored:
+		body.Res = &types.HttpNfcLeaseSetManifestChecksumTypeResponse{}
+		return body
+	}
+	if body.Fault_ = l.usable(false); body.Fault_ != nil {
+		return body
+	}
+	if l.transferred {
+		body.Fault_ = simulator.Fault("a transfer has started", &types.InvalidState{})
+		return body
+	}
+	sums := map[string]types.HttpNfcLeaseManifestEntryChecksumType{}
+	for _, kv := range req.DeviceUrlsToChecksumTypes {
+		known := false
+		for _, f := range l.files {
+			known = known || f.disk.deviceKey == kv.Key
+		}
+		t := types.HttpNfcLeaseManifestEntryChecksumType(kv.Value)
+		if !known || (t != types.HttpNfcLeaseManifestEntryChecksumTypeSha1 && t != types.HttpNfcLeaseManifestEntryChecksumTypeSha256) {
+			body.Fault_ = simulator.Fault("bad device key or checksum type", &types.InvalidArgument{InvalidProperty: "deviceUrlsToChecksumTypes"})
+			return body
+		}
+		sums[kv.Key] = t
+	}
+	l.sums = sums
+	body.Res = &types.HttpNfcLeaseSetManifestChecksumTypeResponse{}
+	return body
+}
+
 func (l *exportLease) HttpNfcLeaseGetManifest(ctx *simulator.Context, req *types.HttpNfcLeaseGetManifest) soap.HasFault {
 	body := &methods.HttpNfcLeaseGetManifestBody{}
 	if body.Fault_ = l.usable(false); body.Fault_ != nil {
@@ -339,7 +394,7 @@ func (l *exportLease) HttpNfcLeaseGetManifest(ctx *simulator.Context, req *types
 	}
 	res := &types.HttpNfcLeaseGetManifestResponse{}
 	for _, f := range l.files {
-		res.Returnval = append(res.Returnval, types.HttpNfcLeaseManifestEntry{
+		e := types.HttpNfcLeaseManifestEntry{
 			Key:           f.disk.deviceKey,
 			Sha1:          f.stream.sha1,
 			Checksum:      f.stream.sha1,
@@ -348,7 +403,12 @@ func (l *exportLease) HttpNfcLeaseGetManifest(ctx *simulator.Context, req *types
 			Disk:          true,
 			Capacity:      f.disk.capacity,
 			PopulatedSize: f.stream.size,
-		})
+		}
+		if l.sums[f.disk.deviceKey] == types.HttpNfcLeaseManifestEntryChecksumTypeSha256 {
+			// sha1 is deprecated since 6.7: given only when asked for.
+			e.Sha1, e.Checksum, e.ChecksumType = "", f.stream.sha256, string(types.HttpNfcLeaseManifestEntryChecksumTypeSha256)
+		}
+		res.Returnval = append(res.Returnval, e)
 	}
 	body.Res = res
 	return body

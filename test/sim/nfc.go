@@ -30,6 +30,7 @@ func (x *Exports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ready := false
 	x.s.bgContext().WithLock(l, func() {
 		ready, ctx = l.State == types.HttpNfcLeaseStateReady, l.ctx
+		l.transferred = l.transferred || ready
 		for _, f := range l.files {
 			if f.name == r.PathValue("file") {
 				file = f
