@@ -274,21 +274,24 @@ func TestExportCancel(t *testing.T) {
 }
 
 // TestExportManifestMismatch: a disk damaged in transit is caught by the
-// lease's manifest, and the lease is aborted.
+// lease's manifest, whichever checksum it gives, and the lease is aborted.
 func TestExportManifestMismatch(t *testing.T) {
 	s, c := simClient(t, sim.Options{})
 	vm := findVM(t, c, "DC0_H0_VM1", true)
 	s.Exports.Corrupt(true)
-	dir := t.TempDir()
-	_, err := Export(context.Background(), c.Client, ExportRequest{VM: vm.Reference(), Dir: dir})
-	if !errors.Is(err, remote.ErrIO) || !strings.Contains(err.Error(), "SHA1") {
-		t.Fatalf("damaged export: %v", err)
-	}
-	if s.Exports.ActiveLeases() != 0 {
-		t.Fatal("lease left")
-	}
-	if left, _ := os.ReadDir(dir); len(left) != 0 {
-		t.Fatalf("spool not empty: %v", left)
+	for mode, kind := range map[sim.ManifestChecksums]string{sim.ChecksumsAsked: "SHA256", sim.ChecksumsUnknown: "SHA1", sim.ChecksumsIgnored: "SHA1"} {
+		s.Exports.SetManifestChecksums(mode)
+		dir := t.TempDir()
+		_, err := Export(context.Background(), c.Client, ExportRequest{VM: vm.Reference(), Dir: dir})
+		if !errors.Is(err, remote.ErrIO) || !strings.Contains(err.Error(), "with "+kind+" ") {
+			t.Fatalf("damaged export, manifest by %s: %v", kind, err)
+		}
+		if s.Exports.ActiveLeases() != 0 {
+			t.Fatal("lease left")
+		}
+		if left, _ := os.ReadDir(dir); len(left) != 0 {
+			t.Fatalf("spool not empty: %v", left)
+		}
 	}
 }
 
