@@ -53,8 +53,8 @@ func askSHA256(ctx context.Context, c *vim25.Client, lease *nfc.Lease, items []n
 	return false, nil
 }
 
-// checkManifest compares the spooled disks with HttpNfcLeaseGetManifest,
-// once every disk is transferred.
+// checkManifest compares spooled disks with HttpNfcLeaseGetManifest, once
+// every disk is transferred: the disks that checkDisk could not check.
 func checkManifest(ctx context.Context, lease *nfc.Lease, files []remote.ExportedFile, sums map[string]diskSums, on string) error {
 	entries, err := lease.GetManifest(ctx)
 	if err != nil {

@@ -37,9 +37,16 @@ type Exports struct {
 	peak     atomic.Int64 // the most served at once since ResetPeak
 	firstGet atomic.Int64 // unix nanoseconds of the first disk transfer served
 	rate     atomic.Int64 // bytes/s per transfer; 0: no limit
-	corrupt  atomic.Bool
+	corrupt  atomic.Int32 // Corrupt: -1 all disks, n+1 disk n only, 0 none
 	sums     atomic.Int32 // ManifestChecksums: how SetManifestChecksumType is taken
+	late     atomic.Bool  // LateManifest
 }
+
+// LateManifest makes HttpNfcLeaseGetManifest give no entries until every
+// disk of the lease has been sent to its end (the seed does not say when a
+// manifest is complete): a client then checks all but the last disk at the
+// end of the export.
+func (x *Exports) LateManifest(on bool) { x.late.Store(on) }
 
 // ManifestChecksums is how a server takes HttpNfcLeaseSetManifestChecksumType
 // (seed 003: since vSphere API 6.7).
@@ -60,7 +67,21 @@ func (x *Exports) Throttle(rate int64) { x.rate.Store(rate) }
 
 // Corrupt makes transfers serve one wrong byte (past the first MiB), as a
 // damaged transfer would: the disk then disagrees with GetManifest.
-func (x *Exports) Corrupt(on bool) { x.corrupt.Store(on) }
+func (x *Exports) Corrupt(on bool) {
+	if on {
+		x.corrupt.Store(-1)
+	} else {
+		x.corrupt.Store(0)
+	}
+}
+
+// CorruptDisk is Corrupt for the transfers of disk n (disk-n.vmdk) only.
+func (x *Exports) CorruptDisk(n int) { x.corrupt.Store(int32(n) + 1) }
+
+func (x *Exports) corrupts(f *leaseFile) bool {
+	c := x.corrupt.Load()
+	return c == -1 || (c > 0 && f.name == fmt.Sprintf("disk-%d.vmdk", c-1))
+}
 
 func newExports(s *Server, timeout time.Duration) *Exports {
 	if timeout <= 0 {
@@ -170,6 +191,7 @@ type leaseFile struct {
 	name   string
 	disk   vmDisk
 	stream *diskStream // set once initialized
+	sent   atomic.Bool // its last byte was sent
 }
 
 // newLease creates a lease for the disks of vm and starts preparing them.
@@ -393,6 +415,14 @@ func (l *exportLease) HttpNfcLeaseGetManifest(ctx *simulator.Context, req *types
 		return body
 	}
 	res := &types.HttpNfcLeaseGetManifestResponse{}
+	if l.x.late.Load() {
+		for _, f := range l.files {
+			if !f.sent.Load() {
+				body.Res = res
+				return body
+			}
+		}
+	}
 	for _, f := range l.files {
 		e := types.HttpNfcLeaseManifestEntry{
 			Key:           f.disk.deviceKey,
