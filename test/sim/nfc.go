@@ -60,7 +60,7 @@ func (x *Exports) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer end()
 	x.firstGet.CompareAndSwap(0, time.Now().UnixNano())
 	w.Header().Set("Content-Type", "application/octet-stream")
-	http.ServeContent(&countingWriter{ResponseWriter: w, n: &x.served}, r, file.name, time.Time{}, &leaseReader{f: f, ctx: ctx, x: x, size: st.Size(), end: func() { end(); file.sent.Store(true) }, corrupt: x.corrupts(file)})
+	http.ServeContent(&countingWriter{ResponseWriter: w, n: &x.served}, r, file.name, time.Time{}, &leaseReader{f: f, ctx: ctx, x: x, size: st.Size(), end: func() { end(); file.sent.Store(true) }, file: file})
 	if ctx.Err() != nil {
 		panic(http.ErrAbortHandler) // the client sees a broken transfer, not a short file
 	}
@@ -73,9 +73,8 @@ type leaseReader struct {
 	x    *Exports
 	off  int64
 	size int64
-	end  func() // called once the last byte has been read
-	// corrupt serves one wrong byte (Corrupt)
-	corrupt bool
+	end  func()     // called once the last byte has been read
+	file *leaseFile // whether to serve a wrong byte is asked at each read (Corrupt)
 }
 
 func (r *leaseReader) Read(p []byte) (int, error) {
@@ -93,7 +92,7 @@ func (r *leaseReader) Read(p []byte) (int, error) {
 	}
 	n, err := r.f.Read(p)
 	const at = 1 << 20
-	if r.corrupt && r.off <= at && at < r.off+int64(n) {
+	if r.x.corrupts(r.file) && r.off <= at && at < r.off+int64(n) {
 		p[at-r.off] ^= 0xff
 	}
 	r.off += int64(n)
