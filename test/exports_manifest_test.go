@@ -35,7 +35,6 @@ func TestExportsManifestChecksums(t *testing.T) {
 		{"no-method", sim.ChecksumsUnknown, false, "SHA1"},
 		{"ignored", sim.ChecksumsIgnored, false, "SHA1"},
 		{"late", sim.ChecksumsAsked, true, "SHA256"},
-		{"late-sha1", sim.ChecksumsUnknown, true, "SHA1"},
 	} {
 		s.Exports.SetManifestChecksums(c.mode)
 		s.Exports.LateManifest(c.late)
