@@ -22,6 +22,18 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 )
 
+// startVM starts a simulator and finds a VM in it by name, powered off if
+// asked.
+func startVM(t *testing.T, name string, off bool) (*Server, *govmomi.Client, *object.VirtualMachine) {
+	t.Helper()
+	s := StartT(t, Options{})
+	c, _, err := s.Client(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, c, testVM(t, c, name, off)
+}
+
 // testVM finds a VM by name, powered off if asked.
 func testVM(t *testing.T, c *govmomi.Client, name string, off bool) *object.VirtualMachine {
 	t.Helper()
@@ -79,14 +91,9 @@ func downloadItem(t *testing.T, c *govmomi.Client, item nfc.FileItem, dir string
 }
 
 func TestExportVmPoweredOn(t *testing.T) {
-	s := StartT(t, Options{})
+	s, _, vm := startVM(t, "DC0_H0_VM0", false)
 	ctx := context.Background()
-	c, _, err := s.Client(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm := testVM(t, c, "DC0_H0_VM0", false)
-	_, err = vm.Export(ctx)
+	_, err := vm.Export(ctx)
 	if !isFault[*types.InvalidPowerState](err) {
 		t.Fatalf("ExportVm of a powered-on VM: %v", err)
 	}
@@ -96,13 +103,8 @@ func TestExportVmPoweredOn(t *testing.T) {
 }
 
 func TestExportVmLease(t *testing.T) {
-	s := StartT(t, Options{})
+	s, c, vm := startVM(t, "DC0_H0_VM0", true)
 	ctx := context.Background()
-	c, _, err := s.Client(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm := testVM(t, c, "DC0_H0_VM0", true)
 	lease, err := vm.Export(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -298,13 +300,8 @@ func TestExportLeaseTimeout(t *testing.T) {
 }
 
 func TestExportSnapshotPoweredOn(t *testing.T) {
-	s := StartT(t, Options{})
+	s, c, vm := startVM(t, "DC0_H0_VM0", false)
 	ctx := context.Background()
-	c, _, err := s.Client(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm := testVM(t, c, "DC0_H0_VM0", false)
 	task, err := vm.CreateSnapshot(ctx, "b1", "", false, false)
 	if err != nil {
 		t.Fatal(err)

@@ -26,13 +26,8 @@ func govc(t *testing.T, s *Server, args ...string) string {
 // TestGovcExportImport: govc export.ovf works unchanged against the
 // simulator, and govc import.ovf accepts (and checksums) what it wrote.
 func TestGovcExportImport(t *testing.T) {
-	s := StartT(t, Options{})
+	s, c, vm := startVM(t, "DC0_H0_VM1", true)
 	ctx := context.Background()
-	c, _, err := s.Client(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm := testVM(t, c, "DC0_H0_VM1", true)
 	dir := t.TempDir()
 	govc(t, s, "export.ovf", "-vm", "DC0_H0_VM1", "-sha", "1", dir)
 	pkg := filepath.Join(dir, "DC0_H0_VM1")

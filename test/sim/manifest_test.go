@@ -22,13 +22,8 @@ func setChecksums(ctx context.Context, c soap.RoundTripper, lease *nfc.Lease, kv
 // with bad arguments and after a transfer started; and as older servers
 // (no such method) and a server that ignores it behave.
 func TestExportManifestChecksumType(t *testing.T) {
-	s := StartT(t, Options{})
+	s, c, vm := startVM(t, "DC0_H0_VM0", true)
 	ctx := context.Background()
-	c, _, err := s.Client(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm := testVM(t, c, "DC0_H0_VM0", true)
 	for _, mode := range []ManifestChecksums{ChecksumsAsked, ChecksumsUnknown, ChecksumsIgnored} {
 		s.Exports.SetManifestChecksums(mode)
 		lease, err := vm.Export(ctx)
