@@ -56,9 +56,7 @@ func TestExportsDiskEarly(t *testing.T) {
 	s := sim.StartT(t)
 	vm := simVM(t, s, exportVM, true)
 	addSmallDisk(t, vm, "small", 40<<20)
-	ref := t.TempDir()
-	govcRun(t, s, "export.ovf", "-vm", exportVM, "-sha", "256", ref)
-	want := packageFiles(t, filepath.Join(ref, exportVM))
+	want := govcPackage(t, s)
 	// One disk at a time, as govc does: disk 0 is served while disk 1 goes on.
 	m := mount(t, s, "--max-transfers", "1")
 	pkg := m.Path("exports", exportVM)

@@ -22,9 +22,7 @@ func TestExportsManifestChecksums(t *testing.T) {
 	s := sim.StartT(t)
 	vm := simVM(t, s, exportVM, true)
 	addSmallDisk(t, vm, "small", 24<<20)
-	ref := t.TempDir()
-	govcRun(t, s, "export.ovf", "-vm", exportVM, "-sha", "256", ref)
-	want := packageFiles(t, filepath.Join(ref, exportVM))
+	want := govcPackage(t, s)
 	for _, c := range []struct {
 		name string
 		mode sim.ManifestChecksums

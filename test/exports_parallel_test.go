@@ -18,9 +18,7 @@ func TestExportsMaxTransfers(t *testing.T) {
 	for i := 1; i < 5; i++ {
 		addSmallDisk(t, vm, fmt.Sprintf("par%d", i), 8<<20)
 	}
-	ref := t.TempDir()
-	govcRun(t, s, "export.ovf", "-vm", exportVM, "-sha", "256", ref)
-	want := packageFiles(t, filepath.Join(ref, exportVM))
+	want := govcPackage(t, s)
 
 	// Slow enough that every allowed transfer overlaps the others.
 	s.Exports.Throttle(4 << 20)

@@ -80,6 +80,14 @@ func addSmallDisk(t testing.TB, vm *object.VirtualMachine, name string, capacity
 	}
 }
 
+// govcPackage is the package `govc export.ovf -sha 256` writes of exportVM.
+func govcPackage(t *testing.T, s *sim.Server) map[string][]byte {
+	t.Helper()
+	ref := t.TempDir()
+	govcRun(t, s, "export.ovf", "-vm", exportVM, "-sha", "256", ref)
+	return packageFiles(t, filepath.Join(ref, exportVM))
+}
+
 func govcRun(t testing.TB, s *sim.Server, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(govc, args...)
@@ -216,9 +224,7 @@ func TestExportsPackage(t *testing.T) {
 	}
 	t.Logf("ls -l:\n%s", out)
 
-	ref := t.TempDir()
-	govcRun(t, s, "export.ovf", "-vm", exportVM, "-sha", "256", ref)
-	want0 := packageFiles(t, filepath.Join(ref, exportVM))
+	want0 := govcPackage(t, s)
 
 	dst := t.TempDir()
 	run(t, "cp", "-r", pkg, filepath.Join(dst, "cp"))
