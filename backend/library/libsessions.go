@@ -176,18 +176,32 @@ func (w *LibraryWriter) keepAlive(sid, itemID string, stop <-chan struct{}, done
 		<-stop
 		cancel()
 	}()
-	every := time.Minute
-	err := w.c.Do(ctx, "updatesession:get", itemID, func(ctx context.Context) error {
-		s, err := lm.GetLibraryItemUpdateSession(ctx, sid)
-		if err == nil && s.ExpirationTime != nil {
-			every = min(max(time.Until(*s.ExpirationTime)/3, 50*time.Millisecond), time.Minute)
-		}
-		return err
-	})
-	if err != nil && ctx.Err() != nil {
-		return
-	}
+	// Until the server has said when the session expires, keep it alive
+	// every second: a get that failed must not leave a minute between
+	// keep-alives (vCenter expires idle sessions in minutes, a test server
+	// in seconds).
+	every, known := time.Second, false
 	for {
+		if !known {
+			err := w.c.Do(ctx, "updatesession:get", itemID, func(ctx context.Context) error {
+				s, err := lm.GetLibraryItemUpdateSession(ctx, sid)
+				if err == nil {
+					every = time.Minute
+					if s.ExpirationTime != nil {
+						every = min(max(time.Until(*s.ExpirationTime)/3, 50*time.Millisecond), time.Minute)
+					}
+				}
+				return err
+			})
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				w.logger().Warn("session expiry unknown: keep-alive every second", "session", sid, "item", itemID, "call", "updatesession:get", "fault", err.Error())
+			default:
+				known = true
+			}
+		}
 		select {
 		case <-stop:
 			return

@@ -119,6 +119,25 @@ func TestCommitKeepsSessionAlive(t *testing.T) {
 	}
 }
 
+// A keep-alive that cannot learn the session's expiry (its get fails) still
+// keeps the session alive through a commit that outlasts the expiry.
+func TestCommitKeepsSessionAliveWithoutItsExpiry(t *testing.T) {
+	f := newWriteFixture(t)
+	id := f.itemID("demo-library", "hello")
+	f.s.Updates.SetExpiry(2 * time.Second)
+	f.s.Updates.SetStrictExpiry(true)
+	f.s.Updates.SetPutDelay(4 * time.Second)
+	f.s.Updates.FailNext(sim.FailGet)
+	want := pattern(1<<20, 51)
+	if err := f.w.Commit(f.ctx, id, []remote.Staged{f.stage("hello.txt", want)}, nil); err != nil {
+		t.Fatalf("slow commit: %v", err)
+	}
+	f.s.Updates.SetPutDelay(0)
+	if got := f.snapshot(id).bytes["hello.txt"]; string(got) != string(want) {
+		t.Fatal("slow commit did not land")
+	}
+}
+
 // TrackSessions ends the sessions whose records a dead mount left (an
 // active one, and one that ended meanwhile) and which the cache dir's owner
 // moved into this mount's folder, and records its own sessions until they

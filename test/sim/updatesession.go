@@ -102,6 +102,7 @@ const (
 	FailCancel   = "cancel"    // session cancel answers internal_server_error
 	FailValidate = "validate"  // validate answers internal_server_error
 	FailComplete = "complete"  // complete answers internal_server_error; the session stays ACTIVE
+	FailGet      = "get"       // the next session get answers internal_server_error
 	FailApply    = "apply"     // complete is accepted, then the session ends in ERROR
 )
 
@@ -390,6 +391,13 @@ func (u *UpdateSessions) serveSession(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.Method {
 	case http.MethodGet:
+		u.mu.Lock()
+		failed := u.fault(FailGet)
+		u.mu.Unlock()
+		if failed {
+			vapiError(w, errInternal, "injected fault: session get")
+			return
+		}
 		u.mu.Lock()
 		v := s.Session
 		if v.State == "DONE" && s.polls > 0 {
